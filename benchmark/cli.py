@@ -1,0 +1,136 @@
+"""``segbench``: one subcommand per pipeline stage, so each runs with or without DVC."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from benchmark import paths
+
+
+def _config(args):
+    from benchmark.config import load_config
+    return load_config(args.params)
+
+
+def cmd_fetch(args):
+    from benchmark.data.sources import fetch
+    cfg = _config(args)
+    status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
+    print(f"fetch {args.dataset}: {'available' if status['available'] else 'NOT AVAILABLE'}")
+
+
+def cmd_preprocess(args):
+    from benchmark.data.preprocess import preprocess
+    cfg = _config(args)
+    m = preprocess(args.dataset, args.src or paths.fetched(args.dataset), args.out or paths.processed(args.dataset), cfg.data)
+    counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
+    print(f"preprocess {args.dataset}: {m.status} {counts}")
+
+
+def cmd_train(args):
+    from benchmark.data.manifest import load_manifest
+    from benchmark.training.trainer import train, write_not_run
+    cfg = _config(args)
+    out = args.out or paths.run(args.dataset, args.method)
+    manifest = load_manifest(paths.processed(args.dataset))
+    if manifest.status != "ok":
+        write_not_run(out, manifest.reason)
+        print(f"train {args.dataset}/{args.method}: not run ({manifest.reason.splitlines()[0] if manifest.reason else ''})")
+        return
+    meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method), args.max_steps)
+    print(f"train {args.dataset}/{args.method}: {meta['status']} {meta['steps']} steps in {meta['seconds']:.1f} s, "
+          f"final loss {meta['final_loss']}")
+
+
+def cmd_predict(args):
+    from benchmark.inference import predict
+    cfg = _config(args)
+    mcfg = cfg.method_config(args.method)
+    meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
+                   args.out or paths.predictions(args.dataset, args.method), mcfg.predict, mcfg.train.threads)
+    print(f"predict {args.dataset}/{args.method}: {meta['status']}")
+
+
+def cmd_evaluate(args):
+    from benchmark.evaluation import evaluate
+    cfg = _config(args)
+    m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method),
+                 args.out or paths.results(args.dataset, args.method), cfg.evaluation, args.method)
+    summary = {k: round(v, 4) if v is not None else None for k, v in m.get("average", {}).items()}
+    print(f"evaluate {args.dataset}/{args.method}: {m['status']} {summary}")
+
+
+def cmd_tables(args):
+    from benchmark.tables import render_all
+    cfg = _config(args)
+    for path in render_all(cfg, log_mlflow=not args.no_mlflow):
+        print(path)
+
+
+def cmd_check_leaks(args):
+    from benchmark.data.manifest import check_leaks, load_manifest
+    bad = 0
+    for p in args.manifests:
+        report = check_leaks(load_manifest(p))
+        print(f"{p}: {report.summary()}")
+        bad += not report.ok
+    return 1 if bad else 0
+
+
+def cmd_list(args):
+    from benchmark.data.sources import known_datasets
+    from benchmark.methods import available_methods
+    print("datasets:", ", ".join(known_datasets()))
+    print("methods: ", ", ".join(available_methods()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segbench", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_, dataset=True, method=False):
+        s = sub.add_parser(name, help=help_, description=help_)
+        if dataset:
+            s.add_argument("dataset", help="dataset name (see `segbench list`)")
+        if method:
+            s.add_argument("method", help="method name (see `segbench list`)")
+        s.set_defaults(func=func)
+        return s
+
+    s = add("fetch", cmd_fetch, "generate a phantom or obtain a real dataset into data/fetched/DATASET")
+    s.add_argument("--out", type=Path)
+    s = add("preprocess", cmd_preprocess, "normalise, split by subject and write data/processed/DATASET with its manifest")
+    s.add_argument("--src", type=Path)
+    s.add_argument("--out", type=Path)
+    s = add("train", cmd_train, "train METHOD on DATASET (resumes from the latest matching checkpoint)", method=True)
+    s.add_argument("--out", type=Path)
+    s.add_argument("--max-steps", type=int, help="stop after this many steps without writing the final model")
+    s = add("predict", cmd_predict, "write n samples per test case with the trained EMA weights", method=True)
+    s.add_argument("--out", type=Path)
+    s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class; metrics.json and per_case.csv", method=True)
+    s.add_argument("--out", type=Path)
+    s = add("tables", cmd_tables, "render the tables and figures under paper/ and log everything to MLflow", dataset=False)
+    s.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)
+    s.add_argument("manifests", nargs="+", type=Path, help="manifest.json files or processed dataset folders")
+    add("list", cmd_list, "list the registered datasets and methods", dataset=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        rc = args.func(args) or 0
+    except (ValueError, KeyError) as e:  # our errors: bad input, config, unknown names
+        print(f"segbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[{args.command} took {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

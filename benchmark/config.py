@@ -1,0 +1,130 @@
+"""Typed configuration loaded from ``params.yaml``.
+
+``params.yaml`` holds one profile (the default, CPU-scale profile unless a user
+switched it). Each section maps onto a dataclass below; an unknown key is an
+error naming the file and the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    size: int = 64                    # H = W of every processed slice, pixels
+    seed: int = 0                     # phantom generation and subject splits
+    n_subjects: int = 40              # per phantom dataset
+    split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.1, "test": 0.3})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20            # linear warm-up, then constant (the paper names no schedule)
+    ema_decay: float = 0.99           # paper: 0.9999 over a long run; a short CPU run needs a shorter memory
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+    threads: int = 2                  # torch intra-op threads per process
+    mixed_precision: str = "no"       # "no", "bf16" or "fp16" (passed to Accelerate)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    n_samples: int = 1                # samples per case (deterministic methods always give 1)
+    batch_size: int = 32              # slices per forward pass
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    hd95_convention: str = "pooled"   # "pooled" (medpy) or "max" (MONAI)
+    per_slice: bool = False           # False: a volume is one case (per-volume metrics)
+    both_empty: str = "nan"           # "nan": excluded from means and counted; "perfect": Dice 1, HD95 0
+    one_empty_hd95: str = "diagonal"  # "diagonal": the image diagonal in mm; "nan": excluded
+    fusion: str = "majority"          # how K samples become one prediction for Dice/IoU/HD95
+    reference: str = "majority"       # multi-rater reference: per-pixel majority of the raters
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One method's section: its constructor arguments and its overrides of train/predict."""
+    model: dict = field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]
+    data: DataConfig
+    evaluation: EvalConfig
+    method: dict[str, MethodConfig]
+    source: str = "params.yaml"
+
+    def method_config(self, name: str) -> MethodConfig:
+        if name not in self.method:
+            raise ConfigError(f"{self.source}: no section method.{name} (known: {sorted(self.method)})")
+        return self.method[name]
+
+
+def _build(cls, d: dict | None, where: str, source: str):
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in {where} (allowed: {sorted(names)})")
+    return cls(**d)
+
+
+def _merge(base: Any, override: dict | None, where: str, source: str):
+    return _build(type(base), {**dataclasses.asdict(base), **(override or {})}, where, source)
+
+
+def load_config(path: Path | str = "params.yaml") -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameters file is missing") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    src = str(path)
+    allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
+    train = _build(TrainConfig, raw.get("train"), "train", src)
+    predict = _build(PredictConfig, raw.get("predict"), "predict", src)
+    methods = {}
+    for name, m in (raw.get("method") or {}).items():
+        m = dict(m or {})
+        extra = sorted(set(m) - {"model", "train", "predict"})
+        if extra:
+            raise ConfigError(f"{src}: unknown key(s) {extra} in method.{name} (allowed: model, train, predict)")
+        methods[name] = MethodConfig(
+            model=dict(m.get("model") or {}),
+            train=_merge(train, m.get("train"), f"method.{name}.train", src),
+            predict=_merge(predict, m.get("predict"), f"method.{name}.predict", src))
+    cfg = Config(profile=str(raw.get("profile", "default")),
+                 datasets=tuple(raw.get("datasets") or ()), methods=tuple(raw.get("methods") or ()),
+                 data=_build(DataConfig, raw.get("data"), "data", src),
+                 evaluation=_build(EvalConfig, raw.get("evaluation"), "evaluation", src),
+                 method=methods, source=src)
+    for name in cfg.methods:
+        cfg.method_config(name)
+    return cfg

@@ -1,0 +1,1 @@
+"""Datasets: the processed case format, the manifest, phantoms and real-data converters."""

@@ -1,0 +1,95 @@
+"""The preprocess stage: raw cases -> normalised case files, subject splits and a manifest.
+
+The output folder is built beside its final place and renamed into it only when
+everything succeeded, so a failure leaves the previous result (or nothing), never
+half a dataset.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.config import DataConfig
+from benchmark.data.case import Case
+from benchmark.data.manifest import (SPLITS, CaseEntry, Manifest, ManifestError, check_leaks, file_sha256,
+                                     load_manifest, slice_hashes)
+from benchmark.data.sources import STATUS, get_source
+from benchmark.data.store import CaseFileError, load_case, read_json, save_case, validate_case
+
+NORMALISATION = "z-score per case and channel over all slices (std floored at 1e-6)"
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """``(Z, C, H, W)`` -> same shape, zero mean and unit std per channel over the case."""
+    mean = image.mean(axis=(0, 2, 3), keepdims=True)
+    std = np.maximum(image.std(axis=(0, 2, 3), keepdims=True), 1e-6)
+    return ((image - mean) / std).astype(np.float32)
+
+
+def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig) -> Manifest:
+    source = get_source(name)
+    info = source.info
+    fetched, out = Path(fetched), Path(out)
+    status = read_json(fetched / STATUS, "fetch status (run the fetch stage first)")
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "cases").mkdir(parents=True)
+    try:
+        if not status.get("available", False):
+            manifest = Manifest(info, "not_run", reason=status.get("reason", "not fetched"))
+        else:
+            manifest = _build(source, fetched, tmp, cfg, status.get("provenance", {}))
+        manifest.save(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) -> Manifest:
+    info = source.info
+    cases: list[Case] = source.load(fetched, cfg)
+    subject_split = source.split(cases, cfg)
+    entries = []
+    for case in cases:
+        raw_file = fetched / f"{case.case_id}.npz"
+        where = raw_file if raw_file.is_file() else f"{fetched} (case {case.case_id})"
+        validate_case(case, where, info.num_classes, info.channels)
+        if case.image.shape[-2:] != (cfg.size, cfg.size):
+            raise CaseFileError(where, f"slices are {case.image.shape[-2:]}, the profile expects {cfg.size}x{cfg.size}")
+        if case.label.shape[0] != info.n_annotators:
+            raise CaseFileError(where, f"{case.label.shape[0]} raters, dataset declares {info.n_annotators}")
+        case.image = normalise(case.image)
+        rel = f"cases/{case.case_id}.npz"
+        save_case(tmp / rel, case)
+        entries.append(CaseEntry(
+            case_id=case.case_id, subject_id=case.subject_id, split=subject_split[case.subject_id], file=rel,
+            modality=info.modality, channels=info.channels, spacing=list(case.spacing),
+            class_names=list(info.class_names), n_annotators=info.n_annotators, n_slices=case.image.shape[0],
+            sha256=file_sha256(tmp / rel), slice_hashes=slice_hashes(case.image)))
+    manifest = Manifest(info, "ok", provenance={**provenance, "size": cfg.size, "split_seed": cfg.seed,
+                                                 "split_fractions": cfg.split, "normalisation": NORMALISATION},
+                        cases=entries)
+    report = check_leaks(manifest)
+    if not report.ok:
+        raise ManifestError(f"{info.name}: refusing to write a leaking split\n{report.summary()}")
+    for split in ("train", "test"):
+        if not manifest.split(split):
+            raise ManifestError(f"{info.name}: the {split} split is empty "
+                                f"({len(set(subject_split))} subjects, fractions {cfg.split})")
+    return manifest
+
+
+def load_split(processed: Path, split: str) -> tuple[Manifest, list[Case]]:
+    """Read and validate every case of one split of a processed dataset."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} not in {SPLITS}")
+    manifest = load_manifest(processed)
+    info = manifest.dataset
+    cases = [load_case(Path(processed) / e.file, e.case_id, e.subject_id, info.num_classes, info.channels)
+             for e in manifest.split(split)]
+    return manifest, cases

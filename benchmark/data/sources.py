@@ -1,0 +1,101 @@
+"""Where each dataset comes from: the fetch and load halves of every source.
+
+A source has ``info``; ``fetch(dest, cfg)`` writes its raw files into ``dest``;
+``load(src, cfg)`` reads them back as :class:`Case` objects at the profile's size;
+``split(cases, cfg)`` maps subject ids to splits. Phantoms are generated at fetch
+time; the real Colin27 data comes from a Debian package.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmark.config import DataConfig
+from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.manifest import assign_splits
+from benchmark.data.store import atomic_write, load_case, read_json, save_case
+
+STATUS = "status.json"
+
+
+class DataUnavailable(RuntimeError):
+    """A dataset cannot be obtained on this machine; the pipeline marks it "not run"."""
+
+
+class PhantomSource:
+    def __init__(self, module):
+        self.module = module
+        self.info: DatasetInfo = module.INFO
+
+    def fetch(self, dest: Path, cfg: DataConfig) -> dict:
+        cases = self.module.generate(cfg.seed, cfg.n_subjects, cfg.size)
+        for c in cases:
+            save_case(dest / f"{c.case_id}.npz", c)
+        index = {c.case_id: c.subject_id for c in cases}
+        atomic_write(dest / "cases.json", lambda t: t.write_text(json.dumps(index, indent=1)))
+        return {"generator": f"{self.module.__name__}.generate", "seed": cfg.seed,
+                "n_subjects": cfg.n_subjects, "size": cfg.size}
+
+    def load(self, src: Path, cfg: DataConfig) -> list[Case]:
+        index = read_json(src / "cases.json", "case index (written by the fetch stage)")
+        return [load_case(src / f"{cid}.npz", cid, sid, self.info.num_classes, self.info.channels)
+                for cid, sid in index.items()]
+
+    def split(self, cases: list[Case], cfg: DataConfig) -> dict[str, str]:
+        return assign_splits([c.subject_id for c in cases], cfg.split, cfg.seed)
+
+
+class Colin27Source:
+    def __init__(self):
+        from benchmark.data import colin27
+        self.module = colin27
+        self.info: DatasetInfo = colin27.INFO
+
+    def fetch(self, dest: Path, cfg: DataConfig) -> dict:
+        try:
+            return self.module.fetch(dest)
+        except self.module.FetchError as e:
+            raise DataUnavailable(str(e)) from e
+
+    def load(self, src: Path, cfg: DataConfig) -> list[Case]:
+        return self.module.load(src, cfg.size)
+
+    def split(self, cases: list[Case], cfg: DataConfig) -> dict[str, str]:
+        return self.module.split(cases, cfg.seed)
+
+
+def get_source(name: str):
+    from benchmark.data.phantoms import PHANTOMS
+
+    if name in PHANTOMS:
+        return PhantomSource(PHANTOMS[name])
+    if name == "colin27":
+        return Colin27Source()
+    raise KeyError(f"unknown dataset {name!r}; known: {sorted(PHANTOMS) + ['colin27']}")
+
+
+def known_datasets() -> list[str]:
+    from benchmark.data.phantoms import PHANTOMS
+    return sorted(PHANTOMS) + ["colin27"]
+
+
+def fetch(name: str, dest: Path, cfg: DataConfig) -> dict:
+    """Fetch one dataset into ``dest``, always leaving ``dest/status.json``.
+
+    An unavailable dataset is not an error for the pipeline: it is announced loudly on
+    stderr and recorded, and every later stage marks it "not run".
+    """
+    source = get_source(name)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        provenance = source.fetch(dest, cfg)
+        status = {"dataset": name, "available": True, "provenance": provenance}
+    except DataUnavailable as e:
+        banner = "!" * 78
+        print(f"\n{banner}\n!! DATASET {name} IS NOT AVAILABLE ON THIS MACHINE; it will be marked "
+              f"'not run' in every table.\n!! {e}\n{banner}\n", file=sys.stderr)
+        status = {"dataset": name, "available": False, "reason": str(e)}
+    atomic_write(dest / STATUS, lambda t: t.write_text(json.dumps(status, indent=1)))
+    return status

@@ -1,0 +1,118 @@
+"""One file per case: atomic writes, validated reads.
+
+A processed case is an ``.npz`` holding ``image`` float32 ``(Z, C, H, W)``,
+``label`` uint8 ``(R, Z, H, W)`` and ``spacing`` float64 ``(3,)`` in (z, y, x) mm.
+Every problem with a file raises :class:`CaseFileError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.case import Case
+
+
+class CaseFileError(ValueError):
+    """A case file is missing, unreadable or inconsistent with its dataset."""
+
+    def __init__(self, path: Path | str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write arrays to an uncompressed ``.npz``."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Read ``keys`` from an ``.npz``, turning every failure into a :class:`CaseFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaseFileError(path, "file is missing")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise CaseFileError(path, f"missing arrays {missing} (has {sorted(z.files)})")
+            return {k: z[k] for k in keys}
+    except CaseFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CaseFileError(path, f"unreadable or truncated ({type(e).__name__}: {e})") from e
+
+
+def read_json(path: Path, what: str):
+    """Parse a JSON file, turning a missing, unreadable or malformed file into a :class:`CaseFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaseFileError(path, f"{what} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CaseFileError(path, f"{what} is not valid JSON ({e})") from e
+
+
+def save_case(path: Path, case: Case) -> None:
+    save_arrays(path, image=case.image.astype(np.float32), label=case.label.astype(np.uint8),
+                spacing=np.asarray(case.spacing, dtype=np.float64))
+
+
+def load_case(path: Path, case_id: str, subject_id: str, num_classes: int | None = None,
+              channels: int | None = None) -> Case:
+    """Read and validate one case file.
+
+    Raises:
+        CaseFileError: missing/truncated file, wrong ranks, image/label shape mismatch,
+            non-finite intensities, labels outside ``[0, num_classes)``, wrong channel count.
+    """
+    a = load_arrays(path, ("image", "label", "spacing"))
+    case = Case(case_id, subject_id, a["image"], a["label"], tuple(float(s) for s in a["spacing"]))
+    validate_case(case, path, num_classes, channels)
+    return case
+
+
+def validate_case(case: Case, path: Path | str, num_classes: int | None = None,
+                  channels: int | None = None) -> None:
+    image, label = case.image, case.label
+    if image.ndim != 4:
+        raise CaseFileError(path, f"image must be (Z, C, H, W), got shape {image.shape}")
+    if label.ndim != 4:
+        raise CaseFileError(path, f"label must be (R, Z, H, W), got shape {label.shape}")
+    z, c, h, w = image.shape
+    if label.shape[1:] != (z, h, w):
+        raise CaseFileError(path, f"image/label shape mismatch: image (Z,H,W)={(z, h, w)}, "
+                                  f"label (Z,H,W)={label.shape[1:]}")
+    if channels is not None and c != channels:
+        raise CaseFileError(path, f"image has {c} channels, dataset declares {channels}")
+    if not np.isfinite(image).all():
+        raise CaseFileError(path, f"image has {int((~np.isfinite(image)).sum())} non-finite (NaN/inf) values")
+    if num_classes is not None and label.size and int(label.max()) >= num_classes:
+        bad = sorted(int(v) for v in np.unique(label) if v >= num_classes)
+        raise CaseFileError(path, f"label values {bad} outside the declared classes 0..{num_classes - 1}")
+    if len(case.spacing) != 3 or not all(s > 0 for s in case.spacing):
+        raise CaseFileError(path, f"spacing must be 3 positive (z, y, x) values, got {case.spacing}")

@@ -1,0 +1,75 @@
+"""The predict stage: ``n`` samples per test case from a trained method's EMA weights.
+
+Writes ``<out>/<case_id>.npz`` with ``samples`` uint8 ``(n, Z, H, W)`` and
+``<out>/meta.json`` with the sample count, NFE per sample and timings.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmark.config import PredictConfig
+from benchmark.data.preprocess import load_split
+from benchmark.data.store import CaseFileError, atomic_write, save_arrays
+from benchmark.methods import build_method
+
+
+def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
+    path = Path(model_dir) / "model.pt"
+    if not path.is_file():
+        raise CaseFileError(path, "trained model is missing (run the train stage)")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
+        raise CaseFileError(path, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})") from e
+    model = build_method(payload["method"], payload["in_channels"], payload["num_classes"], payload["model_params"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    atomic_write(out / "meta.json", lambda t: t.write_text(json.dumps(meta, indent=1)))
+
+
+def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> dict:
+    torch.set_num_threads(threads)
+    model_dir, out = Path(model_dir), Path(out)
+    train_meta = json.loads((model_dir / "meta.json").read_text()) if (model_dir / "meta.json").is_file() else {}
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if train_meta.get("status") == "not_run":
+        meta = {"status": "not_run", "reason": train_meta.get("reason", "")}
+    else:
+        meta = _predict_cases(processed, model_dir, tmp, cfg)
+    _write_meta(tmp, meta)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return meta
+
+
+def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_trained(model_dir, device)
+    manifest, cases = load_split(processed, "test")
+    seconds, nfe, n_out = [], 0, 0
+    for i, case in enumerate(cases):
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + i)
+        t0 = time.perf_counter()
+        parts = []
+        for s in range(0, case.image.shape[0], cfg.batch_size):
+            images = torch.from_numpy(case.image[s:s + cfg.batch_size]).to(device)
+            parts.append(model.sample(images, cfg.n_samples, g).cpu().numpy().astype(np.uint8))
+        samples = np.concatenate(parts, axis=1)  # (n, Z, H, W)
+        seconds.append(time.perf_counter() - t0)
+        nfe, n_out = model.nfe, samples.shape[0]
+        save_arrays(out / f"{case.case_id}.npz", samples=samples)
+    return {"status": "ok", "dataset": manifest.dataset.name, "n_cases": len(cases),
+            "n_samples_requested": cfg.n_samples, "n_samples": n_out, "nfe_per_sample": nfe,
+            "seconds_per_case": float(np.mean(seconds)), "seconds_total": float(np.sum(seconds)),
+            "device": device, "seed": cfg.seed}

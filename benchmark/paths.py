@@ -1,0 +1,32 @@
+"""Where each stage reads and writes, relative to the project root (the DVC layout)."""
+from pathlib import Path
+
+DATA = Path("data")
+RAW = DATA / "raw"            # filled by hand for registration-gated datasets; tracked by data.dvc
+RUNS = Path("runs")
+RESULTS = Path("results")
+PAPER = Path("paper")
+
+
+def fetched(dataset: str) -> Path:
+    return DATA / "fetched" / dataset
+
+
+def processed(dataset: str) -> Path:
+    return DATA / "processed" / dataset
+
+
+def run(dataset: str, method: str) -> Path:
+    return RUNS / dataset / method
+
+
+def model(dataset: str, method: str) -> Path:
+    return run(dataset, method) / "model"
+
+
+def predictions(dataset: str, method: str) -> Path:
+    return run(dataset, method) / "predictions"
+
+
+def results(dataset: str, method: str) -> Path:
+    return RESULTS / dataset / method

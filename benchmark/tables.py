@@ -1,0 +1,144 @@
+"""The tables stage: paper-shaped tables (Markdown, LaTeX, CSV), the qualitative figure, MLflow.
+
+Table 1 has the shape of the MedFlowSeg paper's Table 1 (multi-class cardiac: average
+Dice/IoU/HD95, then Dice/IoU per structure); Table 2 the shape of its Table 2 (methods x
+modalities). Dice and IoU are percentages, HD95 is in mm. A dataset that could not be
+obtained shows "not run"; a paper row with no implementation yet shows "not implemented".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark import paths
+from benchmark.config import Config
+from benchmark.data.manifest import load_manifest
+from benchmark.data.store import atomic_write
+from benchmark.methods import available_methods
+
+# Paper rows (MedFlowSeg Table 1) -> our registered method name, or None while not implemented.
+TABLE1_PAPER_ROWS = {"UNet": "unet", "nnUNet": None, "TransUNet": None, "SwinUNet": None, "MT-UNet": None,
+                     "EnsemDiff": None, "SegDiff": None, "MedSegDiff": None, "MedSegDiff-V2": None,
+                     "FlowSDF": None, "MedFlowSeg": None}
+METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)"}
+NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
+
+
+def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
+    out = {}
+    for ds in cfg.datasets:
+        for m in cfg.methods:
+            p = paths.results(ds, m) / "metrics.json"
+            out[(ds, m)] = json.loads(p.read_text()) if p.is_file() else {"status": "missing"}
+    return out
+
+
+def _cell(metrics: dict, key: str, cls: str | None) -> str:
+    if metrics.get("status") != "ok":
+        return NOT_RUN
+    block = metrics["average"] if cls is None else metrics["per_class"][cls]
+    v = block[key]
+    if v is None:
+        return "n/a"
+    return f"{v:.2f}" if key == "hd95" else f"{100 * v:.2f}"
+
+
+def _row_label(method: str, cfg: Config) -> str:
+    """The method's display name, plus any velocity loss other than the paper's L1."""
+    label = METHOD_LABELS.get(method, method)
+    loss = cfg.method_config(method).model.get("velocity_loss", "l1")
+    return label if loss == "l1" else f"{label} [{loss.upper()} velocity loss]"
+
+
+def table1(cfg: Config, results: dict, dataset: str = "phantom-cardiac") -> pd.DataFrame:
+    """Methods x (Average Dice/IoU/HD95, Dice/IoU per structure) on the cardiac data."""
+    classes = list(load_manifest(paths.processed(dataset)).dataset.class_names[1:])
+    cols = [("Average", "Dice"), ("Average", "IoU"), ("Average", "HD95 (mm)")]
+    cols += [(c, k) for c in classes for k in ("Dice", "IoU")]
+    rows, index = [], []
+    implemented = set(cfg.methods)
+    for paper_name, ours in TABLE1_PAPER_ROWS.items():
+        if ours in implemented:
+            continue
+        index.append(paper_name)
+        rows.append([NOT_IMPLEMENTED] * len(cols))
+    for m in cfg.methods:
+        r = results[(dataset, m)]
+        cells = [_cell(r, "dice", None), _cell(r, "iou", None), _cell(r, "hd95", None)]
+        cells += [_cell(r, k, c) for c in classes for k in ("dice", "iou")]
+        index.append(_row_label(m, cfg))
+        rows.append(cells)
+    return pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=pd.MultiIndex.from_tuples(cols))
+
+
+def table2(cfg: Config, results: dict) -> pd.DataFrame:
+    """Methods x datasets: Dice/IoU (average over structures) and HD95, every dataset of the profile."""
+    cols, getters = [], []
+    for ds in cfg.datasets:
+        for key, name in (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95 (mm)")):
+            cols.append((ds, name))
+            getters.append((ds, key))
+    rows = [[_cell(results[(ds, m)], key, None) for ds, key in getters] for m in cfg.methods]
+    return pd.DataFrame(rows, index=pd.Index([_row_label(m, cfg) for m in cfg.methods], name="Method"),
+                        columns=pd.MultiIndex.from_tuples(cols))
+
+
+def caption(cfg: Config, results: dict, datasets: list[str]) -> str:
+    conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
+    samples = {m: results[(d, m)].get("n_samples") for d in datasets for m in cfg.methods
+               if results[(d, m)].get("status") == "ok"}
+    notes = []
+    for ds in datasets:
+        try:
+            info = load_manifest(paths.processed(ds)).dataset
+        except ValueError:
+            continue
+        kind = "phantom" if info.phantom else "real"
+        notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else ""))
+    return (f"Profile `{cfg.profile}` (CPU-scale: not comparable with the paper's numbers). "
+            f"Dice and IoU in %, HD95 in mm ({conv.get('hd95_convention', '?')} convention, "
+            f"{conv.get('case', '?')} as the case). Samples per case: {samples}; fused by "
+            f"{conv.get('fusion', '?')}; multi-rater reference: {conv.get('reference', '?')}. "
+            f"Empty masks: both empty -> {conv.get('both_empty', '?')}, one empty HD95 -> "
+            f"{conv.get('one_empty_hd95', '?')}.\n\n" + "\n".join(f"- {n}" for n in notes))
+
+
+def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> list[Path]:
+    flat = df.copy()
+    flat.columns = [" ".join(c) for c in df.columns]
+    md = f"## {title}\n\n{flat.to_markdown()}\n\n{caption_text}\n"
+    tex = df.to_latex(caption=title, multicolumn=True, escape=True)
+    out = []
+    for suffix, text in ((".md", md), (".tex", tex)):
+        p = stem.with_suffix(suffix)
+        atomic_write(p, lambda t, text=text: t.write_text(text))
+        out.append(p)
+    p = stem.with_suffix(".csv")
+    atomic_write(p, lambda t: flat.to_csv(t))
+    out.append(p)
+    return out
+
+
+def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
+    from benchmark.figures import qualitative_figure
+
+    results = load_results(cfg)
+    tables = paths.PAPER / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "phantom-cardiac" in cfg.datasets:
+        written += write_table(table1(cfg, results), tables / "table1_cardiac",
+                               "Table 1 shape: multi-class cardiac segmentation (phantom-cardiac)",
+                               caption(cfg, results, ["phantom-cardiac"]))
+    written += write_table(table2(cfg, results), tables / "table2_modalities",
+                           "Table 2 shape: methods across modalities", caption(cfg, results, list(cfg.datasets)))
+    written.append(qualitative_figure(cfg, paths.PAPER / "figures" / "qualitative.png"))
+    if log_mlflow:
+        from benchmark.tracking import log_all
+        log_all(cfg, results, written)
+    return written
+
+
+__all__ = ["render_all", "table1", "table2", "available_methods"]

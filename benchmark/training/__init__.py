@@ -1,0 +1,1 @@
+"""Training with Accelerate: one script for a CPU process, gloo processes, or NCCL GPUs."""

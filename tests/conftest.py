@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny processed dataset and a tiny parameters file."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import DataConfig
+from benchmark.data.preprocess import preprocess
+from benchmark.data.sources import fetch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "profile": "test",
+    "datasets": ["phantom-cardiac"],
+    "methods": ["unet"],
+    "data": {"size": 32, "seed": 0, "n_subjects": 6, "split": {"train": 0.5, "val": 0.0, "test": 0.5}},
+    "train": {"steps": 30, "batch_size": 4, "lr": 0.001, "warmup_steps": 5, "ema_decay": 0.9,
+              "checkpoint_every": 10, "threads": 1},
+    "predict": {"n_samples": 1, "batch_size": 8},
+    "evaluation": {"hd95_convention": "pooled"},
+    "method": {"unet": {"model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}},
+               "flowseg-plain": {"model": {"channels": [8, 16], "norm_num_groups": 4, "steps": 2},
+                                 "predict": {"n_samples": 2}}},
+}
+
+
+def write_params(path: Path, **overrides) -> Path:
+    params = {**TINY_PARAMS, **overrides}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tmp_path_factory) -> Path:
+    """phantom-cardiac at 32x32 with 6 subjects, fetched and preprocessed once per session."""
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = DataConfig(**TINY_PARAMS["data"])
+    fetch("phantom-cardiac", root / "fetched", cfg)
+    preprocess("phantom-cardiac", root / "fetched", root / "processed", cfg)
+    return root / "processed"
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_processed) -> Path:
+    """A working directory laid out like the project, with the tiny dataset processed."""
+    write_params(tmp_path / "params.yaml")
+    dest = tmp_path / "data" / "processed" / "phantom-cardiac"
+    dest.parent.mkdir(parents=True)
+    shutil.copytree(tiny_processed, dest)
+    return tmp_path

@@ -1,0 +1,102 @@
+"""The whole pipeline on tiny data: DVC reruns, MLflow reruns, tables, and a dataset that cannot be fetched."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from tests.conftest import ROOT, TINY_PARAMS, write_params
+
+
+def _run(cmd, cwd):
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory) -> Path:
+    """A git + DVC copy of the project with two methods on one tiny dataset, reproduced once."""
+    proj = tmp_path_factory.mktemp("dvcproj")
+    for d in ("benchmark", "medflowseg", "baselines"):
+        shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", ".gitignore", "data.dvc"):
+        shutil.copy(ROOT / f, proj / f)
+    shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    write_params(proj / "params.yaml", methods=["unet", "flowseg-plain"])
+    _run(["git", "init", "-q"], proj)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
+    out = _run(["dvc", "repro"], proj)
+    assert "Running stage 'tables'" in out
+    return proj
+
+
+def test_repro_produces_tables_figure_and_metrics(dvc_project):
+    for m in ("unet", "flowseg-plain"):
+        metrics = json.loads((dvc_project / f"results/phantom-cardiac/{m}/metrics.json").read_text())
+        assert metrics["status"] == "ok" and 0 <= metrics["average"]["dice"] <= 1
+        assert metrics["conventions"]["hd95_convention"] == "pooled"
+    t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
+    assert "UNet (MONAI)" in t1 and "not implemented" in t1 and "RV Dice" in t1
+    assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
+    assert (dvc_project / "paper/tables/table2_modalities.csv").is_file()
+    png = (dvc_project / "paper/figures/qualitative.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_second_repro_runs_nothing(dvc_project):
+    out = _run(["dvc", "repro"], dvc_project)
+    assert "Running stage" not in out
+    assert "Data and pipelines are up to date" in out
+
+
+def test_changing_one_method_reruns_only_that_method(dvc_project):
+    params = dict(TINY_PARAMS, methods=["unet", "flowseg-plain"])
+    params["method"] = {**params["method"], "unet": {"model": {**params["method"]["unet"]["model"], "dropout": 0.1}}}
+    write_params(dvc_project / "params.yaml", **params)
+    status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
+                                       text=True, check=True).stdout)
+    stages = set(status) - {"data.dvc"}  # the hand-filled raw-data folder is absent here, by design
+    assert "train@phantom-cardiac-unet" in stages
+    assert all(name.endswith("-unet") for name in stages), sorted(stages)
+
+
+def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    _run(["segbench", "tables"], dvc_project)
+    mlflow.set_tracking_uri(f"sqlite:///{dvc_project / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("segbench-test")
+    runs = client.search_runs([exp.experiment_id])
+    keys = sorted(r.data.tags["segbench.key"] for r in runs)
+    assert keys == ["phantom-cardiac/flowseg-plain", "phantom-cardiac/unet", "summary"]
+    run = next(r for r in runs if r.data.tags["segbench.key"] == "phantom-cardiac/unet")
+    assert run.data.tags["manifest_sha256"] != "unknown" and "avg_dice" in run.data.metrics
+
+
+def test_unavailable_dataset_is_marked_not_run_everywhere(tmp_path, monkeypatch, capsys):
+    """If Colin27 cannot be obtained, the run says so loudly and every table says 'not run'."""
+    from benchmark.data import colin27
+
+    def refuse(dest):
+        raise colin27.FetchError("apt-get download mricron-data failed (simulated)")
+
+    monkeypatch.setattr(colin27, "fetch", refuse)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", datasets=["colin27"], methods=["unet"])
+    for argv in (["fetch", "colin27"], ["preprocess", "colin27"], ["train", "colin27", "unet"],
+                 ["predict", "colin27", "unet"], ["evaluate", "colin27", "unet"], ["tables", "--no-mlflow"]):
+        assert main(argv) == 0, argv
+    err = capsys.readouterr().err
+    assert "DATASET colin27 IS NOT AVAILABLE" in err and "simulated" in err
+    metrics = json.loads((tmp_path / "results/colin27/unet/metrics.json").read_text())
+    assert metrics["status"] == "not_run"
+    table = (tmp_path / "paper/tables/table2_modalities.md").read_text()
+    assert "not run" in table and "colin27" in table
