@@ -1,4 +1,4 @@
-"""``segbench``: one subcommand per pipeline stage, so each runs with or without DVC."""
+"""segbench: one subcommand per pipeline stage, so each stage runs with or without DVC."""
 from __future__ import annotations
 
 import argparse
@@ -101,17 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     s = add("fetch", cmd_fetch, "generate a phantom or obtain a real dataset into data/fetched/DATASET")
-    s.add_argument("--out", type=Path)
+    s.add_argument("--out", type=Path, help="output folder (default: data/fetched/DATASET)")
     s = add("preprocess", cmd_preprocess, "normalise, split by subject and write data/processed/DATASET with its manifest")
-    s.add_argument("--src", type=Path)
-    s.add_argument("--out", type=Path)
+    s.add_argument("--src", type=Path, help="fetched folder (default: data/fetched/DATASET)")
+    s.add_argument("--out", type=Path, help="output folder (default: data/processed/DATASET)")
     s = add("train", cmd_train, "train METHOD on DATASET (resumes from the latest matching checkpoint)", method=True)
-    s.add_argument("--out", type=Path)
+    s.add_argument("--out", type=Path, help="run folder (default: runs/DATASET/METHOD)")
     s.add_argument("--max-steps", type=int, help="stop after this many steps without writing the final model")
     s = add("predict", cmd_predict, "write n samples per test case with the trained EMA weights", method=True)
-    s.add_argument("--out", type=Path)
-    s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class; metrics.json and per_case.csv", method=True)
-    s.add_argument("--out", type=Path)
+    s.add_argument("--out", type=Path, help="predictions folder (default: runs/DATASET/METHOD/predictions)")
+    s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class: evaluation.json, metrics.json, per_case.csv", method=True)
+    s.add_argument("--out", type=Path, help="results folder (default: results/DATASET/METHOD)")
     s = add("tables", cmd_tables, "render the tables and figures under paper/ and log everything to MLflow", dataset=False)
     s.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)

@@ -1,7 +1,9 @@
 """The evaluate stage: Dice, IoU and HD95 per case and class, under named conventions.
 
-Writes ``metrics.json`` (DVC metrics: means per class and the average, with every
-convention that produced them) and ``per_case.csv`` (one row per case and class).
+Writes ``evaluation.json`` (the full record: status, means per class and the average,
+sample count, NFE, and every convention that produced them), ``metrics.json`` (the
+headline numbers only, for ``dvc metrics show``) and ``per_case.csv`` (one row per case
+and class).
 The "Average" is the mean over classes of the mean over cases; a case is a volume
 for volumetric data and an image for 2D data (unless ``per_slice``).
 """
@@ -16,7 +18,7 @@ import pandas as pd
 
 from benchmark.config import EvalConfig
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, atomic_write, load_arrays
+from benchmark.data.store import CaseFileError, atomic_write, load_arrays, read_json
 from benchmark.metrics import EmptyPolicy, case_metrics
 from benchmark.metrics.fusion import fuse
 
@@ -35,18 +37,26 @@ def conventions(cfg: EvalConfig, n_annotators: int) -> dict:
             "reference_raters": n_annotators}
 
 
-def _write(out: Path, metrics: dict, rows: list[dict]) -> None:
+def headline(record: dict) -> dict:
+    """Numbers only: average and per-class Dice/IoU/HD95 (empty for a dataset not run)."""
+    if record.get("status") != "ok":
+        return {}
+    out = {f"avg_{k}": v for k, v in record["average"].items()}
+    for cls, block in record["per_class"].items():
+        out.update({f"{cls}_{k}": block[k] for k in METRICS})
+    return out
+
+
+def _write(out: Path, record: dict, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(metrics, indent=1)))
+    atomic_write(out / "evaluation.json", lambda t: t.write_text(json.dumps(record, indent=1)))
+    atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(headline(record), indent=1)))
     atomic_write(out / "per_case.csv", lambda t: pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(t, index=False))
 
 
 def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, method: str) -> dict:
     processed, predictions, out = Path(processed), Path(predictions), Path(out)
-    pred_meta_path = predictions / "meta.json"
-    if not pred_meta_path.is_file():
-        raise CaseFileError(pred_meta_path, "prediction metadata is missing (run the predict stage)")
-    pred_meta = json.loads(pred_meta_path.read_text())
+    pred_meta = read_json(predictions / "meta.json", "prediction metadata (run the predict stage)")
     if pred_meta.get("status") == "not_run":
         metrics = {"status": "not_run", "method": method, "reason": pred_meta.get("reason", "")}
         _write(out, metrics, [])

@@ -30,7 +30,7 @@ def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
     out = {}
     for ds in cfg.datasets:
         for m in cfg.methods:
-            p = paths.results(ds, m) / "metrics.json"
+            p = paths.results(ds, m) / "evaluation.json"
             out[(ds, m)] = json.loads(p.read_text()) if p.is_file() else {"status": "missing"}
     return out
 

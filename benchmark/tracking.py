@@ -81,7 +81,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], root: Path | None = N
         client.log_metric(rid, "nfe_per_sample", metrics["nfe_per_sample"], step=0)
         client.set_tag(rid, "git_revision", meta.get("git_revision", "unknown"))
         client.set_tag(rid, "manifest_sha256", meta.get("manifest_sha256", "unknown"))
-        client.log_artifact(rid, str(paths.results(ds, m) / "metrics.json"))
+        client.log_artifact(rid, str(paths.results(ds, m) / "evaluation.json"))
         run_ids.append(rid)
     rid = _run(client, exp, "summary", {"profile": cfg.profile, "datasets": ",".join(cfg.datasets),
                                         "methods": ",".join(cfg.methods)})

@@ -38,9 +38,12 @@ def dvc_project(tmp_path_factory) -> Path:
 
 def test_repro_produces_tables_figure_and_metrics(dvc_project):
     for m in ("unet", "flowseg-plain"):
-        metrics = json.loads((dvc_project / f"results/phantom-cardiac/{m}/metrics.json").read_text())
+        metrics = json.loads((dvc_project / f"results/phantom-cardiac/{m}/evaluation.json").read_text())
         assert metrics["status"] == "ok" and 0 <= metrics["average"]["dice"] <= 1
         assert metrics["conventions"]["hd95_convention"] == "pooled"
+        headline = json.loads((dvc_project / f"results/phantom-cardiac/{m}/metrics.json").read_text())
+        assert headline["avg_dice"] == metrics["average"]["dice"] and "RV_hd95" in headline
+        assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
     assert "UNet (MONAI)" in t1 and "not implemented" in t1 and "RV Dice" in t1
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
@@ -96,7 +99,7 @@ def test_unavailable_dataset_is_marked_not_run_everywhere(tmp_path, monkeypatch,
         assert main(argv) == 0, argv
     err = capsys.readouterr().err
     assert "DATASET colin27 IS NOT AVAILABLE" in err and "simulated" in err
-    metrics = json.loads((tmp_path / "results/colin27/unet/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "results/colin27/unet/evaluation.json").read_text())
     assert metrics["status"] == "not_run"
     table = (tmp_path / "paper/tables/table2_modalities.md").read_text()
     assert "not run" in table and "colin27" in table

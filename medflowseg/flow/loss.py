@@ -3,8 +3,9 @@
 MSE is offered for short runs: L1's gradient has the same size for every element, so
 the ~95% background pixels of a one-hot label keep pulling as hard as the rare
 foreground ones, and a small CPU budget learns almost no foreground. Measured on
-phantom-cardiac (64 px, batch 8, flowseg-plain): Dice 0.03 after 400 steps and 0.13
-after 1200 with L1; 0.34 after 400 with MSE.
+phantom-cardiac (64 px, batch 8, flowseg-plain, one sample, 10 Euler steps): after 400
+steps Dice 0.02-0.04 with L1 (three runs: lr 1e-3, 3e-3, t ~ U^2) against 0.07-0.34 with
+MSE (four runs: lr 1e-3 and 2e-3, weight decay 0 and 0.01); L1 reaches 0.13 after 1200.
 """
 import torch
 
