@@ -87,8 +87,9 @@ def table2(cfg: Config, results: dict) -> pd.DataFrame:
 
 def caption(cfg: Config, results: dict, datasets: list[str]) -> str:
     conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
-    samples = {m: results[(d, m)].get("n_samples") for d in datasets for m in cfg.methods
-               if results[(d, m)].get("status") == "ok"}
+    ok = [(d, m) for d in datasets for m in cfg.methods if results[(d, m)].get("status") == "ok"]
+    samples = {m: results[(d, m)]["n_samples"] for d, m in ok}
+    nfe = {m: results[(d, m)]["nfe_per_sample"] for d, m in ok}
     notes = []
     for ds in datasets:
         try:
@@ -99,7 +100,8 @@ def caption(cfg: Config, results: dict, datasets: list[str]) -> str:
         notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else ""))
     return (f"Profile `{cfg.profile}` (CPU-scale: not comparable with the paper's numbers). "
             f"Dice and IoU in %, HD95 in mm ({conv.get('hd95_convention', '?')} convention, "
-            f"{conv.get('case', '?')} as the case). Samples per case: {samples}; fused by "
+            f"{conv.get('case', '?')} as the case). Samples per case: {samples}; network evaluations "
+            f"per sample (NFE): {nfe}; fused by "
             f"{conv.get('fusion', '?')}; multi-rater reference: {conv.get('reference', '?')}. "
             f"Empty masks: both empty -> {conv.get('both_empty', '?')}, one empty HD95 -> "
             f"{conv.get('one_empty_hd95', '?')}.\n\n" + "\n".join(f"- {n}" for n in notes))

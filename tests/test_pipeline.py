@@ -46,6 +46,7 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
     assert "UNet (MONAI)" in t1 and "not implemented" in t1 and "RV Dice" in t1
+    assert "(NFE): {'unet': 1, 'flowseg-plain': 2}" in t1  # euler, 2 steps in the tiny profile
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
     assert (dvc_project / "paper/tables/table2_modalities.csv").is_file()
     png = (dvc_project / "paper/figures/qualitative.png").read_bytes()
