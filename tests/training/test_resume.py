@@ -50,7 +50,6 @@ def test_resume_after_sigkill_is_bit_identical(tiny_project, tmp_path_factory):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tiny_project / "runs/phantom-cardiac/unet/model/model.pt").exists(), "run finished before the kill"
-    assert not list(ckpts.glob(".*.tmp")) or True  # a kill mid-save may leave a temp folder; it is ignored
 
     resumed = _train(tiny_project)
     assert resumed.returncode == 0, resumed.stderr
