@@ -2,7 +2,6 @@
 from pathlib import Path
 
 DATA = Path("data")
-RAW = DATA / "raw"            # filled by hand for registration-gated datasets; tracked by data.dvc
 RUNS = Path("runs")
 RESULTS = Path("results")
 PAPER = Path("paper")

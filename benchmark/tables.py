@@ -16,7 +16,6 @@ from benchmark import paths
 from benchmark.config import Config
 from benchmark.data.manifest import load_manifest
 from benchmark.data.store import atomic_write
-from benchmark.methods import available_methods
 
 # Paper rows (MedFlowSeg Table 1) -> our registered method name, or None while not implemented.
 TABLE1_PAPER_ROWS = {"UNet": "unet", "nnUNet": None, "TransUNet": None, "SwinUNet": None, "MT-UNet": None,
@@ -142,5 +141,3 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
         log_all(cfg, results, written)
     return written
 
-
-__all__ = ["render_all", "table1", "table2", "available_methods"]
