@@ -10,7 +10,6 @@ for volumetric data and an image for 2D data (unless ``per_slice``).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pandas as pd
 
 from benchmark.config import EvalConfig
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, atomic_write, load_arrays, read_json
+from benchmark.data.store import CaseFileError, atomic_write, load_arrays, read_json, write_json
 from benchmark.metrics import EmptyPolicy, case_metrics
 from benchmark.metrics.fusion import fuse
 
@@ -49,8 +48,8 @@ def headline(record: dict) -> dict:
 
 def _write(out: Path, record: dict, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "evaluation.json", lambda t: t.write_text(json.dumps(record, indent=1)))
-    atomic_write(out / "metrics.json", lambda t: t.write_text(json.dumps(headline(record), indent=1)))
+    write_json(out / "evaluation.json", record)
+    write_json(out / "metrics.json", headline(record))
     atomic_write(out / "per_case.csv", lambda t: pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(t, index=False))
 
 

@@ -15,7 +15,7 @@ import torch
 
 from benchmark.config import PredictConfig
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, atomic_write, save_arrays
+from benchmark.data.store import CaseFileError, save_arrays, write_json
 from benchmark.methods import build_method
 
 
@@ -32,10 +32,6 @@ def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def _write_meta(out: Path, meta: dict) -> None:
-    atomic_write(out / "meta.json", lambda t: t.write_text(json.dumps(meta, indent=1)))
-
-
 def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> dict:
     torch.set_num_threads(threads)
     model_dir, out = Path(model_dir), Path(out)
@@ -47,7 +43,7 @@ def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, thr
         meta = {"status": "not_run", "reason": train_meta.get("reason", "")}
     else:
         meta = _predict_cases(processed, model_dir, tmp, cfg)
-    _write_meta(tmp, meta)
+    write_json(tmp / "meta.json", meta)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return meta

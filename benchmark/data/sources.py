@@ -7,14 +7,13 @@ time; the real Colin27 data comes from a Debian package.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import assign_splits
-from benchmark.data.store import atomic_write, load_case, read_json, save_case
+from benchmark.data.store import load_case, read_json, save_case, write_json
 
 STATUS = "status.json"
 
@@ -32,8 +31,7 @@ class PhantomSource:
         cases = self.module.generate(cfg.seed, cfg.n_subjects, cfg.size)
         for c in cases:
             save_case(dest / f"{c.case_id}.npz", c)
-        index = {c.case_id: c.subject_id for c in cases}
-        atomic_write(dest / "cases.json", lambda t: t.write_text(json.dumps(index, indent=1)))
+        write_json(dest / "cases.json", {c.case_id: c.subject_id for c in cases})
         return {"generator": f"{self.module.__name__}.generate", "seed": cfg.seed,
                 "n_subjects": cfg.n_subjects, "size": cfg.size}
 
@@ -97,5 +95,5 @@ def fetch(name: str, dest: Path, cfg: DataConfig) -> dict:
         print(f"\n{banner}\n!! DATASET {name} IS NOT AVAILABLE ON THIS MACHINE; it will be marked "
               f"'not run' in every table.\n!! {e}\n{banner}\n", file=sys.stderr)
         status = {"dataset": name, "available": False, "reason": str(e)}
-    atomic_write(dest / STATUS, lambda t: t.write_text(json.dumps(status, indent=1)))
+    write_json(dest / STATUS, status)
     return status

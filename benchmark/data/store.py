@@ -77,6 +77,11 @@ def read_json(path: Path, what: str):
         raise CaseFileError(path, f"{what} is not valid JSON ({e})") from e
 
 
+def write_json(path: Path, obj) -> None:
+    """Atomically write ``obj`` as indented JSON (values JSON cannot hold are written as strings)."""
+    atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=1, default=str)))
+
+
 def save_case(path: Path, case: Case) -> None:
     save_arrays(path, image=case.image.astype(np.float32), label=case.label.astype(np.uint8),
                 spacing=np.asarray(case.spacing, dtype=np.float64))

@@ -28,16 +28,12 @@ from tqdm import tqdm
 from benchmark.config import MethodConfig, TrainConfig
 from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import atomic_write
+from benchmark.data.store import atomic_write, write_json
 from benchmark.methods import build_method
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training.data import SliceSet, batch_at
 
 CKPT_PREFIX = "step-"
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=1, default=str)))
 
 
 def _write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -63,7 +59,7 @@ def latest_checkpoint(folder: Path, fingerprint: str) -> Path | None:
 def write_not_run(out: Path, reason: str) -> None:
     """Outputs of a stage whose dataset is unavailable: a status file, an empty curve."""
     (out / "model").mkdir(parents=True, exist_ok=True)
-    _write_json(out / "model" / "meta.json", {"status": "not_run", "reason": reason})
+    write_json(out / "model" / "meta.json", {"status": "not_run", "reason": reason})
     _write_loss_csv(out / "loss.csv", [])
 
 
@@ -140,7 +136,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
         atomic_write(out / "model" / "model.pt", lambda t: torch.save(payload, t))
-        _write_json(out / "model" / "meta.json", meta)
+        write_json(out / "model" / "meta.json", meta)
         shutil.copy2(processed / MANIFEST, out / "model" / MANIFEST)  # the data contract beside the weights
         _write_loss_csv(out / "loss.csv", history)
     accelerator.wait_for_everyone()
@@ -177,7 +173,7 @@ def _checkpoint(accelerator: Accelerator, folder: Path, step: int, state: dict, 
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        _write_json(tmp / "state.json", {"step": step, **state})
+        write_json(tmp / "state.json", {"step": step, **state})
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in sorted(folder.glob(f"{CKPT_PREFIX}*"))[:-keep]:
