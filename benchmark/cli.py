@@ -62,6 +62,19 @@ def cmd_evaluate(args):
     print(f"evaluate {args.dataset}/{args.method}: {m['status']} {summary}")
 
 
+def cmd_nfe_sweep(args):
+    from benchmark.nfe_sweep import nfe_sweep, sweep_settings
+    cfg = _config(args)
+    mcfg = cfg.method_config(args.method)
+    out = args.out or paths.results(args.dataset, args.method) / "nfe_sweep"
+    df = nfe_sweep(paths.processed(args.dataset), paths.model(args.dataset, args.method), out,
+                   sweep_settings(args.steps, args.dopri5, args.rtol, args.atol), args.n_samples,
+                   mcfg.predict.seed, mcfg.predict.batch_size, mcfg.train.threads, cfg.evaluation)
+    print(f"nfe-sweep {args.dataset}/{args.method}: {'not run' if df.empty else f'{len(df)} settings'} -> {out}")
+    if not df.empty:
+        print(df.to_string(index=False))
+
+
 def cmd_tables(args):
     from benchmark.tables import render_all
     cfg = _config(args)
@@ -112,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="predictions folder (default: runs/DATASET/METHOD/predictions)")
     s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class: evaluation.json, metrics.json, per_case.csv", method=True)
     s.add_argument("--out", type=Path, help="results folder (default: results/DATASET/METHOD)")
+    s = add("nfe-sweep", cmd_nfe_sweep, "Dice against NFE of a flow-matching method over ODE solver settings "
+            "(Euler step counts, dopri5)", method=True)
+    s.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="Euler step counts")
+    s.add_argument("--dopri5", action=argparse.BooleanOptionalAction, default=True,
+                   help="add one adaptive dopri5 setting (default: on)")
+    s.add_argument("--rtol", type=float, default=1e-3, help="dopri5 relative tolerance")
+    s.add_argument("--atol", type=float, default=1e-3, help="dopri5 absolute tolerance")
+    s.add_argument("--n-samples", type=int, default=1,
+                   help="samples per case and setting, fused as the evaluate stage does")
+    s.add_argument("--out", type=Path, help="output folder (default: results/DATASET/METHOD/nfe_sweep)")
     s = add("tables", cmd_tables, "render the tables and figures under paper/ and log everything to MLflow", dataset=False)
     s.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)

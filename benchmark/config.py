@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from benchmark.metrics.fusion import FUSIONS
+
 
 class ConfigError(ValueError):
     pass
@@ -54,8 +56,14 @@ class EvalConfig:
     per_slice: bool = False           # False: a volume is one case (per-volume metrics)
     both_empty: str = "nan"           # "nan": excluded from means and counted; "perfect": Dice 1, HD95 0
     one_empty_hd95: str = "diagonal"  # "diagonal": the image diagonal in mm; "nan": excluded
-    fusion: str = "majority"          # how K samples become one prediction for Dice/IoU/HD95
-    reference: str = "majority"       # multi-rater reference: per-pixel majority of the raters
+    fusion: str = "majority"          # how K samples become one prediction for Dice/IoU/HD95:
+                                      # "majority" (= the mean of hard samples) or "staple"
+    reference: str = "majority"       # how several raters become one reference (same names)
+
+    def __post_init__(self):
+        for key in ("fusion", "reference"):
+            if getattr(self, key) not in FUSIONS:
+                raise ConfigError(f"evaluation.{key}: {getattr(self, key)!r} is not one of {sorted(FUSIONS)}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,23 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """MedFlowSeg's ablation variants (paper Tables 3 and 4), run on a subset of the datasets.
+
+    The full model comes from the main ``methods`` list, so ``methods`` here are the variants only.
+    """
+    datasets: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The Dice-vs-NFE sweep of one flow-matching method (``segbench nfe-sweep``)."""
+    datasets: tuple[str, ...] = ()
+    method: str = "medflowseg"
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str
     datasets: tuple[str, ...]
@@ -74,6 +99,8 @@ class Config:
     data: DataConfig
     evaluation: EvalConfig
     method: dict[str, MethodConfig]
+    ablations: AblationConfig = AblationConfig()
+    nfe_sweep: SweepConfig = SweepConfig()
     source: str = "params.yaml"
 
     def method_config(self, name: str) -> MethodConfig:
@@ -104,7 +131,8 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     src = str(path)
-    allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method"}
+    allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "ablations",
+               "nfe_sweep"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
@@ -124,7 +152,13 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                  datasets=tuple(raw.get("datasets") or ()), methods=tuple(raw.get("methods") or ()),
                  data=_build(DataConfig, raw.get("data"), "data", src),
                  evaluation=_build(EvalConfig, raw.get("evaluation"), "evaluation", src),
-                 method=methods, source=src)
-    for name in cfg.methods:
+                 method=methods, source=src,
+                 ablations=_build(AblationConfig, _tuples(raw.get("ablations")), "ablations", src),
+                 nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src))
+    for name in cfg.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
     return cfg
+
+
+def _tuples(d: dict | None) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}

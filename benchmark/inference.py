@@ -1,7 +1,8 @@
 """The predict stage: ``n`` samples per test case from a trained method's EMA weights.
 
-Writes ``<out>/<case_id>.npz`` with ``samples`` uint8 ``(n, Z, H, W)`` and
-``<out>/meta.json`` with the sample count, NFE per sample and timings.
+Writes ``<out>/<case_id>.npz`` with ``samples`` uint8 ``(n, Z, H, W)`` and ``uncertainty``
+float16 ``(Z, H, W)`` (the samples' per-pixel disagreement, :data:`UNCERTAINTY`), and
+``<out>/meta.json`` with the sample count, NFE per sample, timings and that definition.
 """
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from benchmark.config import PredictConfig
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError, save_arrays, write_json
 from benchmark.methods import build_method
+from benchmark.metrics.fusion import sample_spread
+
+UNCERTAINTY = "1 - (count of the modal label) / n per pixel over the n samples; 0 where all agree (always for n = 1)"
+
+
+def case_generator(seed: int, index: int) -> torch.Generator:
+    """The generator for the ``index``-th test case: every consumer of a trained model (predict,
+    the NFE sweep) draws the same noise for the same case."""
+    return torch.Generator().manual_seed(seed * 100_003 + index)
 
 
 def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
@@ -55,7 +65,7 @@ def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConf
     manifest, cases = load_split(processed, "test")
     seconds, nfe, n_out = [], 0, 0
     for i, case in enumerate(cases):
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + i)
+        g = case_generator(cfg.seed, i)
         t0 = time.perf_counter()
         parts = []
         for s in range(0, case.image.shape[0], cfg.batch_size):
@@ -64,8 +74,9 @@ def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConf
         samples = np.concatenate(parts, axis=1)  # (n, Z, H, W)
         seconds.append(time.perf_counter() - t0)
         nfe, n_out = model.nfe, samples.shape[0]
-        save_arrays(out / f"{case.case_id}.npz", samples=samples)
+        uncertainty = sample_spread(samples, manifest.dataset.num_classes).astype(np.float16)
+        save_arrays(out / f"{case.case_id}.npz", samples=samples, uncertainty=uncertainty)
     return {"status": "ok", "dataset": manifest.dataset.name, "n_cases": len(cases),
             "n_samples_requested": cfg.n_samples, "n_samples": n_out, "nfe_per_sample": nfe,
             "seconds_per_case": float(np.mean(seconds)), "seconds_total": float(np.sum(seconds)),
-            "device": device, "seed": cfg.seed}
+            "device": device, "seed": cfg.seed, "uncertainty": UNCERTAINTY}

@@ -20,17 +20,23 @@ from benchmark.data.store import atomic_write
 # Paper rows (MedFlowSeg Table 1) -> our registered method name, or None while not implemented.
 TABLE1_PAPER_ROWS = {"UNet": "unet", "nnUNet": None, "TransUNet": None, "SwinUNet": None, "MT-UNet": None,
                      "EnsemDiff": None, "SegDiff": None, "MedSegDiff": None, "MedSegDiff-V2": None,
-                     "FlowSDF": None, "MedFlowSeg": None}
-METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)"}
+                     "FlowSDF": None, "MedFlowSeg": "medflowseg"}
+METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
+                 "medflowseg": "MedFlowSeg"}
+# Paper Table 3 rows in order (+ Table 4's "bone + FA-A."): method -> (SA, DB-SA, FA-A. w/o Mod., Neural Mod.)
+ABLATION_ROWS = {"medflowseg-backbone": ("", "", "", ""), "medflowseg-sa": ("x", "", "", ""),
+                 "medflowseg-dbsa": ("", "x", "", ""), "medflowseg-nomod": ("", "x", "x", ""),
+                 "medflowseg": ("", "x", "x", "x"), "medflowseg-fa": ("", "", "x", "x")}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 
 
 def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
+    pairs = [(ds, m) for ds in cfg.datasets for m in cfg.methods]
+    pairs += [(ds, m) for ds in cfg.ablations.datasets for m in cfg.ablations.methods]
     out = {}
-    for ds in cfg.datasets:
-        for m in cfg.methods:
-            p = paths.results(ds, m) / "evaluation.json"
-            out[(ds, m)] = json.loads(p.read_text()) if p.is_file() else {"status": "missing"}
+    for ds, m in pairs:
+        p = paths.results(ds, m) / "evaluation.json"
+        out[(ds, m)] = json.loads(p.read_text()) if p.is_file() else {"status": "missing"}
     return out
 
 
@@ -84,9 +90,22 @@ def table2(cfg: Config, results: dict) -> pd.DataFrame:
                         columns=pd.MultiIndex.from_tuples(cols))
 
 
-def caption(cfg: Config, results: dict, datasets: list[str]) -> str:
+def table3(cfg: Config, results: dict) -> pd.DataFrame:
+    """MedFlowSeg's ablation (paper Table 3, plus Table 4's "bone + FA-A." as the last row):
+    which conditioning modules are on, and Dice per ablation dataset."""
+    run = set(cfg.ablations.methods) | ({"medflowseg"} & set(cfg.methods))
+    methods = [m for m in ABLATION_ROWS if m in run]
+    cols = [("Str. Cond.", "SA"), ("Str. Cond.", "DB-SA"), ("Sem. Cond.", "FA-A. (w/o Mod.)"),
+            ("Sem. Cond.", "Neural Mod.")] + [("Dice", ds) for ds in cfg.ablations.datasets]
+    rows = [list(ABLATION_ROWS[m]) + [_cell(results.get((ds, m), {}), "dice", None) for ds in cfg.ablations.datasets]
+            for m in methods]
+    return pd.DataFrame(rows, index=pd.Index(methods, name="Method"), columns=pd.MultiIndex.from_tuples(cols))
+
+
+def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] | None = None) -> str:
     conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
-    ok = [(d, m) for d in datasets for m in cfg.methods if results[(d, m)].get("status") == "ok"]
+    methods = list(cfg.methods) if methods is None else methods
+    ok = [(d, m) for d in datasets for m in methods if results.get((d, m), {}).get("status") == "ok"]
     samples = {m: results[(d, m)]["n_samples"] for d, m in ok}
     nfe = {m: results[(d, m)]["nfe_per_sample"] for d, m in ok}
     notes = []
@@ -104,6 +123,23 @@ def caption(cfg: Config, results: dict, datasets: list[str]) -> str:
             f"{conv.get('fusion', '?')}; multi-rater reference: {conv.get('reference', '?')}. "
             f"Empty masks: both empty -> {conv.get('both_empty', '?')}, one empty HD95 -> "
             f"{conv.get('one_empty_hd95', '?')}.\n\n" + "\n".join(f"- {n}" for n in notes))
+
+
+def nfe_sweep_outputs(cfg: Config, tables: Path, figures: Path) -> list[Path]:
+    """Gather the sweep stage's per-dataset tables into one Markdown file, and one figure."""
+    from benchmark.nfe_sweep import STEM, plot_datasets
+
+    method = cfg.nfe_sweep.method
+    found = {ds: paths.results(ds, method) / STEM for ds in cfg.nfe_sweep.datasets
+             if (paths.results(ds, method) / STEM / f"{STEM}.csv").is_file()}
+    if not found:
+        return []
+    text = "\n".join((d / f"{STEM}.md").read_text() for d in found.values())
+    md = tables / f"{STEM}.md"
+    atomic_write(md, lambda t: t.write_text(text))
+    sweeps = {ds: pd.read_csv(d / f"{STEM}.csv") for ds, d in found.items()}
+    sweeps = {ds: df for ds, df in sweeps.items() if not df.empty}
+    return [md] + ([plot_datasets(sweeps, method, figures / f"{STEM}.png")] if sweeps else [])
 
 
 def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> list[Path]:
@@ -135,6 +171,12 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
                                caption(cfg, results, ["phantom-cardiac"]))
     written += write_table(table2(cfg, results), tables / "table2_modalities",
                            "Table 2 shape: methods across modalities", caption(cfg, results, list(cfg.datasets)))
+    if cfg.ablations.datasets:
+        t3 = table3(cfg, results)
+        written += write_table(t3, tables / "table3_ablation",
+                               "Table 3 shape: MedFlowSeg ablation (last row: Table 4's bone + FA-A.)",
+                               caption(cfg, results, list(cfg.ablations.datasets), list(t3.index)))
+    written += nfe_sweep_outputs(cfg, tables, paths.PAPER / "figures")
     written.append(qualitative_figure(cfg, paths.PAPER / "figures" / "qualitative.png"))
     if log_mlflow:
         from benchmark.tracking import log_all

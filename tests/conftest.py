@@ -13,6 +13,8 @@ from benchmark.data.sources import fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+MEDFLOWSEG_TINY = {"channels": [8, 16], "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "fa_depth": 1,
+                   "fa_dim": 16, "fa_heads": 2, "steps": 2}
 TINY_PARAMS = {
     "profile": "test",
     "datasets": ["phantom-cardiac"],
@@ -24,7 +26,11 @@ TINY_PARAMS = {
     "evaluation": {"hd95_convention": "pooled"},
     "method": {"unet": {"model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}},
                "flowseg-plain": {"model": {"channels": [8, 16], "norm_num_groups": 4, "steps": 2},
-                                 "predict": {"n_samples": 2}}},
+                                 "predict": {"n_samples": 2}},
+               "medflowseg": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}},
+               "medflowseg-backbone": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}}},
+    "ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
+    "nfe_sweep": {"datasets": ["phantom-cardiac"], "method": "medflowseg"},
 }
 
 

@@ -11,6 +11,8 @@ import pytest
 from benchmark.cli import main
 from tests.conftest import ROOT, TINY_PARAMS, write_params
 
+METHODS = ["unet", "flowseg-plain", "medflowseg"]
+
 
 def _run(cmd, cwd):
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
@@ -27,7 +29,7 @@ def dvc_project(tmp_path_factory) -> Path:
     for f in ("dvc.yaml", ".gitignore", "data.dvc"):
         shutil.copy(ROOT / f, proj / f)
     shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    write_params(proj / "params.yaml", methods=["unet", "flowseg-plain"])
+    write_params(proj / "params.yaml", methods=METHODS)
     _run(["git", "init", "-q"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
@@ -37,7 +39,7 @@ def dvc_project(tmp_path_factory) -> Path:
 
 
 def test_repro_produces_tables_figure_and_metrics(dvc_project):
-    for m in ("unet", "flowseg-plain"):
+    for m in ("unet", "flowseg-plain", "medflowseg", "medflowseg-backbone"):
         metrics = json.loads((dvc_project / f"results/phantom-cardiac/{m}/evaluation.json").read_text())
         assert metrics["status"] == "ok" and 0 <= metrics["average"]["dice"] <= 1
         assert metrics["conventions"]["hd95_convention"] == "pooled"
@@ -46,11 +48,24 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
     assert "UNet (MONAI)" in t1 and "not implemented" in t1 and "RV Dice" in t1
-    assert "(NFE): {'unet': 1, 'flowseg-plain': 2}" in t1  # euler, 2 steps in the tiny profile
+    assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2}" in t1  # euler, 2 steps in the tiny profile
+    assert "| MedFlowSeg " in t1 and "| MedFlowSeg | not implemented" not in t1
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
     assert (dvc_project / "paper/tables/table2_modalities.csv").is_file()
-    png = (dvc_project / "paper/figures/qualitative.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    for fig in ("qualitative", "nfe_sweep"):
+        png = (dvc_project / f"paper/figures/{fig}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_repro_renders_the_ablation_and_the_nfe_sweep(dvc_project):
+    t3 = (dvc_project / "paper/tables/table3_ablation.md").read_text()
+    rows = [line for line in t3.splitlines() if line.startswith("| medflowseg")]
+    assert [r.split("|")[1].strip() for r in rows] == ["medflowseg-backbone", "medflowseg"]
+    assert all("not run" not in r for r in rows)
+    sweep = (dvc_project / "results/phantom-cardiac/medflowseg/nfe_sweep/nfe_sweep.csv").read_text().splitlines()
+    assert len(sweep) == 1 + 7  # header, Euler 1/2/4/8/16/50, dopri5
+    assert [int(float(line.split(",")[4])) for line in sweep[1:7]] == [1, 2, 4, 8, 16, 50]
+    assert "Dice against NFE: phantom-cardiac / medflowseg" in (dvc_project / "paper/tables/nfe_sweep.md").read_text()
 
 
 def test_second_repro_runs_nothing(dvc_project):
@@ -60,7 +75,7 @@ def test_second_repro_runs_nothing(dvc_project):
 
 
 def test_changing_one_method_reruns_only_that_method(dvc_project):
-    params = dict(TINY_PARAMS, methods=["unet", "flowseg-plain"])
+    params = dict(TINY_PARAMS, methods=METHODS)
     params["method"] = {**params["method"], "unet": {"model": {**params["method"]["unet"]["model"], "dropout": 0.1}}}
     write_params(dvc_project / "params.yaml", **params)
     status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
@@ -80,7 +95,8 @@ def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):
     exp = client.get_experiment_by_name("segbench-test")
     runs = client.search_runs([exp.experiment_id])
     keys = sorted(r.data.tags["segbench.key"] for r in runs)
-    assert keys == ["phantom-cardiac/flowseg-plain", "phantom-cardiac/unet", "summary"]
+    assert keys == ["phantom-cardiac/flowseg-plain", "phantom-cardiac/medflowseg", "phantom-cardiac/medflowseg-backbone",
+                    "phantom-cardiac/unet", "summary"]
     run = next(r for r in runs if r.data.tags["segbench.key"] == "phantom-cardiac/unet")
     assert run.data.tags["manifest_sha256"] != "unknown" and "avg_dice" in run.data.metrics
 

@@ -1,22 +1,83 @@
-"""Fusing several label maps (samples of a method, or raters) into one."""
+"""Fusing several label maps (samples of a method, or raters) into one, and their disagreement.
+
+Every function takes a stack of integer label maps ``(N, ...)``: ``N`` samples or raters,
+``...`` being ``(Z, H, W)`` or ``(H, W)``, labels in ``0..num_classes-1``.
+"""
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
+
+
+def _votes(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-pixel count of each label: ``(N, ...)`` -> ``(num_classes, ...)``."""
+    return np.stack([(stack == k).sum(axis=0) for k in range(num_classes)])
 
 
 def majority_vote(stack: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per-pixel most frequent label of ``(N, ...)`` integer maps -> ``(...)`` uint8.
+    """Per-pixel most frequent label (plurality) of ``(N, ...)`` integer maps -> ``(...)`` uint8.
 
     Ties go to the lowest label, so a 2-2 split between background and a structure is
     background: a structure needs a strict majority.
+
+    This is also the argmax of the mean one-hot ("mean of probabilities"), which is all a
+    mean fusion can be when the samples are hard label maps, so there is no separate "mean".
     """
     if stack.shape[0] == 1:
         return stack[0].astype(np.uint8)
-    votes = np.stack([(stack == k).sum(axis=0) for k in range(num_classes)])
-    return votes.argmax(axis=0).astype(np.uint8)
+    return _votes(stack, num_classes).argmax(axis=0).astype(np.uint8)
 
 
-FUSIONS = {"majority": majority_vote}
+def staple(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """STAPLE (Warfield et al. 2004) of ``(N, ...)`` integer maps -> ``(...)`` uint8.
+
+    Two classes: SimpleITK's ``STAPLEImageFilter`` on the foreground (label 1) masks, the
+    estimated foreground probability thresholded at 0.5 (exactly 0.5 is background, as a tie is
+    in :func:`majority_vote`). More classes: ``MultiLabelSTAPLEImageFilter``; the pixels it
+    leaves undecided (equal posteriors) take the per-pixel :func:`majority_vote`.
+
+    A stack of identical maps (so ``N == 1`` and an all-background stack too) is returned as
+    is: there is no disagreement to weigh, and binary STAPLE on constant masks gives NaN.
+    """
+    if (stack == stack[0]).all():
+        return stack[0].astype(np.uint8)
+    if num_classes == 2:
+        return _staple_binary(stack)
+    return _staple_multilabel(stack, num_classes)
+
+
+def _images(stack: np.ndarray, dtype) -> list[sitk.Image]:
+    # GetImageFromArray reads numpy (z, y, x) as ITK (x, y, z); GetArrayFromImage reverses it
+    # back, so shapes round-trip and 2D maps become 2D images.
+    return [sitk.GetImageFromArray(np.ascontiguousarray(m, dtype=dtype)) for m in stack]
+
+
+def _staple_binary(stack: np.ndarray) -> np.ndarray:
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    probability = sitk.GetArrayFromImage(f.Execute(_images(stack == 1, np.uint8)))
+    return (probability > 0.5).astype(np.uint8)
+
+
+def _staple_multilabel(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    f = sitk.MultiLabelSTAPLEImageFilter()
+    f.SetLabelForUndecidedPixels(num_classes)  # out of range, so undecided pixels are found exactly
+    fused = sitk.GetArrayFromImage(f.Execute(_images(stack, np.uint16)))
+    undecided = fused == num_classes
+    fused[undecided] = majority_vote(stack[:, undecided], num_classes)
+    return fused.astype(np.uint8)
+
+
+def sample_spread(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-pixel disagreement of ``(N, ...)`` integer maps -> ``(...)`` float32 in ``[0, 1 - 1/N]``.
+
+    ``1 - (count of the modal label) / N``: 0 where all N maps agree (everywhere when N == 1),
+    0.5 where the most frequent label has half the votes.
+    """
+    return (1.0 - _votes(stack, num_classes).max(axis=0) / stack.shape[0]).astype(np.float32)
+
+
+FUSIONS = {"majority": majority_vote, "staple": staple}
 
 
 def fuse(stack: np.ndarray, num_classes: int, how: str) -> np.ndarray:

@@ -14,6 +14,11 @@ SMALL = {
     "unet": ({"channels": (4, 8, 16), "strides": (2, 2)}, 1),
     "flowseg-plain": ({"channels": (8, 16), "norm_num_groups": 4, "steps": 2}, 3),
 }
+MEDFLOWSEG_TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4,
+                   "fa_depth": 1, "fa_dim": 16, "fa_heads": 2, "steps": 2}
+for _name in ("medflowseg", "medflowseg-backbone", "medflowseg-sa", "medflowseg-dbsa", "medflowseg-fa",
+              "medflowseg-nomod"):
+    SMALL[_name] = (MEDFLOWSEG_TINY, 3)
 
 
 @pytest.fixture(scope="module", autouse=True)

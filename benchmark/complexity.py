@@ -1,0 +1,139 @@
+"""Parameters and multiply-adds (MACs) of a method's inference, counted by fvcore.
+
+fvcore counts one fused multiply-add as one "flop" and silently skips operators it has no
+handle for. Two kinds matter here and get handles:
+
+- FFTs (``aten::fft_*``): FA-Attention and MedSegDiff's FF-Parser live in the frequency
+  domain. A complex FFT of n points is counted as the Cooley-Tukey 5 n log2 n real flops,
+  i.e. 2.5 n log2 n MACs, per transformed signal;
+- attention (``aten::scaled_dot_product_attention``): Q K^T and A V, L S E MACs each per head.
+
+Elementwise operators (activations, additions, normalisation arithmetic) stay uncounted, as is
+fvcore's convention; ``Complexity.uncounted`` lists them so a reader sees what is left out.
+
+The cost of one sampling protocol is split by tracing ``sample(images, n=1)`` at 1 and at 2
+solver steps: the difference is one network evaluation; the rest is the fixed per-image cost
+(MedFlowSeg's Condition Network runs once per image). The protocol of K samples x S steps is
+``fixed + K * S * per_evaluation``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
+
+from medflowseg.flow import FIXED_STEP_SOLVERS
+
+
+def _fft_handle(default_dims: int | None):
+    """MACs of an ``aten::fft_*`` call: 2.5 n log2 n per signal of n points, over the output."""
+
+    def handle(inputs: list[Any], outputs: list[Any]) -> float:
+        shape = get_shape(outputs[0])
+        dims = None
+        if len(inputs) > 2:
+            dims = inputs[2].toIValue()
+        if dims is None:
+            dims = list(range(len(shape) - default_dims, len(shape))) if default_dims else list(range(len(shape)))
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        n = math.prod(shape[d] for d in dims)
+        signals = math.prod(shape) // n
+        return 2.5 * n * math.log2(max(n, 2)) * signals
+
+    return handle
+
+
+def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> float:
+    """q ``(B, H, L, E)``, k ``(B, H, S, E)``, v ``(B, H, S, Ev)``: L S E + L S Ev per batch and head."""
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    *batch, length, e = q
+    s, ev = k[-2], v[-1]
+    return math.prod(batch) * length * s * (e + ev)
+
+
+HANDLES = {
+    "aten::fft_fft": _fft_handle(1), "aten::fft_ifft": _fft_handle(1),
+    "aten::fft_rfft": _fft_handle(1), "aten::fft_irfft": _fft_handle(1),
+    "aten::fft_fft2": _fft_handle(2), "aten::fft_ifft2": _fft_handle(2),
+    "aten::fft_rfft2": _fft_handle(2), "aten::fft_irfft2": _fft_handle(2),
+    "aten::fft_fftn": _fft_handle(None), "aten::fft_ifftn": _fft_handle(None),
+    "aten::scaled_dot_product_attention": _sdpa_handle,
+}
+
+
+def count_macs(module: torch.nn.Module, inputs: tuple) -> tuple[float, Counter, Counter]:
+    """fvcore MACs of ``module(*inputs)`` with the FFT and attention handles.
+
+    Returns (total, MACs by operator, operators left uncounted with their call counts).
+    """
+    analysis = FlopCountAnalysis(module, inputs).set_op_handle(**HANDLES)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return float(analysis.total()), Counter(analysis.by_operator()), Counter(analysis.unsupported_ops())
+
+
+class _OneSample(torch.nn.Module):
+    def __init__(self, method: torch.nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.sample(images, 1, torch.Generator(images.device).manual_seed(0))
+
+
+@dataclass
+class Complexity:
+    """Attributes:
+        params: trainable parameters.
+        macs_fixed: MACs per image that do not repeat per step or sample.
+        macs_per_evaluation: MACs of one network evaluation (one ODE right-hand side).
+        macs_protocol: fixed + samples x evaluations per sample x per_evaluation.
+        samples, evaluations_per_sample: the protocol counted.
+        by_operator: MACs of one evaluation by operator (fft and attention included).
+        uncounted: operators fvcore has no handle for (elementwise), with call counts.
+    """
+    params: int
+    macs_fixed: float
+    macs_per_evaluation: float
+    macs_protocol: float
+    samples: int
+    evaluations_per_sample: int
+    by_operator: dict
+    uncounted: dict
+
+
+def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samples: int) -> Complexity:
+    """Count one image ``(1, in_channels, size, size)`` through ``method``'s sampling protocol.
+
+    A method with an ODE ``solver`` (a ``medflowseg.flow.ODESolver``) is traced at 1 and 2 fixed
+    steps of its solver rule to split fixed and per-evaluation cost; its protocol uses the
+    solver's configured steps. A method without one is one network evaluation.
+    """
+    method = method.eval()
+    images = torch.zeros(1, in_channels, size, size)
+    params = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    solver = getattr(method, "solver", None)
+    if solver is None:
+        total, by_op, uncounted = count_macs(_OneSample(method), (images,))
+        return Complexity(params, 0.0, total, total, 1, 1, dict(by_op), dict(uncounted))
+    if solver.method == "dopri5":
+        raise ValueError("count the protocol at a fixed-step solver: dopri5's evaluations depend on the data")
+    try:
+        method.solver = dataclasses.replace(solver, steps=1)
+        one, by_one, uncounted = count_macs(_OneSample(method), (images,))
+        method.solver = dataclasses.replace(solver, steps=2)
+        two, by_two, _ = count_macs(_OneSample(method), (images,))
+    finally:
+        method.solver = solver
+    per_step = two - one
+    per_eval = per_step / FIXED_STEP_SOLVERS[solver.method]
+    evaluations = solver.steps * FIXED_STEP_SOLVERS[solver.method]
+    fixed = one - per_step
+    by_op = {k: (by_two[k] - by_one.get(k, 0)) / FIXED_STEP_SOLVERS[solver.method] for k in by_two}
+    return Complexity(params, fixed, per_eval, fixed + samples * evaluations * per_eval, samples, evaluations,
+                      by_op, dict(uncounted))

@@ -1,0 +1,105 @@
+"""MedFlowSeg: conditional flow matching for segmentation with DB-SA and FA-Attention
+(Chen, Hu and Zhang, arXiv 2604.19675 v2), and the ablation variants of its Tables 3 and 4.
+
+Training loss (Eqs. 3-5): L1 between the predicted and the target velocity, plus
+lambda * (Dice + alpha * CE) on the Condition Network's auxiliary head, lambda = 0.1, alpha = 10.
+Sampling: the Condition Network runs once per batch; each of the ``n`` samples starts from
+fresh noise and integrates the Flow Network's velocity from t = 0 to 1 with ``solver``; the
+label is the argmax over classes. ``nfe`` counts Flow Network evaluations per sample.
+"""
+from __future__ import annotations
+
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+from medflowseg.config import MedFlowSegConfig
+from medflowseg.flow import VELOCITY_LOSSES, LinearPath, ODESolver, decode_labels, encode_labels
+from medflowseg.networks import ConditionFeatures, ConditionNetwork, FlowNetwork
+
+
+class MedFlowSeg(nn.Module):
+    """The full model. Built as ``MedFlowSeg(in_channels=C, num_classes=K, **fields)`` with the
+    fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
+
+    variant: dict = {}
+    """Config fields a registered ablation variant fixes; overriding them is an error."""
+
+    def __init__(self, in_channels: int, num_classes: int, **fields):
+        super().__init__()
+        clash = {k: v for k, v in fields.items() if k in self.variant and v != self.variant[k]}
+        if clash:
+            raise ValueError(f"{type(self).__name__} fixes {self.variant}; cannot override {clash}")
+        self.config = MedFlowSegConfig(**{**fields, **self.variant})
+        self.num_classes = num_classes
+        self.condition_net = ConditionNetwork(in_channels, num_classes, self.config)
+        self.flow_net = FlowNetwork(num_classes, self.config)
+        self.path = LinearPath()
+        self.velocity_loss = VELOCITY_LOSSES[self.config.velocity_loss]
+        self.aux_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0,
+                                   lambda_ce=self.config.aux_ce_weight)
+        self.solver = ODESolver(self.config.solver, self.config.steps, self.config.rtol, self.config.atol)
+        self.nfe = 0
+
+    def condition(self, images: torch.Tensor) -> ConditionFeatures:
+        """images ``(B, C, H, W)`` with H, W multiples of ``config.min_size``."""
+        m = self.config.min_size
+        if images.shape[-1] % m or images.shape[-2] % m:
+            raise ValueError(f"MedFlowSeg needs image sides divisible by {m} (bottleneck stride x FA patch); "
+                             f"got {tuple(images.shape[-2:])}")
+        return self.condition_net(images)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: ConditionFeatures) -> torch.Tensor:
+        """One network evaluation: x_t ``(B, K, H, W)``, t ``(B,)`` -> ``(B, K, H, W)``."""
+        return self.flow_net(x_t, t, cond)
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        cond = self.condition(images)
+        x1 = encode_labels(labels, self.num_classes, self.config.label_scale)
+        x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
+        t = torch.rand(x1.shape[0], generator=generator, device=generator.device).to(x1)
+        p = self.path.sample(x0, x1, t)
+        l_vel = self.velocity_loss(self.velocity(p.x_t, t, cond), p.u)
+        l_aux = self.aux_loss(cond.aux_logits.float(), labels[:, None])
+        return l_vel + self.config.aux_weight * l_aux
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` samples per image: images ``(B, C, H, W)`` -> int64 ``(n, B, H, W)``."""
+        b, _, h, w = images.shape
+        cond = self.condition(images)
+        out = []
+        for _ in range(n):
+            x0 = torch.randn((b, self.num_classes, h, w), generator=generator, device=generator.device).to(images)
+            res = self.solver.solve(lambda t, x: self.velocity(x, t.expand(b), cond), x0)
+            out.append(decode_labels(res.x1))
+            self.nfe = res.nfe
+        return torch.stack(out)
+
+
+class MedFlowSegBackbone(MedFlowSeg):
+    """Ablation, Table 3 row 1: both streams, no conditioning module. The flow stream still sees
+    the image: the condition bottleneck c0 is added to the flow bottleneck through a 1x1 conv
+    (the same merge the full model applies to FA-Attention's c1)."""
+    variant = {"structural": "none", "semantic": "add"}
+
+
+class MedFlowSegSA(MedFlowSeg):
+    """Ablation, Table 3 row 2: the backbone plus plain spatial attention in place of DB-SA."""
+    variant = {"structural": "sa", "semantic": "add"}
+
+
+class MedFlowSegDBSA(MedFlowSeg):
+    """Ablation, Table 3 row 3 and Table 4 "bone + DB-SA": the backbone plus DB-SA."""
+    variant = {"structural": "dbsa", "semantic": "add"}
+
+
+class MedFlowSegFA(MedFlowSeg):
+    """Ablation, Table 4 "bone + FA-A.": the backbone plus FA-Attention (with the modulator), no DB-SA."""
+    variant = {"structural": "none", "semantic": "fa"}
+
+
+class MedFlowSegNoModulator(MedFlowSeg):
+    """Ablation, Table 3 row 4: DB-SA plus FA-Attention without the Neural Modulator."""
+    variant = {"structural": "dbsa", "semantic": "fa_nomod"}
+

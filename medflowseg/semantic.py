@@ -1,0 +1,211 @@
+"""The semantic condition at the bottleneck: FA-Attention (paper section 3.4, Fig. 2b, Fig. 3).
+
+One ``FAAttention`` block refines the condition feature c ``(B, C, h, w)`` using the flow
+feature f ``(B, C, h, w)`` and the time embedding ``(B, T)``:
+
+- spectral branch: 2D FFT of f and c (real and imaginary parts stacked on channels), FiLM,
+  patch embedding and 2D sine-cosine positions give tokens ``T_f^``, ``T_c^`` ``(B, N, D)``;
+  cross-attention with ``T_c^`` as query and ``T_f^`` as key/value gives ``T_F^`` (Eq. 10);
+- spatial-token branch: FiLM and patch embedding of the real features give ``T_f``, ``T_c``;
+  TD-X turns them into discrepancy-aware ``T_f~``, ``T_c~`` (Eq. 11, Fig. 3);
+- Neural Modulator: ``R`` time-conditioned blocks map ``(T_F^, T_f~, T_c~)`` to a mask ``M0``;
+  ``T_C1^ = T_F^ * (1 + M0)`` (Eq. 12);
+- inverse patch embedding and inverse FFT give the update; ``c1 = c + update``.
+
+``FAAttentionStack`` chains N such blocks (N = 4 in the paper). The choices the paper leaves
+open are listed, with the reasons, in ``medflowseg/DESIGN.md``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def to_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Real ``(B, C, h, w)`` -> its orthonormal 2D FFT as real ``(B, 2C, h, w)`` (real parts, then imaginary)."""
+    s = torch.fft.fft2(x.float(), norm="ortho")
+    return torch.cat([s.real, s.imag], dim=1).to(x.dtype)
+
+
+def from_spectrum(s: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``to_spectrum``: ``(B, 2C, h, w)`` -> the real part of the inverse FFT ``(B, C, h, w)``."""
+    re, im = s.float().chunk(2, dim=1)
+    return torch.fft.ifft2(torch.complex(re, im), norm="ortho").real.to(s.dtype)
+
+
+def sincos_positions(h: int, w: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """Fixed 2D sine-cosine position codes ``(h * w, dim)`` (half the width per axis), row-major
+    like the tokens; computed per call, so the block works at any bottleneck size."""
+    if dim % 4:
+        raise ValueError(f"token width must be divisible by 4 for 2D sine-cosine positions, got {dim}")
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    ay, ax = ys.reshape(-1, 1) * freqs, xs.reshape(-1, 1) * freqs
+    return torch.cat([ay.sin(), ay.cos(), ax.sin(), ax.cos()], dim=1).to(dtype)
+
+
+class FiLM(nn.Module):
+    """x * (1 + gamma(temb)) + beta(temb), per channel; zero-initialised so it starts as the identity.
+    x ``(B, C, h, w)``, temb ``(B, T)``."""
+
+    def __init__(self, channels: int, time_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * channels))
+        nn.init.zeros_(self.proj[1].weight)
+        nn.init.zeros_(self.proj[1].bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.proj(temb)[:, :, None, None].chunk(2, dim=1)
+        return x * (1 + gamma) + beta
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches to tokens: ``(B, C, h, w)`` -> ``(B, (h/p)(w/p), D)``."""
+
+    def __init__(self, channels: int, dim: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, dim, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class InversePatchEmbed(nn.Module):
+    """Tokens back to a feature map: ``(B, N, D)`` with grid ``(h/p, w/p)`` -> ``(B, C, h, w)``."""
+
+    def __init__(self, dim: int, channels: int, patch: int):
+        super().__init__()
+        self.proj = nn.ConvTranspose2d(dim, channels, patch, stride=patch)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, d = tokens.shape
+        return self.proj(tokens.transpose(1, 2).reshape(b, d, *grid))
+
+
+class TDX(nn.Module):
+    """Token Discrepancy Extractor (Fig. 3).
+
+    Cues (Eq. 11): agreement T_f * T_c, difference |T_f - T_c|, residual T_f - T_c. Each is
+    encoded by its own LayerNorm-Linear-GELU; a linear layer fuses the three into the evidence
+    token T_z; T_z recalibrates each stream by a sigmoid gate in the form of Eq. (9):
+    T~ = T + T * sigmoid(W T_z). All tokens ``(B, N, D)``.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.encoders = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU()) for _ in range(3))
+        self.fuse = nn.Linear(3 * dim, dim)
+        self.gate_f, self.gate_c = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, t_f: torch.Tensor, t_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cues = (t_f * t_c, (t_f - t_c).abs(), t_f - t_c)
+        t_z = self.fuse(torch.cat([enc(cue) for enc, cue in zip(self.encoders, cues)], dim=-1))
+        return t_f + t_f * torch.sigmoid(self.gate_f(t_z)), t_c + t_c * torch.sigmoid(self.gate_c(t_z))
+
+
+class ModulatorBlock(nn.Module):
+    """One time-conditioned transformation block: adaptive LayerNorm (scale and shift from the
+    time embedding) then a residual MLP. ``(B, N, D)``, temb ``(B, T)``."""
+
+    def __init__(self, dim: int, time_dim: int, mlp_ratio: int = 2):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.ada(temb)[:, None].chunk(2, dim=-1)
+        return x + self.mlp(self.norm(x) * (1 + scale) + shift)
+
+
+class NeuralModulator(nn.Module):
+    """(T_F^, T_f~, T_c~) -> M0 ``(B, N, D)`` through ``blocks`` time-conditioned blocks (R = 2).
+
+    The output layer starts at zero, so M0 = 0 and T_C1^ = T_F^ at initialisation.
+    """
+
+    def __init__(self, dim: int, time_dim: int, blocks: int = 2):
+        super().__init__()
+        self.inp = nn.Linear(3 * dim, dim)
+        self.blocks = nn.ModuleList(ModulatorBlock(dim, time_dim) for _ in range(blocks))
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        nn.init.zeros_(self.out[1].weight)
+        nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, t_F: torch.Tensor, t_f: torch.Tensor, t_c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        x = self.inp(torch.cat([t_F, t_f, t_c], dim=-1))
+        for block in self.blocks:
+            x = block(x, temb)
+        return self.out(x)
+
+
+class StaticFusion(nn.Module):
+    """The "FA-Attention without Neural Modulator" ablation: the three token sets are fused by one
+    time-independent linear map added to T_F^ (no time conditioning, no multiplicative mask), so
+    TD-X still contributes. Zero-initialised like the modulator's output."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(3 * dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, t_F: torch.Tensor, t_f: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
+        return t_F + self.proj(torch.cat([t_F, t_f, t_c], dim=-1))
+
+
+class FAAttention(nn.Module):
+    """One FA-Attention block: (f, c, temb) -> c1, all features ``(B, C, h, w)`` with h, w
+    divisible by ``patch``; temb ``(B, T)``."""
+
+    def __init__(self, channels: int, time_dim: int, dim: int = 256, heads: int = 8, patch: int = 2,
+                 modulator_blocks: int = 2, modulator: bool = True):
+        super().__init__()
+        self.patch = patch
+        # spectral branch (2C channels: real and imaginary parts)
+        self.film_spec_f, self.film_spec_c = FiLM(2 * channels, time_dim), FiLM(2 * channels, time_dim)
+        self.embed_spec_f, self.embed_spec_c = PatchEmbed(2 * channels, dim, patch), PatchEmbed(2 * channels, dim, patch)
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        # spatial-token branch
+        self.film_f, self.film_c = FiLM(channels, time_dim), FiLM(channels, time_dim)
+        self.embed_f, self.embed_c = PatchEmbed(channels, dim, patch), PatchEmbed(channels, dim, patch)
+        self.tdx = TDX(dim)
+        self.modulator = NeuralModulator(dim, time_dim, modulator_blocks) if modulator else None
+        self.static_fusion = None if modulator else StaticFusion(dim)
+        self.unembed = InversePatchEmbed(dim, 2 * channels, patch)
+
+    def spectral_tokens(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """T_F^ ``(B, N, D)``: condition tokens attending to flow tokens in the frequency domain (Eq. 10)."""
+        t_f = self.embed_spec_f(self.film_spec_f(to_spectrum(f), temb))
+        t_c = self.embed_spec_c(self.film_spec_c(to_spectrum(c), temb))
+        h, w = f.shape[-2] // self.patch, f.shape[-1] // self.patch
+        pos = sincos_positions(h, w, t_f.shape[-1], device=f.device, dtype=t_f.dtype)
+        q, kv = self.norm_q(t_c + pos), self.norm_kv(t_f + pos)
+        return t_c + self.cross_attn(q, kv, kv, need_weights=False)[0]
+
+    def forward(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        t_F = self.spectral_tokens(f, c, temb)
+        t_f, t_c = self.tdx(self.embed_f(self.film_f(f, temb)), self.embed_c(self.film_c(c, temb)))
+        if self.modulator is not None:
+            t_C1 = t_F * (1 + self.modulator(t_F, t_f, t_c, temb))
+        else:
+            t_C1 = self.static_fusion(t_F, t_f, t_c)
+        grid = (f.shape[-2] // self.patch, f.shape[-1] // self.patch)
+        return c + from_spectrum(self.unembed(t_C1, grid))
+
+
+class FAAttentionStack(nn.Module):
+    """N FA-Attention blocks in sequence: c_{k+1} = FA_k(f, c_k, temb); returns c_N ``(B, C, h, w)``."""
+
+    def __init__(self, depth: int, **block_kwargs):
+        super().__init__()
+        self.blocks = nn.ModuleList(FAAttention(**block_kwargs) for _ in range(depth))
+
+    def forward(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            c = block(f, c, temb)
+        return c

@@ -1,0 +1,84 @@
+"""The four-level UNet both streams share (paper section 4.2: channels {64, 128, 256, 256},
+two residual blocks per level).
+
+Level ``i`` runs at ``H / 2**i``; the bottleneck (two more blocks at the last width) runs at
+``H / 2**(L-1)``. The decoder concatenates one skip per level. Two hooks let MedFlowSeg
+inject its conditions without a second copy of this loop:
+
+- ``first_stage(f0) -> f0'``: after encoder level 0 (DB-SA, Eq. 9); ``f0'`` replaces ``f0``
+  both as the skip and as the input to level 1;
+- ``bottleneck(f) -> f'``: after the bottleneck blocks (FA-Attention's merge).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medflowseg.blocks import ResStage
+
+Hook = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class UNetFeatures:
+    """Attributes:
+        bottleneck: ``(B, C_last, H / 2**(L-1), W / 2**(L-1))`` after the bottleneck blocks and hook.
+        decoder: ``(B, C_0, H, W)`` the last (highest-resolution) decoder feature.
+    """
+    bottleneck: torch.Tensor
+    decoder: torch.Tensor
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, channels: tuple[int, ...], num_res_blocks: int,
+                 time_dim: int | None, norm_groups: int):
+        super().__init__()
+        self.channels = tuple(channels)
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.encoder = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        prev = channels[0]
+        for i, ch in enumerate(channels):
+            self.encoder.append(ResStage(prev, ch, num_res_blocks, time_dim, norm_groups))
+            if i < len(channels) - 1:
+                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+            prev = ch
+        self.mid = ResStage(prev, prev, num_res_blocks, time_dim, norm_groups)
+        self.decoder = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i in reversed(range(len(channels))):
+            self.decoder.append(ResStage(prev + channels[i], channels[i], num_res_blocks, time_dim, norm_groups))
+            if i > 0:
+                self.upsample.append(nn.Conv2d(channels[i], channels[i - 1], 3, padding=1))
+            prev = channels[i] if i == 0 else channels[i - 1]
+
+    @property
+    def downsampling(self) -> int:
+        """The bottleneck's stride relative to the input: ``2**(L-1)``."""
+        return 2 ** (len(self.channels) - 1)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None,
+                first_stage: Hook | None = None, bottleneck: Hook | None = None) -> UNetFeatures:
+        """x ``(B, C_in, H, W)`` with H, W divisible by ``downsampling``; temb ``(B, T)`` or None."""
+        h = self.stem(x)
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            h = stage(h, temb)
+            if i == 0 and first_stage is not None:
+                h = first_stage(h)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, temb)
+        if bottleneck is not None:
+            h = bottleneck(h)
+        mid = h
+        for j, stage in enumerate(self.decoder):
+            h = stage(torch.cat([h, skips.pop()], dim=1), temb)
+            if j < len(self.upsample):
+                h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return UNetFeatures(bottleneck=mid, decoder=h)

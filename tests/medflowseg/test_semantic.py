@@ -1,0 +1,108 @@
+"""FA-Attention (paper section 3.4): FFT round trip, identity-safe initialisation, time dependence."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medflowseg.semantic import (TDX, FAAttention, FAAttentionStack, NeuralModulator, from_spectrum,
+                                 sincos_positions, to_spectrum)
+
+C, T, D = 8, 16, 16
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def block(**kw) -> FAAttention:
+    torch.manual_seed(0)
+    return FAAttention(channels=C, time_dim=T, dim=D, heads=2, patch=2, **kw)
+
+
+def inputs(seed=0):
+    g = gen(seed)
+    return torch.randn(2, C, 8, 8, generator=g), torch.randn(2, C, 8, 8, generator=g), torch.randn(2, T, generator=g)
+
+
+def perturb_zero_init(m: torch.nn.Module, seed: int = 1) -> None:
+    """Give the zero-initialised layers (FiLM, modulator output) random values."""
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0.0, 0.2, generator=gen(seed))
+
+
+def test_fft_round_trip_is_exact():
+    x = torch.randn(3, C, 8, 6, generator=gen(0))
+    s = to_spectrum(x)
+    assert s.shape == (3, 2 * C, 8, 6)
+    torch.testing.assert_close(from_spectrum(s), x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s.pow(2).sum(), x.pow(2).sum(), rtol=1e-5, atol=1e-4)  # orthonormal (Parseval)
+
+
+def test_positions_are_distinct_per_token():
+    p = sincos_positions(4, 3, 16)
+    assert p.shape == (12, 16)
+    assert torch.cdist(p, p).add(torch.eye(12)).min() > 1e-3
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_positions(2, 2, 6)
+
+
+def test_modulator_starts_at_zero_and_block_is_identity_safe():
+    m = block()
+    f, c, temb = inputs()
+    tokens = torch.randn(2, 16, D, generator=gen(2))
+    torch.testing.assert_close(m.modulator(tokens, tokens, tokens, temb), torch.zeros(2, 16, D))
+    c1 = m(f, c, temb)
+    assert c1.shape == c.shape and torch.isfinite(c1).all()
+    assert (c1 - c).norm() < 10 * c.norm(), "the update is of the feature's order, not exploding"
+    stack = FAAttentionStack(4, channels=C, time_dim=T, dim=D, heads=2, patch=2)
+    out = stack(f, c, temb)
+    assert torch.isfinite(out).all() and out.abs().max() < 1e3
+
+
+def test_changing_t_changes_the_modulation():
+    m = block()
+    perturb_zero_init(m)
+    f, c, temb = inputs()
+    tokens = torch.randn(2, 16, D, generator=gen(2))
+    other = torch.randn(2, T, generator=gen(3))
+    assert not torch.allclose(m.modulator(tokens, tokens, tokens, temb), m.modulator(tokens, tokens, tokens, other))
+    assert not torch.allclose(m(f, c, temb), m(f, c, other))
+
+
+def test_refinement_depends_on_the_flow_feature():
+    m = block()
+    f, c, temb = inputs()
+    f2 = torch.randn_like(f)
+    assert not torch.allclose(m(f, c, temb), m(f2, c, temb)), "c1 uses f through cross-attention"
+
+
+def test_tdx_recalibrates_each_token_by_a_gate_in_one_to_two():
+    torch.manual_seed(0)
+    tdx = TDX(D)
+    t_f, t_c = torch.randn(2, 4, D), torch.randn(2, 4, D)
+    out_f, out_c = tdx(t_f, t_c)
+    for out, t in ((out_f, t_f), (out_c, t_c)):
+        ratio = out / t                                 # T~ = T + T * sigmoid(W T_z)
+        assert (ratio > 1 - 1e-5).all() and (ratio < 2 + 1e-5).all()
+    swapped_f, _ = tdx(t_f, t_c.flip(1))
+    assert not torch.allclose(out_f, swapped_f), "the evidence depends on the other stream"
+
+
+@pytest.mark.parametrize("modulator", [True, False])
+def test_gradients_reach_every_parameter(modulator):
+    m = block(modulator=modulator)
+    perturb_zero_init(m)
+    f, c, temb = inputs()
+    f.requires_grad_(True)
+    m(f, c, temb).pow(2).sum().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+    assert f.grad.abs().sum() > 0
+
+
+def test_without_modulator_there_is_no_time_conditioned_mask():
+    m = block(modulator=False)
+    assert m.modulator is None and m.static_fusion is not None
+    assert isinstance(block().modulator, NeuralModulator)

@@ -1,0 +1,194 @@
+"""Fusion of samples or raters: majority vote (= the mean of hard samples), STAPLE, and the per-pixel sample spread."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from benchmark.config import ConfigError, EvalConfig, load_config
+from benchmark.metrics.fusion import FUSIONS, fuse, majority_vote, sample_spread, staple
+from tests.conftest import write_params
+
+
+def disc_truth(size: int = 64) -> np.ndarray:
+    """A 3-class ``(size, size)`` truth: background 0, a ring 1 around a disc 2."""
+    yy, xx = np.mgrid[:size, :size]
+    r2 = (yy - size // 2) ** 2 + (xx - size // 2 + 2) ** 2
+    return np.where(r2 < 7 ** 2, 2, np.where(r2 < 14 ** 2, 1, 0)).astype(np.uint8)
+
+
+def binary_raters(truth: np.ndarray, pq: list[tuple[float, float]], seed: int) -> np.ndarray:
+    """``(len(pq), ...)`` masks: rater k keeps foreground with prob p_k and background with prob q_k."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p, q in pq:
+        u = rng.random(truth.shape)
+        out.append(np.where(truth == 1, u < p, u >= q))
+    return np.stack(out).astype(np.uint8)
+
+
+def multilabel_raters(truth: np.ndarray, errors: list[float], num_classes: int, seed: int) -> np.ndarray:
+    """``(len(errors), ...)`` maps: rater k replaces a pixel by a uniform random label with prob e_k."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in errors:
+        noise = rng.integers(0, num_classes, truth.shape)
+        out.append(np.where(rng.random(truth.shape) < e, noise, truth))
+    return np.stack(out).astype(np.uint8)
+
+
+def dice(a: np.ndarray, b: np.ndarray, k: int = 1) -> float:
+    return 2 * ((a == k) & (b == k)).sum() / ((a == k).sum() + (b == k).sum())
+
+
+# --- STAPLE, two classes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_staple_recovers_truth_from_good_raters(seed):
+    truth = (disc_truth() > 0).astype(np.uint8)
+    stack = binary_raters(truth, [(0.9, 0.95), (0.85, 0.97), (0.95, 0.9), (0.8, 0.95), (0.9, 0.98)], seed)
+    fused = staple(stack, 2)
+    assert fused.shape == truth.shape and fused.dtype == np.uint8
+    assert dice(fused, truth) > 0.98
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_staple_beats_majority_when_two_of_five_raters_are_poor(seed):
+    truth = (disc_truth() > 0).astype(np.uint8)
+    stack = binary_raters(truth, [(0.95, 0.95), (0.9, 0.95), (0.95, 0.9), (0.5, 0.6), (0.4, 0.5)], seed)
+    d_staple, d_majority = dice(staple(stack, 2), truth), dice(majority_vote(stack, 2), truth)
+    assert d_staple > 0.95
+    assert d_staple > d_majority + 0.05  # measured: about 0.96 against 0.86
+
+
+def test_binary_staple_is_simpleitk_staple_probability_above_one_half():
+    truth = (disc_truth() > 0).astype(np.uint8)
+    stack = binary_raters(truth, [(0.95, 0.95), (0.9, 0.95), (0.95, 0.9), (0.5, 0.6), (0.4, 0.5)], 0)
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    probability = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in stack]))  # (H, W) float64
+    np.testing.assert_array_equal(staple(stack, 2), probability > 0.5)
+
+
+def test_binary_staple_on_3d_and_single_slice_volumes():
+    truth = np.stack([(disc_truth() > 0)] * 4).astype(np.uint8)  # (Z, H, W)
+    stack = binary_raters(truth, [(0.9, 0.95), (0.85, 0.97), (0.95, 0.9), (0.8, 0.95), (0.9, 0.98)], 0)
+    fused = staple(stack, 2)
+    assert fused.shape == (4, 64, 64) and dice(fused, truth) > 0.98
+    assert staple(stack[:, :1], 2).shape == (1, 64, 64)
+
+
+def test_binary_staple_of_one_map_and_its_complement_is_background():
+    """Two raters in total disagreement: STAPLE's probability is 0.5, and 0.5 is background."""
+    truth = (disc_truth() > 0).astype(np.uint8)
+    assert not staple(np.stack([truth, 1 - truth]), 2).any()
+
+
+# --- STAPLE, several classes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["2d", "3d"])
+def test_multilabel_staple_recovers_three_class_truth(shape):
+    truth = disc_truth() if shape == "2d" else np.stack([disc_truth()] * 3)
+    stack = multilabel_raters(truth, [0.1, 0.15, 0.1, 0.05, 0.2], 3, seed=0)
+    fused = staple(stack, 3)
+    assert fused.shape == truth.shape and fused.dtype == np.uint8
+    assert dice(fused, truth, 1) > 0.98 and dice(fused, truth, 2) > 0.98
+
+
+def test_multilabel_undecided_pixels_are_resolved_by_majority_vote():
+    stack = np.array([[[1, 2, 2, 0], [0, 2, 1, 0]],
+                      [[1, 1, 1, 1], [0, 1, 1, 2]],
+                      [[2, 2, 0, 0], [2, 0, 1, 2]]], np.uint8)  # (N=3, H=2, W=4)
+    f = sitk.MultiLabelSTAPLEImageFilter()
+    f.SetLabelForUndecidedPixels(3)
+    raw = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in stack]))
+    np.testing.assert_array_equal(raw, [[1, 2, 3, 0], [0, 3, 1, 0]])  # 3: undecided
+    fused = staple(stack, 3)
+    # the undecided pixels hold 2-1-0 votes: a three-way tie, so majority vote gives the lowest label
+    np.testing.assert_array_equal(fused, [[1, 2, 0, 0], [0, 0, 1, 0]])
+    assert fused[1, 3] != majority_vote(stack, 3)[1, 3]  # elsewhere STAPLE, not the vote, decides
+
+
+def test_multilabel_staple_never_returns_the_undecided_label():
+    """50 random 3-rater stacks: small and noisy, so SimpleITK leaves about 100 pixels undecided."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        k = int(rng.integers(3, 6))
+        assert staple(rng.integers(0, k, (3, 2, 4)).astype(np.uint8), k).max() < k
+
+
+# --- STAPLE, degenerate stacks -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_staple_of_identical_maps_is_that_map(num_classes):
+    truth = disc_truth() % num_classes
+    np.testing.assert_array_equal(staple(np.stack([truth] * 5), num_classes), truth)
+    np.testing.assert_array_equal(staple(truth[None], num_classes), truth)
+
+
+@pytest.mark.parametrize("fill", [0, 1])
+def test_staple_of_constant_binary_maps_is_not_nan(fill):
+    """SimpleITK's binary STAPLE gives NaN on masks that are all background (or all foreground)."""
+    stack = np.full((5, 8, 8), fill, np.uint8)
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    assert np.isnan(sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in stack]))).all()
+    np.testing.assert_array_equal(staple(stack, 2), stack[0])
+
+
+def test_staple_of_all_background_is_background():
+    assert not staple(np.zeros((3, 2, 5, 5), np.uint8), 4).any()
+
+
+# --- the registry and the configuration ----------------------------------------------------
+
+
+def test_majority_is_the_argmax_of_the_mean_one_hot():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 10):
+        stack = rng.integers(0, 4, (n, 3, 9, 9))
+        mean_one_hot = np.eye(4)[stack].mean(axis=0)  # (3, 9, 9, 4)
+        np.testing.assert_array_equal(fuse(stack, 4, "majority"), mean_one_hot.argmax(axis=-1))
+
+
+def test_fuse_dispatches_staple_and_rejects_unknown_names():
+    stack = binary_raters((disc_truth() > 0).astype(np.uint8), [(0.9, 0.9)] * 3, 0)
+    np.testing.assert_array_equal(fuse(stack, 2, "staple"), staple(stack, 2))
+    with pytest.raises(ValueError, match="'mode' not in"):
+        fuse(stack, 2, "mode")
+
+
+def test_eval_config_accepts_every_fusion_and_rejects_others(tmp_path):
+    for name in FUSIONS:
+        assert EvalConfig(fusion=name, reference=name).fusion == name
+    cfg = load_config(write_params(tmp_path / "params.yaml", evaluation={"fusion": "staple"}))
+    assert cfg.evaluation.fusion == "staple"
+    for key in ("fusion", "reference"):
+        with pytest.raises(ConfigError, match=f"evaluation.{key}: 'mode'"):
+            EvalConfig(**{key: "mode"})
+
+
+# --- sample spread -------------------------------------------------------------------------
+
+
+def test_sample_spread_by_hand():
+    stack = np.array([[[0, 1, 0, 2]],
+                      [[0, 1, 1, 2]],
+                      [[0, 1, 2, 1]],
+                      [[0, 2, 2, 0]]])  # (N=4, H=1, W=4)
+    spread = sample_spread(stack, 3)
+    assert spread.shape == (1, 4) and spread.dtype == np.float32
+    # modal counts 4, 3, 2 (a 2-1-1 split) and 2 (a 2-1-1 split again)
+    np.testing.assert_array_equal(spread, [[0.0, 0.25, 0.5, 0.5]])
+
+
+def test_sample_spread_is_zero_for_one_sample_and_for_agreement():
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 3, (1, 2, 5, 5))
+    assert sample_spread(one, 3).shape == (2, 5, 5) and not sample_spread(one, 3).any()
+    assert not sample_spread(np.repeat(one, 6, axis=0), 3).any()
+    halves = np.stack([np.zeros((2, 2)), np.ones((2, 2))] * 2)  # 2-2 split everywhere
+    np.testing.assert_array_equal(sample_spread(halves, 2), np.full((2, 2), 0.5, np.float32))

@@ -1,0 +1,53 @@
+"""The predict stage writes the samples' per-pixel disagreement beside them, and evaluate still reads the file."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from benchmark.config import EvalConfig, load_config
+from benchmark.data.preprocess import load_split
+from benchmark.evaluation import evaluate
+from benchmark.inference import UNCERTAINTY, predict
+from benchmark.metrics.fusion import sample_spread
+from benchmark.training.trainer import train
+from tests.conftest import write_params
+
+
+@pytest.fixture(scope="module")
+def flow_model(tmp_path_factory, tiny_processed):
+    """flowseg-plain trained for 10 steps on the tiny dataset: its samples agree in places, not everywhere."""
+    root = tmp_path_factory.mktemp("flow")
+    cfg = load_config(write_params(root / "params.yaml", methods=["flowseg-plain"]))
+    mcfg = cfg.method_config("flowseg-plain")
+    mcfg = dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train, steps=10, checkpoint_every=10))
+    train("flowseg-plain", tiny_processed, root / "run", mcfg)
+    return root / "run" / "model", mcfg.predict
+
+
+@pytest.mark.parametrize("n", [3, 1])
+def test_predict_writes_uncertainty_zero_where_samples_agree(flow_model, tiny_processed, tmp_path, n):
+    model_dir, pcfg = flow_model
+    out = tmp_path / "predictions"
+    meta = predict(tiny_processed, model_dir, out, dataclasses.replace(pcfg, n_samples=n), threads=1)
+    assert meta["uncertainty"] == UNCERTAINTY
+    assert json.loads((out / "meta.json").read_text())["uncertainty"] == UNCERTAINTY
+    manifest, cases = load_split(tiny_processed, "test")
+    agreement = []
+    for case in cases:
+        with np.load(out / f"{case.case_id}.npz") as z:
+            samples, uncertainty = z["samples"], z["uncertainty"]
+        assert samples.shape == (n, *case.label.shape[1:]) and uncertainty.shape == samples.shape[1:]
+        assert uncertainty.dtype == np.float16
+        agree = (samples == samples[0]).all(axis=0)
+        assert not uncertainty[agree].any()
+        assert (uncertainty[~agree] > 0).all()
+        agreement.append(agree.mean())
+        np.testing.assert_allclose(uncertainty, sample_spread(samples, manifest.dataset.num_classes), atol=1e-3)
+    if n > 1:
+        assert 0 < np.mean(agreement) < 1, "the check needs both agreeing and disagreeing pixels"
+
+    metrics = evaluate(tiny_processed, out, tmp_path / "results", EvalConfig(fusion="staple"), "flowseg-plain")
+    assert metrics["status"] == "ok" and metrics["conventions"]["fusion"] == "staple"
