@@ -1,11 +1,17 @@
-"""Print each configured method's training step time and network-evaluation time on this machine.
+"""Print each configured method's training step time, throughput and network-evaluation time.
 
     python benchmarks/method_step_time.py [--params params.yaml] [--size 64] [--classes 4]
+        [--methods NAME ...] [--device cpu|cuda] [--bf16] [--steps 10]
 
 Uses the model parameters and batch size of each method in the parameters file, random
-inputs, and the torch thread count of its train section.
+inputs, and the torch thread count of its train section. On CUDA it also prints the peak
+memory of the training step. The paper-config GPU measurement of benchmarks/NOTES.md is
+
+    python benchmarks/method_step_time.py --params profiles/paper.yaml --size 256 --methods medflowseg \\
+        --device cuda --bf16
 """
 import argparse
+import contextlib
 import time
 
 import torch
@@ -14,48 +20,66 @@ from benchmark.config import load_config
 from benchmark.methods import build_method
 
 
-def timed(fn, repeats: int, warmup: int = 3) -> float:
+def timed(fn, repeats: int, device: str, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - t0) / repeats
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--methods", nargs="+", help="default: the parameters file's methods")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
     args = p.parse_args()
     cfg = load_config(args.params)
-    print(f"device cpu, {args.size}x{args.size}, {args.classes} classes, params {args.params}")
-    for name in cfg.methods:
-        mc = cfg.method_config(name)
+    dev = args.device
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    print(f"device {name}, {args.size}x{args.size}, {args.classes} classes, params {args.params}, "
+          f"{'bf16 autocast' if args.bf16 else 'fp32'}")
+    for method_name in args.methods or cfg.methods:
+        mc = cfg.method_config(method_name)
         torch.set_num_threads(mc.train.threads)
         torch.manual_seed(0)
-        method = build_method(name, 1, args.classes, mc.model)
+        method = build_method(method_name, 1, args.classes, mc.model).to(dev)
         opt = torch.optim.AdamW(method.parameters(), lr=mc.train.lr)
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(dev).manual_seed(0)
         b = mc.train.batch_size
-        images = torch.randn(b, 1, args.size, args.size)
-        labels = torch.randint(0, args.classes, (b, args.size, args.size))
+        images = torch.randn(b, 1, args.size, args.size, device=dev)
+        labels = torch.randint(0, args.classes, (b, args.size, args.size), device=dev)
+
+        def autocast():
+            return torch.autocast(dev, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 
         def step():
-            loss = method.loss(images, labels, g)
+            with autocast():
+                loss = method.loss(images, labels, g)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
-        train_ms = 1000 * timed(step, 10)
-        slices = torch.randn(mc.predict.batch_size, 1, args.size, args.size)
-        with torch.no_grad():
-            sample_s = timed(lambda: method.sample(slices, 1, g), 3, warmup=1)
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        train_s = timed(step, args.steps, dev)
+        peak = f" | peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if dev == "cuda" else ""
+        slices = torch.randn(mc.predict.batch_size, 1, args.size, args.size, device=dev)
+        with torch.no_grad(), autocast():
+            sample_s = timed(lambda: method.sample(slices, 1, g), 3, dev, warmup=1)
         params = sum(p.numel() for p in method.parameters())
-        print(f"{name}: {params / 1e6:.2f} M params | train step (batch {b}) {train_ms:.0f} ms | "
-              f"one sample of {mc.predict.batch_size} slices {1000 * sample_s:.0f} ms "
-              f"({method.nfe} network evaluations, {1000 * sample_s / method.nfe:.0f} ms each)")
+        print(f"{method_name}: {params / 1e6:.2f} M params | train step (batch {b}) {1000 * train_s:.0f} ms, "
+              f"{b / train_s:.1f} images/s{peak} | one sample of {mc.predict.batch_size} slices "
+              f"{1000 * sample_s:.0f} ms ({method.nfe} network evaluations, {1000 * sample_s / method.nfe:.0f} ms each)")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class MedFlowSegConfig:
             raise ValueError(f"fa_dim={self.fa_dim} must be divisible by fa_heads={self.fa_heads} and by 4")
 
     @property
-    def min_size(self) -> int:
+    def size_multiple(self) -> int:
         """Image sides must be multiples of this: the bottleneck stride times the FA patch."""
         stride = 2 ** (len(self.channels) - 1)
         return stride * (self.fa_patch if self.semantic != "add" else 1)

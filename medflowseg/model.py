@@ -3,7 +3,8 @@
 
 Training loss (Eqs. 3-5): L1 between the predicted and the target velocity, plus
 lambda * (Dice + alpha * CE) on the Condition Network's auxiliary head, lambda = 0.1, alpha = 10.
-Sampling: the Condition Network runs once per batch; each of the ``n`` samples starts from
+Sampling: the Condition Network runs once per batch (its decoder only where a structural
+module reads it); each of the ``n`` samples starts from
 fresh noise and integrates the Flow Network's velocity from t = 0 to 1 with ``solver``; the
 label is the argmax over classes. ``nfe`` counts Flow Network evaluations per sample.
 """
@@ -19,11 +20,12 @@ from medflowseg.networks import ConditionFeatures, ConditionNetwork, FlowNetwork
 
 
 class MedFlowSeg(nn.Module):
-    """The full model. Built as ``MedFlowSeg(in_channels=C, num_classes=K, **fields)`` with the
-    fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
+    """The full model (Table 3 row 5). Built as ``MedFlowSeg(in_channels=C, num_classes=K, **fields)``
+    with the fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
 
-    variant: dict = {}
-    """Config fields a registered ablation variant fixes; overriding them is an error."""
+    variant: dict = {"structural": "dbsa", "semantic": "fa"}
+    """The conditioning switches this registered method fixes; overriding them is an error, so a
+    method name always means one architecture (Table 3's rows are the subclasses below)."""
 
     def __init__(self, in_channels: int, num_classes: int, **fields):
         super().__init__()
@@ -41,13 +43,13 @@ class MedFlowSeg(nn.Module):
         self.solver = ODESolver(self.config.solver, self.config.steps, self.config.rtol, self.config.atol)
         self.nfe = 0
 
-    def condition(self, images: torch.Tensor) -> ConditionFeatures:
-        """images ``(B, C, H, W)`` with H, W multiples of ``config.min_size``."""
-        m = self.config.min_size
+    def condition(self, images: torch.Tensor, decode: bool = True) -> ConditionFeatures:
+        """images ``(B, C, H, W)`` with H, W multiples of ``config.size_multiple``."""
+        m = self.config.size_multiple
         if images.shape[-1] % m or images.shape[-2] % m:
             raise ValueError(f"MedFlowSeg needs image sides divisible by {m} (bottleneck stride x FA patch); "
                              f"got {tuple(images.shape[-2:])}")
-        return self.condition_net(images)
+        return self.condition_net(images, decode)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: ConditionFeatures) -> torch.Tensor:
         """One network evaluation: x_t ``(B, K, H, W)``, t ``(B,)`` -> ``(B, K, H, W)``."""
@@ -67,7 +69,7 @@ class MedFlowSeg(nn.Module):
     def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` samples per image: images ``(B, C, H, W)`` -> int64 ``(n, B, H, W)``."""
         b, _, h, w = images.shape
-        cond = self.condition(images)
+        cond = self.condition(images, decode=self.config.structural != "none")
         out = []
         for _ in range(n):
             x0 = torch.randn((b, self.num_classes, h, w), generator=generator, device=generator.device).to(images)
@@ -90,7 +92,8 @@ class MedFlowSegSA(MedFlowSeg):
 
 
 class MedFlowSegDBSA(MedFlowSeg):
-    """Ablation, Table 3 row 3 and Table 4 "bone + DB-SA": the backbone plus DB-SA."""
+    """Ablation, Table 3 row 3 and Table 4 "bone + DB-SA": the backbone plus DB-SA (the paper's
+    two tables give this configuration different Dice; see DESIGN.md)."""
     variant = {"structural": "dbsa", "semantic": "add"}
 
 

@@ -1,8 +1,9 @@
 """The two streams of MedFlowSeg (paper section 3.2, Fig. 2a).
 
-``ConditionNetwork``: a plain UNet on the image with an auxiliary segmentation head on its
-last decoder feature. It does not see x_t or t, so at sampling time it runs once per image and
-its features are reused for every ODE step and every sample.
+``ConditionNetwork``: a plain UNet on the image with an auxiliary segmentation head (a 1x1
+convolution) on its last decoder feature. It does not see x_t or t, so at sampling time it runs
+once per image and its features are reused for every ODE step and every sample; a variant with
+no structural module needs only its bottleneck then, and skips the decoder.
 
 ``FlowNetwork``: a time-conditioned UNet on x_t. The structural condition (DB-SA, or the
 ablations' SA / nothing) gates its first encoder feature; the semantic condition (FA-Attention
@@ -26,13 +27,13 @@ from medflowseg.unet import UNet
 @dataclass
 class ConditionFeatures:
     """Attributes:
-        decoder: ``(B, C_0, H, W)`` the last high-resolution decoder feature (DB-SA's input).
         bottleneck: ``(B, C_last, h, w)`` c0, the bottleneck feature (FA-Attention's input).
-        aux_logits: ``(B, K, H, W)`` the auxiliary head's class logits.
+        decoder: ``(B, C_0, H, W)`` the last high-resolution decoder feature (DB-SA's input), or None.
+        aux_logits: ``(B, K, H, W)`` the auxiliary head's class logits, or None (with the decoder).
     """
-    decoder: torch.Tensor
     bottleneck: torch.Tensor
-    aux_logits: torch.Tensor
+    decoder: torch.Tensor | None
+    aux_logits: torch.Tensor | None
 
 
 class ConditionNetwork(nn.Module):
@@ -41,10 +42,11 @@ class ConditionNetwork(nn.Module):
         self.unet = UNet(in_channels, cfg.channels, cfg.num_res_blocks, time_dim=None, norm_groups=cfg.norm_groups)
         self.aux_head = nn.Conv2d(cfg.channels[0], num_classes, 1)
 
-    def forward(self, images: torch.Tensor) -> ConditionFeatures:
-        """images ``(B, C, H, W)``."""
-        feats = self.unet(images)
-        return ConditionFeatures(feats.decoder, feats.bottleneck, self.aux_head(feats.decoder))
+    def forward(self, images: torch.Tensor, decode: bool = True) -> ConditionFeatures:
+        """images ``(B, C, H, W)``; ``decode=False``: the bottleneck only."""
+        feats = self.unet(images, decode=decode)
+        aux = self.aux_head(feats.decoder) if decode else None
+        return ConditionFeatures(bottleneck=feats.bottleneck, decoder=feats.decoder, aux_logits=aux)
 
 
 def structural_condition(cfg: MedFlowSegConfig) -> nn.Module | None:

@@ -1,36 +1,43 @@
 """The semantic condition at the bottleneck: FA-Attention (paper section 3.4, Fig. 2b, Fig. 3).
 
 One ``FAAttention`` block refines the condition feature c ``(B, C, h, w)`` using the flow
-feature f ``(B, C, h, w)`` and the time embedding ``(B, T)``:
+feature f ``(B, C, h, w)`` and the time embedding ``(B, T)``. Names follow the paper:
 
-- spectral branch: 2D FFT of f and c (real and imaginary parts stacked on channels), FiLM,
-  patch embedding and 2D sine-cosine positions give tokens ``T_f^``, ``T_c^`` ``(B, N, D)``;
-  cross-attention with ``T_c^`` as query and ``T_f^`` as key/value gives ``T_F^`` (Eq. 10);
-- spatial-token branch: FiLM and patch embedding of the real features give ``T_f``, ``T_c``;
-  TD-X turns them into discrepancy-aware ``T_f~``, ``T_c~`` (Eq. 11, Fig. 3);
-- Neural Modulator: ``R`` time-conditioned blocks map ``(T_F^, T_f~, T_c~)`` to a mask ``M0``;
-  ``T_C1^ = T_F^ * (1 + M0)`` (Eq. 12);
+- spectral branch: centred 2D FFT of f and c (real and imaginary parts stacked on channels),
+  FiLM, patch embedding and 2D sine-cosine positions give ``spec_f`` (T^_f) and ``spec_c``
+  (T^_c) ``(B, N, D)``; cross-attention with T^_c as query and T^_f as key/value gives
+  ``t_F_hat`` (T^_F, Eq. 10);
+- spatial-token branch: FiLM and patch embedding of the real features give ``tok_f`` (T_f) and
+  ``tok_c`` (T_c); TD-X turns them into ``tok_f_tilde`` (T~_f) and ``tok_c_tilde`` (T~_c)
+  (Eq. 11, Fig. 3);
+- Neural Modulator: ``R`` time-conditioned blocks map (T^_F, T~_f, T~_c) to a mask M0;
+  ``t_C1_hat`` = T^_F * (1 + M0) (Eq. 12);
 - inverse patch embedding and inverse FFT give the update; ``c1 = c + update``.
 
-``FAAttentionStack`` chains N such blocks (N = 4 in the paper). The choices the paper leaves
-open are listed, with the reasons, in ``medflowseg/DESIGN.md``.
+``FAAttentionStack`` chains N such blocks (N = 4 in the paper). The inverse patch embedding
+starts at zero, so every block, and the stack, is exactly the identity at initialisation. The
+choices the paper leaves open are listed, with the reasons, in ``medflowseg/DESIGN.md``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+SPATIAL = (-2, -1)
+
 
 def to_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """Real ``(B, C, h, w)`` -> its orthonormal 2D FFT as real ``(B, 2C, h, w)`` (real parts, then imaginary)."""
-    s = torch.fft.fft2(x.float(), norm="ortho")
+    """Real ``(B, C, h, w)`` -> its orthonormal 2D FFT, zero frequency shifted to the centre, as real
+    ``(B, 2C, h, w)`` (real parts, then imaginary). Centring puts neighbouring frequencies in one
+    patch and gives the position codes a meaning (distance from the centre ~ frequency)."""
+    s = torch.fft.fftshift(torch.fft.fft2(x.float(), norm="ortho"), dim=SPATIAL)
     return torch.cat([s.real, s.imag], dim=1).to(x.dtype)
 
 
 def from_spectrum(s: torch.Tensor) -> torch.Tensor:
     """Inverse of ``to_spectrum``: ``(B, 2C, h, w)`` -> the real part of the inverse FFT ``(B, C, h, w)``."""
     re, im = s.float().chunk(2, dim=1)
-    return torch.fft.ifft2(torch.complex(re, im), norm="ortho").real.to(s.dtype)
+    return torch.fft.ifft2(torch.fft.ifftshift(torch.complex(re, im), dim=SPATIAL), norm="ortho").real.to(s.dtype)
 
 
 def sincos_positions(h: int, w: int, dim: int, device=None, dtype=None) -> torch.Tensor:
@@ -73,11 +80,14 @@ class PatchEmbed(nn.Module):
 
 
 class InversePatchEmbed(nn.Module):
-    """Tokens back to a feature map: ``(B, N, D)`` with grid ``(h/p, w/p)`` -> ``(B, C, h, w)``."""
+    """Tokens back to a feature map: ``(B, N, D)`` with grid ``(h/p, w/p)`` -> ``(B, C, h, w)``.
+    Zero-initialised: the block it closes starts as the identity."""
 
     def __init__(self, dim: int, channels: int, patch: int):
         super().__init__()
         self.proj = nn.ConvTranspose2d(dim, channels, patch, stride=patch)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, d = tokens.shape
@@ -100,10 +110,11 @@ class TDX(nn.Module):
         self.fuse = nn.Linear(3 * dim, dim)
         self.gate_f, self.gate_c = nn.Linear(dim, dim), nn.Linear(dim, dim)
 
-    def forward(self, t_f: torch.Tensor, t_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cues = (t_f * t_c, (t_f - t_c).abs(), t_f - t_c)
+    def forward(self, tok_f: torch.Tensor, tok_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T_f, T_c) -> (T~_f, T~_c)."""
+        cues = (tok_f * tok_c, (tok_f - tok_c).abs(), tok_f - tok_c)
         t_z = self.fuse(torch.cat([enc(cue) for enc, cue in zip(self.encoders, cues)], dim=-1))
-        return t_f + t_f * torch.sigmoid(self.gate_f(t_z)), t_c + t_c * torch.sigmoid(self.gate_c(t_z))
+        return tok_f + tok_f * torch.sigmoid(self.gate_f(t_z)), tok_c + tok_c * torch.sigmoid(self.gate_c(t_z))
 
 
 class ModulatorBlock(nn.Module):
@@ -122,9 +133,10 @@ class ModulatorBlock(nn.Module):
 
 
 class NeuralModulator(nn.Module):
-    """(T_F^, T_f~, T_c~) -> M0 ``(B, N, D)`` through ``blocks`` time-conditioned blocks (R = 2).
+    """(T^_F, T~_f, T~_c) -> M0 ``(B, N, D)`` through ``blocks`` time-conditioned blocks (R = 2).
 
-    The output layer starts at zero, so M0 = 0 and T_C1^ = T_F^ at initialisation.
+    The output layer starts at zero, so M0 = 0 and T^_C1 = T^_F at initialisation. M0 has no
+    output activation: Eq. (12) names it a mask but bounds it nowhere.
     """
 
     def __init__(self, dim: int, time_dim: int, blocks: int = 2):
@@ -135,8 +147,9 @@ class NeuralModulator(nn.Module):
         nn.init.zeros_(self.out[1].weight)
         nn.init.zeros_(self.out[1].bias)
 
-    def forward(self, t_F: torch.Tensor, t_f: torch.Tensor, t_c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        x = self.inp(torch.cat([t_F, t_f, t_c], dim=-1))
+    def forward(self, t_F_hat: torch.Tensor, tok_f_tilde: torch.Tensor, tok_c_tilde: torch.Tensor,
+                temb: torch.Tensor) -> torch.Tensor:
+        x = self.inp(torch.cat([t_F_hat, tok_f_tilde, tok_c_tilde], dim=-1))
         for block in self.blocks:
             x = block(x, temb)
         return self.out(x)
@@ -144,7 +157,7 @@ class NeuralModulator(nn.Module):
 
 class StaticFusion(nn.Module):
     """The "FA-Attention without Neural Modulator" ablation: the three token sets are fused by one
-    time-independent linear map added to T_F^ (no time conditioning, no multiplicative mask), so
+    time-independent linear map added to T^_F (no time conditioning, no multiplicative mask), so
     TD-X still contributes. Zero-initialised like the modulator's output."""
 
     def __init__(self, dim: int):
@@ -153,8 +166,8 @@ class StaticFusion(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, t_F: torch.Tensor, t_f: torch.Tensor, t_c: torch.Tensor) -> torch.Tensor:
-        return t_F + self.proj(torch.cat([t_F, t_f, t_c], dim=-1))
+    def forward(self, t_F_hat: torch.Tensor, tok_f_tilde: torch.Tensor, tok_c_tilde: torch.Tensor) -> torch.Tensor:
+        return t_F_hat + self.proj(torch.cat([t_F_hat, tok_f_tilde, tok_c_tilde], dim=-1))
 
 
 class FAAttention(nn.Module):
@@ -179,23 +192,26 @@ class FAAttention(nn.Module):
         self.unembed = InversePatchEmbed(dim, 2 * channels, patch)
 
     def spectral_tokens(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """T_F^ ``(B, N, D)``: condition tokens attending to flow tokens in the frequency domain (Eq. 10)."""
-        t_f = self.embed_spec_f(self.film_spec_f(to_spectrum(f), temb))
-        t_c = self.embed_spec_c(self.film_spec_c(to_spectrum(c), temb))
-        h, w = f.shape[-2] // self.patch, f.shape[-1] // self.patch
-        pos = sincos_positions(h, w, t_f.shape[-1], device=f.device, dtype=t_f.dtype)
-        q, kv = self.norm_q(t_c + pos), self.norm_kv(t_f + pos)
-        return t_c + self.cross_attn(q, kv, kv, need_weights=False)[0]
+        """T^_F ``(B, N, D)``: condition tokens attending to flow tokens in the frequency domain (Eq. 10).
+        Positions are added to the attention's inputs; the residual path is T^_c itself."""
+        spec_f = self.embed_spec_f(self.film_spec_f(to_spectrum(f), temb))
+        spec_c = self.embed_spec_c(self.film_spec_c(to_spectrum(c), temb))
+        pos = sincos_positions(*self.grid(f), spec_f.shape[-1], device=f.device, dtype=spec_f.dtype)
+        q, kv = self.norm_q(spec_c + pos), self.norm_kv(spec_f + pos)
+        return spec_c + self.cross_attn(q, kv, kv, need_weights=False)[0]
+
+    def grid(self, x: torch.Tensor) -> tuple[int, int]:
+        return x.shape[-2] // self.patch, x.shape[-1] // self.patch
 
     def forward(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        t_F = self.spectral_tokens(f, c, temb)
-        t_f, t_c = self.tdx(self.embed_f(self.film_f(f, temb)), self.embed_c(self.film_c(c, temb)))
+        t_F_hat = self.spectral_tokens(f, c, temb)
+        tok_f, tok_c = self.embed_f(self.film_f(f, temb)), self.embed_c(self.film_c(c, temb))
+        tok_f_tilde, tok_c_tilde = self.tdx(tok_f, tok_c)
         if self.modulator is not None:
-            t_C1 = t_F * (1 + self.modulator(t_F, t_f, t_c, temb))
+            t_C1_hat = t_F_hat * (1 + self.modulator(t_F_hat, tok_f_tilde, tok_c_tilde, temb))
         else:
-            t_C1 = self.static_fusion(t_F, t_f, t_c)
-        grid = (f.shape[-2] // self.patch, f.shape[-1] // self.patch)
-        return c + from_spectrum(self.unembed(t_C1, grid))
+            t_C1_hat = self.static_fusion(t_F_hat, tok_f_tilde, tok_c_tilde)
+        return c + from_spectrum(self.unembed(t_C1_hat, self.grid(f)))
 
 
 class FAAttentionStack(nn.Module):

@@ -27,10 +27,11 @@ Hook = Callable[[torch.Tensor], torch.Tensor]
 class UNetFeatures:
     """Attributes:
         bottleneck: ``(B, C_last, H / 2**(L-1), W / 2**(L-1))`` after the bottleneck blocks and hook.
-        decoder: ``(B, C_0, H, W)`` the last (highest-resolution) decoder feature.
+        decoder: ``(B, C_0, H, W)`` the last (highest-resolution) decoder feature; None when the
+            decoder was skipped (``decode=False``).
     """
     bottleneck: torch.Tensor
-    decoder: torch.Tensor
+    decoder: torch.Tensor | None
 
 
 class UNet(nn.Module):
@@ -62,8 +63,9 @@ class UNet(nn.Module):
         return 2 ** (len(self.channels) - 1)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None,
-                first_stage: Hook | None = None, bottleneck: Hook | None = None) -> UNetFeatures:
-        """x ``(B, C_in, H, W)`` with H, W divisible by ``downsampling``; temb ``(B, T)`` or None."""
+                first_stage: Hook | None = None, bottleneck: Hook | None = None, decode: bool = True) -> UNetFeatures:
+        """x ``(B, C_in, H, W)`` with H, W divisible by ``downsampling``; temb ``(B, T)`` or None.
+        ``decode=False`` stops after the bottleneck (for a consumer that needs only that)."""
         h = self.stem(x)
         skips = []
         for i, stage in enumerate(self.encoder):
@@ -77,6 +79,8 @@ class UNet(nn.Module):
         if bottleneck is not None:
             h = bottleneck(h)
         mid = h
+        if not decode:
+            return UNetFeatures(bottleneck=mid, decoder=None)
         for j, stage in enumerate(self.decoder):
             h = stage(torch.cat([h, skips.pop()], dim=1), temb)
             if j < len(self.upsample):
