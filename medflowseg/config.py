@@ -13,6 +13,8 @@ from medflowseg.flow.solver import ADAPTIVE_SOLVERS
 STRUCTURAL = ("none", "sa", "dbsa")        # first-stage condition: nothing, plain spatial attention, DB-SA
 SEMANTIC = ("add", "fa", "fa_nomod")       # bottleneck condition: c0 added, FA-Attention, FA without modulator
 MERGES = ("add", "concat")
+FILM_INPUTS = ("time", "time_and_stream")  # what drives FA-Attention's FiLM
+RECALIBRATIONS = ("gate", "add")           # how TD-X's evidence token recalibrates the tokens
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class MedFlowSegConfig:
     fa_patch: int = 2                      # open
     fa_dim: int = 256                      # open: token width
     fa_heads: int = 8                      # open
+    fa_film: str = "time"                  # open: FiLM driven by the time embedding (or also the other stream)
+    fa_recalibration: str = "gate"         # open: TD-X recalibration T + T*sigmoid(W T_z) (or T + W T_z)
+    fa_mlp_ratio: int = 2                  # open: hidden width of the modulator blocks' MLP, in token widths
     bottleneck_merge: str = "add"          # open: how the refined c1 (or c0) enters the flow bottleneck
     # Flow matching and losses (sections 3.1, 3.2)
     label_scale: str = "pm1"               # open: one-hot in {-1, 1} ("pm1") or {0, 1} ("01")
@@ -53,6 +58,7 @@ class MedFlowSegConfig:
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(self.channels))
         checks = [("structural", STRUCTURAL), ("semantic", SEMANTIC), ("bottleneck_merge", MERGES),
+                  ("fa_film", FILM_INPUTS), ("fa_recalibration", RECALIBRATIONS),
                   ("label_scale", LABEL_SCALES), ("velocity_loss", tuple(VELOCITY_LOSSES)),
                   ("solver", tuple(FIXED_STEP_SOLVERS) + ADAPTIVE_SOLVERS)]
         for name, allowed in checks:

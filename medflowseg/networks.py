@@ -67,7 +67,8 @@ class FlowNetwork(nn.Module):
         self.structural = structural_condition(cfg)
         self.semantic = None if cfg.semantic == "add" else FAAttentionStack(
             cfg.fa_depth, channels=cb, time_dim=cfg.time_embed_dim, dim=cfg.fa_dim, heads=cfg.fa_heads,
-            patch=cfg.fa_patch, modulator_blocks=cfg.fa_modulator_blocks, modulator=cfg.semantic == "fa")
+            patch=cfg.fa_patch, modulator_blocks=cfg.fa_modulator_blocks, modulator=cfg.semantic == "fa",
+            film=cfg.fa_film, recalibration=cfg.fa_recalibration, mlp_ratio=cfg.fa_mlp_ratio)
         self.concat_merge = cfg.bottleneck_merge == "concat"
         self.merge = nn.Conv2d(2 * cb if self.concat_merge else cb, cb, 1)
         self.out = nn.Sequential(group_norm(cfg.channels[0], cfg.norm_groups), nn.SiLU(),

@@ -54,17 +54,23 @@ def sincos_positions(h: int, w: int, dim: int, device=None, dtype=None) -> torch
 
 
 class FiLM(nn.Module):
-    """x * (1 + gamma(temb)) + beta(temb), per channel; zero-initialised so it starts as the identity.
-    x ``(B, C, h, w)``, temb ``(B, T)``."""
+    """x * (1 + gamma(z)) + beta(z), per channel, zero-initialised so it starts as the identity.
 
-    def __init__(self, channels: int, time_dim: int):
+    z is the time embedding ``(B, T)``, plus, when ``context_channels`` is set, a linear map of a
+    context vector ``(B, context_channels)`` (the other stream, spatially averaged).
+    x ``(B, C, h, w)``.
+    """
+
+    def __init__(self, channels: int, time_dim: int, context_channels: int = 0):
         super().__init__()
+        self.context = nn.Linear(context_channels, time_dim) if context_channels else None
         self.proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * channels))
         nn.init.zeros_(self.proj[1].weight)
         nn.init.zeros_(self.proj[1].bias)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.proj(temb)[:, :, None, None].chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        z = temb if self.context is None else temb + self.context(context)
+        gamma, beta = self.proj(z)[:, :, None, None].chunk(2, dim=1)
         return x * (1 + gamma) + beta
 
 
@@ -99,12 +105,14 @@ class TDX(nn.Module):
 
     Cues (Eq. 11): agreement T_f * T_c, difference |T_f - T_c|, residual T_f - T_c. Each is
     encoded by its own LayerNorm-Linear-GELU; a linear layer fuses the three into the evidence
-    token T_z; T_z recalibrates each stream by a sigmoid gate in the form of Eq. (9):
-    T~ = T + T * sigmoid(W T_z). All tokens ``(B, N, D)``.
+    token T_z; T_z recalibrates each stream, by a sigmoid gate in the form of Eq. (9),
+    T~ = T + T * sigmoid(W T_z) (``recalibration="gate"``), or additively, T~ = T + W T_z
+    (``"add"``). All tokens ``(B, N, D)``.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, recalibration: str = "gate"):
         super().__init__()
+        self.recalibration = recalibration
         self.encoders = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU()) for _ in range(3))
         self.fuse = nn.Linear(3 * dim, dim)
@@ -114,6 +122,8 @@ class TDX(nn.Module):
         """(T_f, T_c) -> (T~_f, T~_c)."""
         cues = (tok_f * tok_c, (tok_f - tok_c).abs(), tok_f - tok_c)
         t_z = self.fuse(torch.cat([enc(cue) for enc, cue in zip(self.encoders, cues)], dim=-1))
+        if self.recalibration == "add":
+            return tok_f + self.gate_f(t_z), tok_c + self.gate_c(t_z)
         return tok_f + tok_f * torch.sigmoid(self.gate_f(t_z)), tok_c + tok_c * torch.sigmoid(self.gate_c(t_z))
 
 
@@ -139,10 +149,10 @@ class NeuralModulator(nn.Module):
     output activation: Eq. (12) names it a mask but bounds it nowhere.
     """
 
-    def __init__(self, dim: int, time_dim: int, blocks: int = 2):
+    def __init__(self, dim: int, time_dim: int, blocks: int = 2, mlp_ratio: int = 2):
         super().__init__()
         self.inp = nn.Linear(3 * dim, dim)
-        self.blocks = nn.ModuleList(ModulatorBlock(dim, time_dim) for _ in range(blocks))
+        self.blocks = nn.ModuleList(ModulatorBlock(dim, time_dim, mlp_ratio) for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
         nn.init.zeros_(self.out[1].weight)
         nn.init.zeros_(self.out[1].bias)
@@ -172,30 +182,37 @@ class StaticFusion(nn.Module):
 
 class FAAttention(nn.Module):
     """One FA-Attention block: (f, c, temb) -> c1, all features ``(B, C, h, w)`` with h, w
-    divisible by ``patch``; temb ``(B, T)``."""
+    divisible by ``patch``; temb ``(B, T)``.
+
+    ``film``: what drives the FiLM layers, ``"time"`` (the time embedding) or ``"time_and_stream"``
+    (plus the other stream's spatial mean). ``recalibration``: TD-X's, ``"gate"`` or ``"add"``.
+    """
 
     def __init__(self, channels: int, time_dim: int, dim: int = 256, heads: int = 8, patch: int = 2,
-                 modulator_blocks: int = 2, modulator: bool = True):
+                 modulator_blocks: int = 2, modulator: bool = True, film: str = "time",
+                 recalibration: str = "gate", mlp_ratio: int = 2):
         super().__init__()
         self.patch = patch
+        ctx = channels if film == "time_and_stream" else 0
         # spectral branch (2C channels: real and imaginary parts)
-        self.film_spec_f, self.film_spec_c = FiLM(2 * channels, time_dim), FiLM(2 * channels, time_dim)
+        self.film_spec_f, self.film_spec_c = FiLM(2 * channels, time_dim, ctx), FiLM(2 * channels, time_dim, ctx)
         self.embed_spec_f, self.embed_spec_c = PatchEmbed(2 * channels, dim, patch), PatchEmbed(2 * channels, dim, patch)
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         # spatial-token branch
-        self.film_f, self.film_c = FiLM(channels, time_dim), FiLM(channels, time_dim)
+        self.film_f, self.film_c = FiLM(channels, time_dim, ctx), FiLM(channels, time_dim, ctx)
         self.embed_f, self.embed_c = PatchEmbed(channels, dim, patch), PatchEmbed(channels, dim, patch)
-        self.tdx = TDX(dim)
-        self.modulator = NeuralModulator(dim, time_dim, modulator_blocks) if modulator else None
+        self.tdx = TDX(dim, recalibration)
+        self.modulator = NeuralModulator(dim, time_dim, modulator_blocks, mlp_ratio) if modulator else None
         self.static_fusion = None if modulator else StaticFusion(dim)
         self.unembed = InversePatchEmbed(dim, 2 * channels, patch)
 
     def spectral_tokens(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """T^_F ``(B, N, D)``: condition tokens attending to flow tokens in the frequency domain (Eq. 10).
         Positions are added to the attention's inputs; the residual path is T^_c itself."""
-        spec_f = self.embed_spec_f(self.film_spec_f(to_spectrum(f), temb))
-        spec_c = self.embed_spec_c(self.film_spec_c(to_spectrum(c), temb))
+        ctx_f, ctx_c = c.mean(dim=SPATIAL), f.mean(dim=SPATIAL)   # each stream's FiLM context: the other
+        spec_f = self.embed_spec_f(self.film_spec_f(to_spectrum(f), temb, ctx_f))
+        spec_c = self.embed_spec_c(self.film_spec_c(to_spectrum(c), temb, ctx_c))
         pos = sincos_positions(*self.grid(f), spec_f.shape[-1], device=f.device, dtype=spec_f.dtype)
         q, kv = self.norm_q(spec_c + pos), self.norm_kv(spec_f + pos)
         return spec_c + self.cross_attn(q, kv, kv, need_weights=False)[0]
@@ -205,7 +222,8 @@ class FAAttention(nn.Module):
 
     def forward(self, f: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         t_F_hat = self.spectral_tokens(f, c, temb)
-        tok_f, tok_c = self.embed_f(self.film_f(f, temb)), self.embed_c(self.film_c(c, temb))
+        ctx_f, ctx_c = c.mean(dim=SPATIAL), f.mean(dim=SPATIAL)
+        tok_f, tok_c = self.embed_f(self.film_f(f, temb, ctx_f)), self.embed_c(self.film_c(c, temb, ctx_c))
         tok_f_tilde, tok_c_tilde = self.tdx(tok_f, tok_c)
         if self.modulator is not None:
             t_C1_hat = t_F_hat * (1 + self.modulator(t_F_hat, tok_f_tilde, tok_c_tilde, temb))

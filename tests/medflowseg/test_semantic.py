@@ -100,9 +100,10 @@ def test_tdx_recalibrates_each_token_by_a_gate_in_one_to_two():
     assert not torch.allclose(out_f, swapped_f), "the evidence depends on the other stream"
 
 
-@pytest.mark.parametrize("modulator", [True, False])
-def test_gradients_reach_every_parameter(modulator):
-    m = block(modulator=modulator)
+@pytest.mark.parametrize("modulator,film,recalibration", [(True, "time", "gate"), (False, "time", "gate"),
+                                                          (True, "time_and_stream", "add")])
+def test_gradients_reach_every_parameter(modulator, film, recalibration):
+    m = block(modulator=modulator, film=film, recalibration=recalibration)
     perturb_zero_init(m)
     f, c, temb = inputs()
     f.requires_grad_(True)
@@ -116,3 +117,24 @@ def test_without_modulator_there_is_no_time_conditioned_mask():
     m = block(modulator=False)
     assert m.modulator is None and m.static_fusion is not None
     assert isinstance(block().modulator, NeuralModulator)
+
+
+def test_tdx_additive_recalibration():
+    torch.manual_seed(0)
+    tdx = TDX(D, recalibration="add")
+    t_f, t_c = torch.randn(2, 4, D), torch.randn(2, 4, D)
+    out_f, _ = tdx(t_f, t_c)
+    cues = (t_f * t_c, (t_f - t_c).abs(), t_f - t_c)
+    t_z = tdx.fuse(torch.cat([enc(c) for enc, c in zip(tdx.encoders, cues)], dim=-1))
+    torch.testing.assert_close(out_f, t_f + tdx.gate_f(t_z))
+
+
+def test_film_driven_by_the_other_stream_sees_it():
+    time_only, with_stream = block(film="time"), block(film="time_and_stream")
+    for m in (time_only, with_stream):
+        perturb_zero_init(m)
+    f, c, temb = inputs()
+    tok = lambda m, c_: m.embed_f(m.film_f(f, temb, c_.mean(dim=(-2, -1))))  # noqa: E731
+    other_c = torch.randn_like(c)
+    assert torch.equal(tok(time_only, c), tok(time_only, other_c))
+    assert not torch.allclose(tok(with_stream, c), tok(with_stream, other_c))
