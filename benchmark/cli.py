@@ -62,6 +62,27 @@ def cmd_evaluate(args):
     print(f"evaluate {args.dataset}/{args.method}: {m['status']} {summary}")
 
 
+def cmd_complexity(args):
+    from benchmark.complexity import complexity_record
+    from benchmark.data.manifest import load_manifest
+    from benchmark.data.store import write_json
+    cfg = _config(args)
+    mcfg = cfg.method_config(args.method)
+    manifest = load_manifest(paths.processed(args.dataset))
+    out = args.out or paths.results(args.dataset, args.method) / "complexity.json"
+    if manifest.status != "ok":
+        record = {"status": "not_run", "method": args.method, "reason": manifest.reason}
+    else:
+        info = manifest.dataset
+        record = complexity_record(args.method, mcfg.model, info.channels, info.num_classes, cfg.data.size,
+                                   mcfg.predict.n_samples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, record)
+    print(f"complexity {args.dataset}/{args.method}: {record['status']}"
+          + (f" {record['params'] / 1e6:.2f} M params, {record['macs_per_evaluation'] / 1e6:.1f} MMACs per "
+             f"evaluation, {record['macs_protocol'] / 1e9:.2f} GMACs per protocol" if record["status"] == "ok" else ""))
+
+
 def cmd_nfe_sweep(args):
     from benchmark.nfe_sweep import nfe_sweep, sweep_settings
     cfg = _config(args)
@@ -125,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="predictions folder (default: runs/DATASET/METHOD/predictions)")
     s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class: evaluation.json, metrics.json, per_case.csv", method=True)
     s.add_argument("--out", type=Path, help="results folder (default: results/DATASET/METHOD)")
+    s = add("complexity", cmd_complexity, "parameters and fvcore MACs of METHOD as configured, per network "
+            "evaluation and per inference protocol, on one image of DATASET", method=True)
+    s.add_argument("--out", type=Path, help="output file (default: results/DATASET/METHOD/complexity.json)")
     s = add("nfe-sweep", cmd_nfe_sweep, "Dice against NFE of a flow-matching method over ODE solver settings "
             "(Euler step counts, dopri5)", method=True)
     s.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="Euler step counts")

@@ -137,3 +137,21 @@ def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samp
     by_op = {k: (by_two[k] - by_one.get(k, 0)) / FIXED_STEP_SOLVERS[solver.method] for k in by_two}
     return Complexity(params, fixed, per_eval, fixed + samples * evaluations * per_eval, samples, evaluations,
                       by_op, dict(uncounted))
+
+
+def complexity_record(method_name: str, model_params: dict, in_channels: int, num_classes: int, size: int,
+                      samples: int) -> dict:
+    """The complexity stage's record for one method as configured: parameters and MACs of one
+    ``(1, in_channels, size, size)`` image through its protocol of ``samples`` samples."""
+    from benchmark.methods import build_method
+
+    torch.manual_seed(0)
+    method = build_method(method_name, in_channels, num_classes, model_params)
+    c = method_complexity(method, in_channels, size, samples)
+    return {"status": "ok", "method": method_name, "image": [in_channels, size, size], "num_classes": num_classes,
+            "params": c.params, "macs_fixed": c.macs_fixed, "macs_per_evaluation": c.macs_per_evaluation,
+            "macs_protocol": c.macs_protocol, "samples": c.samples,
+            "evaluations_per_sample": c.evaluations_per_sample,
+            "counted_by": "fvcore, 1 multiply-add = 1 MAC; FFT (2.5 n log2 n per transform) and fused attention "
+                          "counted by our handles; elementwise operators not counted",
+            "uncounted_operators": sorted(c.uncounted)}

@@ -59,11 +59,19 @@ class EvalConfig:
     fusion: str = "majority"          # how K samples become one prediction for Dice/IoU/HD95:
                                       # "majority" (= the mean of hard samples) or "staple"
     reference: str = "majority"       # how several raters become one reference (same names)
+    ged_samples: tuple[int, ...] = () # GED also on the first n samples for each n here (GED_16, GED_100);
+                                      # GED on all K samples is always reported, as ged_K
+    workers: int = 2                  # processes scoring cases in parallel (1: in this process)
 
     def __post_init__(self):
         for key in ("fusion", "reference"):
             if getattr(self, key) not in FUSIONS:
                 raise ConfigError(f"evaluation.{key}: {getattr(self, key)!r} is not one of {sorted(FUSIONS)}")
+        object.__setattr__(self, "ged_samples", tuple(self.ged_samples))
+        if any(not isinstance(n, int) or n < 1 for n in self.ged_samples):
+            raise ConfigError(f"evaluation.ged_samples: sample counts must be positive integers, got {self.ged_samples}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"evaluation.workers: must be an integer >= 1, got {self.workers!r}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,15 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class Table4Config:
+    """The complexity-and-uncertainty table (the shape of the paper's Table 4): parameters, MACs, CI,
+    GED and Dice of each method on each dataset here. Every pair must be evaluated by the main
+    matrix (``datasets`` x ``methods``) or the ablation matrix."""
+    datasets: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str
     datasets: tuple[str, ...]
@@ -101,7 +118,13 @@ class Config:
     method: dict[str, MethodConfig]
     ablations: AblationConfig = AblationConfig()
     nfe_sweep: SweepConfig = SweepConfig()
+    table4: Table4Config = Table4Config()
     source: str = "params.yaml"
+
+    def evaluated(self, dataset: str, method: str) -> bool:
+        """Whether some evaluate stage scores ``method`` on ``dataset``."""
+        return ((dataset in self.datasets and method in self.methods)
+                or (dataset in self.ablations.datasets and method in self.ablations.methods))
 
     def method_config(self, name: str) -> MethodConfig:
         if name not in self.method:
@@ -132,7 +155,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "ablations",
-               "nfe_sweep"}
+               "nfe_sweep", "table4"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
@@ -154,9 +177,14 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                  evaluation=_build(EvalConfig, raw.get("evaluation"), "evaluation", src),
                  method=methods, source=src,
                  ablations=_build(AblationConfig, _tuples(raw.get("ablations")), "ablations", src),
-                 nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src))
+                 nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src),
+                 table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src))
     for name in cfg.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
+    missing = [f"{d}/{m}" for d in cfg.table4.datasets for m in cfg.table4.methods if not cfg.evaluated(d, m)]
+    if missing:
+        raise ConfigError(f"{src}: table4 asks for {missing}, which no evaluate stage produces "
+                          f"(add them to datasets x methods or to ablations)")
     return cfg
 
 

@@ -1,56 +1,69 @@
-"""The evaluate stage: Dice, IoU and HD95 per case and class, under named conventions.
+"""The evaluate stage: Dice, IoU and HD95 of the fused prediction per case and class, and the set
+metrics (GED, HM-IoU, MDM, CI) of the samples against the raters, under named conventions.
 
-Writes ``evaluation.json`` (the full record: status, means per class and the average,
-sample count, NFE, and every convention that produced them), ``metrics.json`` (the
-headline numbers only, for ``dvc metrics show``) and ``per_case.csv`` (one row per case
-and class).
+Writes ``evaluation.json`` (the full record: status, means per class and the average, the set
+metrics' means, sample and rater counts, NFE, and every convention that produced them),
+``metrics.json`` (the headline numbers only, for ``dvc metrics show``), ``per_case.csv`` (one row
+per case and class) and ``per_case_sets.csv`` (one row per case). Cases are scored in parallel
+across ``evaluation.workers`` processes.
 The "Average" is the mean over classes of the mean over cases; a case is a volume
 for volumetric data and an image for 2D data (unless ``per_slice``).
 """
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 from benchmark.config import EvalConfig
-from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, atomic_write, load_arrays, read_json, write_json
+from benchmark.data.manifest import load_manifest
+from benchmark.data.store import CaseFileError, atomic_write, load_arrays, load_case, read_json, write_json
 from benchmark.metrics import EmptyPolicy, case_metrics
-from benchmark.metrics.fusion import fuse
+from benchmark.metrics.fusion import STAPLE_MAX_ITERATIONS, fuse
+from benchmark.metrics.multirater import SET_CONVENTIONS, set_metrics
 
 METRICS = ("dice", "iou", "hd95")
 CSV_COLUMNS = ["case_id", "subject_id", "class", "dice", "iou", "hd95"]
 
 
 def conventions(cfg: EvalConfig, n_annotators: int) -> dict:
-    return {**dataclasses.asdict(cfg),
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workers"}  # speed, not a convention
+    case = "image" if cfg.per_slice else "volume (2D images: the image)"
+    return {**settings,
             "hd95_definition": ("95th percentile of both directed surface-distance sets pooled (medpy)"
                                 if cfg.hd95_convention == "pooled" else
                                 "max of the two directed 95th percentiles (MONAI)"),
             "hd95_unit": "mm", "spacing_order": "(z, y, x)",
-            "case": "image" if cfg.per_slice else "volume (2D images: the image)",
+            "case": case,
             "average": "mean over foreground classes of the mean over cases (NaN excluded)",
-            "reference_raters": n_annotators}
+            "reference_raters": n_annotators, "staple_max_iterations": STAPLE_MAX_ITERATIONS,
+            "set_metrics": {**SET_CONVENTIONS, "samples": "the method's n samples as predicted (not fused)",
+                            "raters": "every rater of the case (not fused)",
+                            "case": case, "aggregate": "mean over cases"}}
 
 
 def headline(record: dict) -> dict:
-    """Numbers only: average and per-class Dice/IoU/HD95 (empty for a dataset not run)."""
+    """Numbers only: average and per-class Dice/IoU/HD95 and the set metrics (empty for a dataset not run)."""
     if record.get("status") != "ok":
         return {}
     out = {f"avg_{k}": v for k, v in record["average"].items()}
     for cls, block in record["per_class"].items():
         out.update({f"{cls}_{k}": block[k] for k in METRICS})
+    out.update(record["uncertainty"]["mean"])
     return out
 
 
-def _write(out: Path, record: dict, rows: list[dict]) -> None:
+def _write(out: Path, record: dict, rows: list[dict], set_rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", record)
     write_json(out / "metrics.json", headline(record))
     atomic_write(out / "per_case.csv", lambda t: pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(t, index=False))
+    atomic_write(out / "per_case_sets.csv", lambda t: pd.DataFrame(set_rows).to_csv(t, index=False))
 
 
 def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, method: str) -> dict:
@@ -58,26 +71,21 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     pred_meta = read_json(predictions / "meta.json", "prediction metadata (run the predict stage)")
     if pred_meta.get("status") == "not_run":
         metrics = {"status": "not_run", "method": method, "reason": pred_meta.get("reason", "")}
-        _write(out, metrics, [])
+        _write(out, metrics, [], [])
         return metrics
 
-    manifest, cases = load_split(processed, "test")
+    manifest = load_manifest(processed)
     info = manifest.dataset
-    policy = EmptyPolicy(cfg.both_empty, cfg.one_empty_hd95)
-    rows = []
-    for case in cases:
-        path = predictions / f"{case.case_id}.npz"
-        samples = load_arrays(path, ("samples",))["samples"]
-        if samples.ndim != 4 or samples.shape[1:] != case.label.shape[1:]:
-            raise CaseFileError(path, f"samples must be (n, Z, H, W) = (n, {case.label.shape[1:]}), got {samples.shape}")
-        if samples.size and samples.max() >= info.num_classes:
-            raise CaseFileError(path, f"predicted labels outside the declared classes 0..{info.num_classes - 1}")
-        pred = fuse(samples, info.num_classes, cfg.fusion)
-        ref = fuse(case.label, info.num_classes, cfg.reference)
-        m = case_metrics(pred, ref, case.spacing, info.num_classes, policy, cfg.hd95_convention, cfg.per_slice)
-        for k, cls in enumerate(info.class_names[1:]):
-            rows.append({"case_id": case.case_id, "subject_id": case.subject_id, "class": cls,
-                         **{name: m[name][k] for name in METRICS}})
+    entries = manifest.split("test")
+    if not entries:
+        raise CaseFileError(processed / "manifest.json", "the test split is empty")
+    jobs = [(processed / e.file, e.case_id, e.subject_id, predictions / f"{e.case_id}.npz", info.num_classes,
+             info.channels, cfg) for e in entries]
+    scored = _map(_score_case, jobs, cfg.workers)
+    rows = [{"case_id": e.case_id, "subject_id": e.subject_id, "class": cls,
+             **{name: per_class[name][k] for name in METRICS}}
+            for e, (per_class, _) in zip(entries, scored) for k, cls in enumerate(info.class_names[1:])]
+    set_rows = [{"case_id": e.case_id, "subject_id": e.subject_id, **sets} for e, (_, sets) in zip(entries, scored)]
 
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     per_class = {}
@@ -86,12 +94,52 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
         per_class[cls] = {**{name: _mean(d[name]) for name in METRICS}, "n_cases": int(len(d)),
                           "n_excluded": {name: int(d[name].isna().sum()) for name in METRICS}}
     average = {name: _mean(pd.Series([per_class[c][name] for c in per_class])) for name in METRICS}
+    sets = pd.DataFrame(set_rows)
+    n_samples = int(pred_meta["n_samples"])
+    uncertainty = {"n_samples": n_samples, "n_raters": info.n_annotators,
+                   "ged_counts_not_available": sorted(n for n in cfg.ged_samples if n > n_samples),
+                   "mean": {k: _mean(sets[k]) for k in set_names(sets)}}
     metrics = {"status": "ok", "dataset": info.name, "method": method, "phantom": info.phantom,
-               "n_cases": len(cases), "n_samples": pred_meta["n_samples"], "nfe_per_sample": pred_meta["nfe_per_sample"],
+               "n_cases": len(entries), "n_samples": n_samples, "nfe_per_sample": pred_meta["nfe_per_sample"],
                "seconds_per_case": pred_meta["seconds_per_case"], "average": average, "per_class": per_class,
-               "conventions": conventions(cfg, info.n_annotators)}
-    _write(out, metrics, rows)
+               "uncertainty": uncertainty, "conventions": conventions(cfg, info.n_annotators)}
+    _write(out, metrics, rows, set_rows)
     return metrics
+
+
+def set_names(sets: pd.DataFrame) -> list[str]:
+    return [c for c in sets.columns if c not in ("case_id", "subject_id")]
+
+
+def _score_case(job) -> tuple[dict, dict]:
+    """Fused-prediction metrics per class and set metrics of one test case (runs in a worker process)."""
+    case_file, case_id, subject_id, pred_path, num_classes, channels, cfg = job
+    case = load_case(case_file, case_id, subject_id, num_classes, channels)
+    samples = load_arrays(pred_path, ("samples",))["samples"]
+    if samples.ndim != 4 or samples.shape[1:] != case.label.shape[1:]:
+        raise CaseFileError(pred_path, f"samples must be (n, Z, H, W) = (n, {case.label.shape[1:]}), got {samples.shape}")
+    if samples.size and samples.max() >= num_classes:
+        raise CaseFileError(pred_path, f"predicted labels outside the declared classes 0..{num_classes - 1}")
+    policy = EmptyPolicy(cfg.both_empty, cfg.one_empty_hd95)
+    pred = fuse(samples, num_classes, cfg.fusion)
+    ref = fuse(case.label, num_classes, cfg.reference)
+    per_class = case_metrics(pred, ref, case.spacing, num_classes, policy, cfg.hd95_convention, cfg.per_slice)
+    sets = set_metrics(samples, case.label, num_classes, cfg.ged_samples, cfg.per_slice)
+    return per_class, sets
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+    """``[fn(j) for j in jobs]``, across ``workers`` processes when there is more than one of each."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+                             initializer=_single_threaded) as pool:
+        return list(pool.map(fn, jobs))
+
+
+def _single_threaded() -> None:
+    # Each worker gets one core; SimpleITK would otherwise start a thread per core in every worker.
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def _mean(values: pd.Series) -> float | None:

@@ -27,17 +27,26 @@ METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-m
 ABLATION_ROWS = {"medflowseg-backbone": ("", "", "", ""), "medflowseg-sa": ("x", "", "", ""),
                  "medflowseg-dbsa": ("", "x", "", ""), "medflowseg-nomod": ("", "x", "x", ""),
                  "medflowseg": ("", "x", "x", "x"), "medflowseg-fa": ("", "", "x", "x")}
+# Paper Table 4 rows -> our method, or None while not implemented. The paper's "bone + DB-SA" and
+# "bone + FA-A." are the backbone with one conditioning module (Table 3's DB-SA row and our -fa).
+TABLE4_PAPER_ROWS = {"EnsemDiff": None, "SegDiff": None, "MedSegDiff": None, "MedSegDiff-V2": None, "FlowSDF": None,
+                     "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa", "MedFlowSeg": "medflowseg"}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 
 
 def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
     pairs = [(ds, m) for ds in cfg.datasets for m in cfg.methods]
     pairs += [(ds, m) for ds in cfg.ablations.datasets for m in cfg.ablations.methods]
-    out = {}
-    for ds, m in pairs:
-        p = paths.results(ds, m) / "evaluation.json"
-        out[(ds, m)] = json.loads(p.read_text()) if p.is_file() else {"status": "missing"}
-    return out
+    return {(ds, m): _read(paths.results(ds, m) / "evaluation.json") for ds, m in pairs}
+
+
+def load_complexity(cfg: Config) -> dict[tuple[str, str], dict]:
+    return {(ds, m): _read(paths.results(ds, m) / "complexity.json")
+            for ds in cfg.table4.datasets for m in cfg.table4.methods}
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
 
 
 def _cell(metrics: dict, key: str, cls: str | None) -> str:
@@ -102,6 +111,74 @@ def table3(cfg: Config, results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, index=pd.Index(methods, name="Method"), columns=pd.MultiIndex.from_tuples(cols))
 
 
+TABLE4_COLUMNS = ["Params (M)", "GMACs per evaluation", "Samples x NFE", "GMACs per protocol", "CI (paper formula)",
+                  "CI (harmonic)", "GED_K (x100)", "HM-IoU", "Dice"]
+
+
+def _table4_label(method: str, cfg: Config) -> str:
+    paper = {ours: name for name, ours in TABLE4_PAPER_ROWS.items() if ours}
+    label = _row_label(method, cfg)
+    return f"{label} (paper: {paper[method]})" if method in paper and paper[method] != label else label
+
+
+def table4(cfg: Config, results: dict, complexity: dict) -> pd.DataFrame:
+    """Complexity and uncertainty (paper Table 4's shape): one row per (dataset, method) of ``table4``.
+
+    Params in millions and GMACs at this profile's configuration and image size; the protocol is the
+    method's samples x network evaluations per sample plus its once-per-image cost. CI, GED_K (K the
+    method's sample count, x100 as the paper prints it), HM-IoU and Dice (of the fused samples) in %.
+    Paper rows without an implementation are listed as "not implemented".
+    """
+    rows, index = [], []
+    implemented = set(cfg.table4.methods)
+    for paper_name, ours in TABLE4_PAPER_ROWS.items():
+        if ours not in implemented:
+            index.append(("", paper_name))
+            rows.append([NOT_IMPLEMENTED] * len(TABLE4_COLUMNS))
+    for ds in cfg.table4.datasets:
+        for m in cfg.table4.methods:
+            index.append((ds, _table4_label(m, cfg)))
+            rows.append(_complexity_cells(complexity.get((ds, m), {})) + _uncertainty_cells(results.get((ds, m), {})))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Method"]),
+                        columns=TABLE4_COLUMNS)
+
+
+def _complexity_cells(c: dict) -> list[str]:
+    if c.get("status") != "ok":
+        return [NOT_RUN] * 4
+    return [f"{c['params'] / 1e6:.3f}", f"{c['macs_per_evaluation'] / 1e9:.3f}",
+            f"{c['samples']} x {c['evaluations_per_sample']}", f"{c['macs_protocol'] / 1e9:.2f}"]
+
+
+def _uncertainty_cells(r: dict) -> list[str]:
+    if r.get("status") != "ok":
+        return [NOT_RUN] * 5
+    u = r["uncertainty"]["mean"]
+    ged_key = f"ged_{r['uncertainty']['n_samples']}"
+    return [f"{100 * u['ci_paper']:.1f}", f"{100 * u['ci_harmonic']:.1f}",
+            f"{100 * u[ged_key]:.1f} (K = {r['uncertainty']['n_samples']})", f"{100 * u['hm_iou']:.1f}",
+            _cell(r, "dice", None)]
+
+
+def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
+    pairs = [(d, m) for d in cfg.table4.datasets for m in cfg.table4.methods]
+    ok = [(d, m) for d, m in pairs if results.get((d, m), {}).get("status") == "ok"]
+    samples = {m: results[(d, m)]["uncertainty"]["n_samples"] for d, m in ok}
+    raters = {d: results[(d, m)]["uncertainty"]["n_raters"] for d, m in ok}
+    counted = next((c for c in complexity.values() if c.get("status") == "ok"), {})
+    size = "x".join(str(v) for v in counted.get("image", [])[1:]) or "?"
+    return (f"Profile `{cfg.profile}`: parameters and MACs are those of this profile's configuration at {size} "
+            f"pixels (not the paper's 256x256 models; `benchmarks/NOTES.md` counts those). MACs by fvcore "
+            f"(1 multiply-add = 1), FFT and fused attention included; per protocol = once-per-image cost + samples x "
+            f"NFE x per evaluation. Samples per case K (GED_K and CI use all K, unfused): {samples}; raters per case: "
+            f"{raters}. CI's parts are combined as the CIMD paper prints it (3SDA/(S+D+A)) and as a harmonic mean; "
+            f"GED x100 with d = 1 - IoU and the diagonal included; Dice of the samples fused by "
+            f"{next((results[p]['conventions']['fusion'] for p in ok), '?')} against the raters' "
+            f"{next((results[p]['conventions']['reference'] for p in ok), '?')}. With several foreground classes each "
+            f"pairwise score is the mean over classes. Each figure is the mean over the test cases of one training run "
+            f"(one seed).")
+
+
 def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] | None = None) -> str:
     conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
     methods = list(cfg.methods) if methods is None else methods
@@ -144,8 +221,9 @@ def nfe_sweep_outputs(cfg: Config, tables: Path, figures: Path) -> list[Path]:
 
 def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> list[Path]:
     flat = df.copy()
-    flat.columns = [" ".join(c) for c in df.columns]
-    md = f"## {title}\n\n{flat.to_markdown()}\n\n{caption_text}\n"
+    flat.columns = [" ".join(c) if isinstance(c, tuple) else c for c in df.columns]
+    flat = flat.reset_index()  # row labels (one level or several) become ordinary columns
+    md = f"## {title}\n\n{flat.to_markdown(index=False)}\n\n{caption_text}\n"
     tex = df.to_latex(caption=title, multicolumn=True, escape=True)
     out = []
     for suffix, text in ((".md", md), (".tex", tex)):
@@ -153,7 +231,7 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
         atomic_write(p, lambda t, text=text: t.write_text(text))
         out.append(p)
     p = stem.with_suffix(".csv")
-    atomic_write(p, lambda t: flat.to_csv(t))
+    atomic_write(p, lambda t: flat.to_csv(t, index=False))
     out.append(p)
     return out
 
@@ -176,6 +254,11 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
         written += write_table(t3, tables / "table3_ablation",
                                "Table 3 shape: MedFlowSeg ablation (last row: Table 4's bone + FA-A.)",
                                caption(cfg, results, list(cfg.ablations.datasets), list(t3.index)))
+    if cfg.table4.datasets and cfg.table4.methods:
+        complexity = load_complexity(cfg)
+        written += write_table(table4(cfg, results, complexity), tables / "table4_complexity_uncertainty",
+                               "Table 4 shape: model complexity and sample uncertainty",
+                               table4_caption(cfg, results, complexity))
     written += nfe_sweep_outputs(cfg, tables, paths.PAPER / "figures")
     written.append(qualitative_figure(cfg, paths.PAPER / "figures" / "qualitative.png"))
     if log_mlflow:

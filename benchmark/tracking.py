@@ -78,6 +78,9 @@ def log_all(cfg: Config, results: dict, files: list[Path], root: Path | None = N
             for k in ("dice", "iou", "hd95"):
                 if block[k] is not None:
                     client.log_metric(rid, f"{cls}_{k}", block[k], step=0)
+        for k, v in metrics["uncertainty"]["mean"].items():
+            if v is not None:
+                client.log_metric(rid, k, v, step=0)
         client.log_metric(rid, "nfe_per_sample", metrics["nfe_per_sample"], step=0)
         client.set_tag(rid, "git_revision", meta.get("git_revision", "unknown"))
         client.set_tag(rid, "manifest_sha256", meta.get("manifest_sha256", "unknown"))

@@ -31,6 +31,7 @@ TINY_PARAMS = {
                "medflowseg-backbone": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}}},
     "ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
     "nfe_sweep": {"datasets": ["phantom-cardiac"], "method": "medflowseg"},
+    "table4": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
 }
 
 

@@ -12,6 +12,7 @@ from benchmark.cli import main
 from tests.conftest import ROOT, TINY_PARAMS, write_params
 
 METHODS = ["unet", "flowseg-plain", "medflowseg"]
+TABLE4 = {"datasets": ["phantom-cardiac"], "methods": ["flowseg-plain", "medflowseg", "medflowseg-backbone"]}
 
 
 def _run(cmd, cwd):
@@ -29,7 +30,7 @@ def dvc_project(tmp_path_factory) -> Path:
     for f in ("dvc.yaml", ".gitignore", "data.dvc"):
         shutil.copy(ROOT / f, proj / f)
     shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    write_params(proj / "params.yaml", methods=METHODS)
+    write_params(proj / "params.yaml", methods=METHODS, table4=TABLE4)
     _run(["git", "init", "-q"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
@@ -68,6 +69,19 @@ def test_repro_renders_the_ablation_and_the_nfe_sweep(dvc_project):
     assert "Dice against NFE: phantom-cardiac / medflowseg" in (dvc_project / "paper/tables/nfe_sweep.md").read_text()
 
 
+def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
+    t4 = (dvc_project / "paper/tables/table4_complexity_uncertainty.md").read_text()
+    rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in t4.splitlines()
+                              if line.startswith("| phantom-cardiac"))}
+    assert set(rows) == {"flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "MedFlowSeg", "medflowseg-backbone"}
+    assert all("not run" not in r for r in rows.values())
+    assert rows["MedFlowSeg"][4] == "2 x 2" and "(K = 2)" in rows["MedFlowSeg"][8]  # tiny profile: 2 samples, 2 steps
+    assert "FlowSDF" in t4 and "not implemented" in t4
+    record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())
+    assert record["uncertainty"]["n_samples"] == 2 and "ged_2" in record["uncertainty"]["mean"]
+    assert (dvc_project / "results/phantom-cardiac/medflowseg/complexity.json").is_file()
+
+
 def test_second_repro_runs_nothing(dvc_project):
     out = _run(["dvc", "repro"], dvc_project)
     assert "Running stage" not in out
@@ -75,7 +89,7 @@ def test_second_repro_runs_nothing(dvc_project):
 
 
 def test_changing_one_method_reruns_only_that_method(dvc_project):
-    params = dict(TINY_PARAMS, methods=METHODS)
+    params = dict(TINY_PARAMS, methods=METHODS, table4=TABLE4)
     params["method"] = {**params["method"], "unet": {"model": {**params["method"]["unet"]["model"], "dropout": 0.1}}}
     write_params(dvc_project / "params.yaml", **params)
     status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,

@@ -22,7 +22,10 @@ class CaseFileError(ValueError):
 
     def __init__(self, path: Path | str, problem: str):
         super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
+        self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):  # rebuilt from both arguments when raised in a worker process
+        return CaseFileError, (self.path, self.problem)
 
 
 def atomic_write(path: Path, write) -> None:

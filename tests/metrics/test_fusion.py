@@ -192,3 +192,14 @@ def test_sample_spread_is_zero_for_one_sample_and_for_agreement():
     assert not sample_spread(np.repeat(one, 6, axis=0), 3).any()
     halves = np.stack([np.zeros((2, 2)), np.ones((2, 2))] * 2)  # 2-2 split everywhere
     np.testing.assert_array_equal(sample_spread(halves, 2), np.full((2, 2), 0.5, np.float32))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_staple_of_unrelated_noise_maps_terminates(num_classes):
+    """Without an iteration cap SimpleITK's STAPLE never converges on maps with nothing in common."""
+    rng = np.random.default_rng(0)
+    noise = (rng.random((10, 1, 256, 256)) < 0.02) * rng.integers(1, num_classes, (10, 1, 256, 256))
+    fused = staple(noise.astype(np.uint8), num_classes)
+    assert fused.shape == (1, 256, 256) and fused.max() < num_classes
+    assert (fused > 0).mean() < 0.02  # scattered votes fuse to (nearly) background

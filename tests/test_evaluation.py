@@ -1,0 +1,81 @@
+"""The evaluate stage: set metrics beside the fused metrics, the same numbers serial or in parallel, clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.config import EvalConfig
+from benchmark.data.preprocess import load_split
+from benchmark.data.store import CaseFileError, save_arrays, write_json
+from benchmark.evaluation import evaluate
+from benchmark.metrics.multirater import set_metrics
+
+
+@pytest.fixture
+def predictions(tiny_processed, tmp_path):
+    """Three random samples per test case, in the predict stage's format."""
+    manifest, cases = load_split(tiny_processed, "test")
+    rng = np.random.default_rng(0)
+    out = tmp_path / "predictions"
+    for case in cases:
+        samples = np.where(rng.random((3, *case.label.shape[1:])) < 0.8, case.label[0],
+                           rng.integers(0, manifest.dataset.num_classes, (3, *case.label.shape[1:])))
+        save_arrays(out / f"{case.case_id}.npz", samples=samples.astype(np.uint8))
+    write_json(out / "meta.json", {"status": "ok", "n_samples": 3, "nfe_per_sample": 2, "seconds_per_case": 0.1})
+    return out
+
+
+def test_set_metrics_are_written_per_case_and_averaged(tiny_processed, predictions, tmp_path):
+    cfg = EvalConfig(ged_samples=(2, 16), workers=1)
+    record = evaluate(tiny_processed, predictions, tmp_path / "r", cfg, "m")
+    manifest, cases = load_split(tiny_processed, "test")
+    sets = pd.read_csv(tmp_path / "r" / "per_case_sets.csv")
+    assert list(sets["case_id"]) == [c.case_id for c in cases]
+    for case, (_, row) in zip(cases, sets.iterrows()):
+        with np.load(predictions / f"{case.case_id}.npz") as z:
+            direct = set_metrics(z["samples"], case.label, manifest.dataset.num_classes, (2,))
+        for key, value in direct.items():
+            assert row[key] == pytest.approx(value, abs=1e-12), key
+    u = record["uncertainty"]
+    assert u["n_samples"] == 3 and u["n_raters"] == manifest.dataset.n_annotators
+    assert u["ged_counts_not_available"] == [16]
+    assert u["mean"]["ged_3"] == pytest.approx(sets["ged_3"].mean()) and "ged_2" in u["mean"]
+    assert 0 <= u["mean"]["ci_harmonic"] <= 1 and 0 <= u["mean"]["hm_iou"] <= 1
+    headline = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert headline["ged_3"] == u["mean"]["ged_3"] and headline["ci_paper"] == u["mean"]["ci_paper"]
+    conv = record["conventions"]
+    assert "workers" not in conv and list(conv["ged_samples"]) == [2, 16]
+    assert conv["set_metrics"]["class_absent_from_both"] == 1.0
+
+
+def test_parallel_and_serial_evaluation_agree(tiny_processed, predictions, tmp_path):
+    serial = evaluate(tiny_processed, predictions, tmp_path / "a", EvalConfig(workers=1), "m")
+    parallel = evaluate(tiny_processed, predictions, tmp_path / "b", EvalConfig(workers=2), "m")
+    assert serial == parallel
+    for name in ("per_case.csv", "per_case_sets.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_bad_prediction_file_is_named_in_one_error(tiny_processed, predictions, tmp_path, workers):
+    victim = sorted(predictions.glob("*.npz"))[1]
+    with np.load(victim) as z:
+        samples = z["samples"]
+    save_arrays(victim, samples=samples[:, :, :5])
+    with pytest.raises(CaseFileError, match=victim.name) as err:
+        evaluate(tiny_processed, predictions, tmp_path / "r", EvalConfig(workers=workers), "m")
+    assert err.value.path == victim
+    assert not (tmp_path / "r" / "evaluation.json").exists()
+
+
+def test_eval_config_validates_new_fields():
+    from benchmark.config import ConfigError
+    with pytest.raises(ConfigError, match="ged_samples"):
+        EvalConfig(ged_samples=(0,))
+    with pytest.raises(ConfigError, match="workers"):
+        EvalConfig(workers=0)
+    assert dataclasses.replace(EvalConfig(), ged_samples=[16, 100]).ged_samples == (16, 100)
