@@ -54,7 +54,7 @@ def headline(record: dict) -> dict:
     out = {f"avg_{k}": v for k, v in record["average"].items()}
     for cls, block in record["per_class"].items():
         out.update({f"{cls}_{k}": block[k] for k in METRICS})
-    out.update(record["uncertainty"]["mean"])
+    out.update(record["set_metrics"]["mean"])
     return out
 
 
@@ -96,13 +96,13 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     average = {name: _mean(pd.Series([per_class[c][name] for c in per_class])) for name in METRICS}
     sets = pd.DataFrame(set_rows)
     n_samples = int(pred_meta["n_samples"])
-    uncertainty = {"n_samples": n_samples, "n_raters": info.n_annotators,
+    set_summary = {"n_samples": n_samples, "n_raters": info.n_annotators,
                    "ged_counts_not_available": sorted(n for n in cfg.ged_samples if n > n_samples),
                    "mean": {k: _mean(sets[k]) for k in set_names(sets)}}
     metrics = {"status": "ok", "dataset": info.name, "method": method, "phantom": info.phantom,
                "n_cases": len(entries), "n_samples": n_samples, "nfe_per_sample": pred_meta["nfe_per_sample"],
                "seconds_per_case": pred_meta["seconds_per_case"], "average": average, "per_class": per_class,
-               "uncertainty": uncertainty, "conventions": conventions(cfg, info.n_annotators)}
+               "set_metrics": set_summary, "conventions": conventions(cfg, info.n_annotators)}
     _write(out, metrics, rows, set_rows)
     return metrics
 

@@ -138,7 +138,7 @@ def table4(cfg: Config, results: dict, complexity: dict) -> pd.DataFrame:
     for ds in cfg.table4.datasets:
         for m in cfg.table4.methods:
             index.append((ds, _table4_label(m, cfg)))
-            rows.append(_complexity_cells(complexity.get((ds, m), {})) + _uncertainty_cells(results.get((ds, m), {})))
+            rows.append(_complexity_cells(complexity.get((ds, m), {})) + _set_metric_cells(results.get((ds, m), {})))
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Method"]),
                         columns=TABLE4_COLUMNS)
 
@@ -150,21 +150,19 @@ def _complexity_cells(c: dict) -> list[str]:
             f"{c['samples']} x {c['evaluations_per_sample']}", f"{c['macs_protocol'] / 1e9:.2f}"]
 
 
-def _uncertainty_cells(r: dict) -> list[str]:
+def _set_metric_cells(r: dict) -> list[str]:
     if r.get("status") != "ok":
         return [NOT_RUN] * 5
-    u = r["uncertainty"]["mean"]
-    ged_key = f"ged_{r['uncertainty']['n_samples']}"
-    return [f"{100 * u['ci_paper']:.1f}", f"{100 * u['ci_harmonic']:.1f}",
-            f"{100 * u[ged_key]:.1f} (K = {r['uncertainty']['n_samples']})", f"{100 * u['hm_iou']:.1f}",
-            _cell(r, "dice", None)]
+    u, k = r["set_metrics"]["mean"], r["set_metrics"]["n_samples"]
+    return [f"{100 * u['ci_paper']:.1f}", f"{100 * u['ci_harmonic']:.1f}", f"{100 * u[f'ged_{k}']:.1f} (K = {k})",
+            f"{100 * u['hm_iou']:.1f}", _cell(r, "dice", None)]
 
 
 def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
     pairs = [(d, m) for d in cfg.table4.datasets for m in cfg.table4.methods]
     ok = [(d, m) for d, m in pairs if results.get((d, m), {}).get("status") == "ok"]
-    samples = {m: results[(d, m)]["uncertainty"]["n_samples"] for d, m in ok}
-    raters = {d: results[(d, m)]["uncertainty"]["n_raters"] for d, m in ok}
+    samples = {m: results[(d, m)]["set_metrics"]["n_samples"] for d, m in ok}
+    raters = {d: results[(d, m)]["set_metrics"]["n_raters"] for d, m in ok}
     counted = next((c for c in complexity.values() if c.get("status") == "ok"), {})
     size = "x".join(str(v) for v in counted.get("image", [])[1:]) or "?"
     return (f"Profile `{cfg.profile}`: parameters and MACs are those of this profile's configuration at {size} "

@@ -78,7 +78,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], root: Path | None = N
             for k in ("dice", "iou", "hd95"):
                 if block[k] is not None:
                     client.log_metric(rid, f"{cls}_{k}", block[k], step=0)
-        for k, v in metrics["uncertainty"]["mean"].items():
+        for k, v in metrics["set_metrics"]["mean"].items():
             if v is not None:
                 client.log_metric(rid, k, v, step=0)
         client.log_metric(rid, "nfe_per_sample", metrics["nfe_per_sample"], step=0)

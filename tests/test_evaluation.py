@@ -40,7 +40,7 @@ def test_set_metrics_are_written_per_case_and_averaged(tiny_processed, predictio
             direct = set_metrics(z["samples"], case.label, manifest.dataset.num_classes, (2,))
         for key, value in direct.items():
             assert row[key] == pytest.approx(value, abs=1e-12), key
-    u = record["uncertainty"]
+    u = record["set_metrics"]
     assert u["n_samples"] == 3 and u["n_raters"] == manifest.dataset.n_annotators
     assert u["ged_counts_not_available"] == [16]
     assert u["mean"]["ged_3"] == pytest.approx(sets["ged_3"].mean()) and "ged_2" in u["mean"]

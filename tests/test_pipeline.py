@@ -78,7 +78,7 @@ def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
     assert rows["MedFlowSeg"][4] == "2 x 2" and "(K = 2)" in rows["MedFlowSeg"][8]  # tiny profile: 2 samples, 2 steps
     assert "FlowSDF" in t4 and "not implemented" in t4
     record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())
-    assert record["uncertainty"]["n_samples"] == 2 and "ged_2" in record["uncertainty"]["mean"]
+    assert record["set_metrics"]["n_samples"] == 2 and "ged_2" in record["set_metrics"]["mean"]
     assert (dvc_project / "results/phantom-cardiac/medflowseg/complexity.json").is_file()
 
 

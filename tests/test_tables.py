@@ -19,7 +19,7 @@ def _result(dice: float, n_samples: int = 4) -> dict:
     means = {f"ged_{n_samples}": 0.25, "hm_iou": 0.5, "mdm": 0.6, "ci_sensitivity": 0.9,
              "ci_diversity_agreement": 0.8, "ci_paper": 0.7, "ci_harmonic": 0.75}
     return {"status": "ok", "average": {"dice": dice, "iou": dice / 2, "hd95": 3.0},
-            "uncertainty": {"n_samples": n_samples, "n_raters": 4, "mean": means},
+            "set_metrics": {"n_samples": n_samples, "n_raters": 4, "mean": means},
             "conventions": {"fusion": "staple", "reference": "majority"}}
 
 
