@@ -98,17 +98,13 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     n_samples = int(pred_meta["n_samples"])
     set_summary = {"n_samples": n_samples, "n_raters": info.n_annotators,
                    "ged_counts_not_available": sorted(n for n in cfg.ged_samples if n > n_samples),
-                   "mean": {k: _mean(sets[k]) for k in set_names(sets)}}
+                   "mean": {k: _mean(sets[k]) for k in sets.columns if k not in ("case_id", "subject_id")}}
     metrics = {"status": "ok", "dataset": info.name, "method": method, "phantom": info.phantom,
                "n_cases": len(entries), "n_samples": n_samples, "nfe_per_sample": pred_meta["nfe_per_sample"],
                "seconds_per_case": pred_meta["seconds_per_case"], "average": average, "per_class": per_class,
                "set_metrics": set_summary, "conventions": conventions(cfg, info.n_annotators)}
     _write(out, metrics, rows, set_rows)
     return metrics
-
-
-def set_names(sets: pd.DataFrame) -> list[str]:
-    return [c for c in sets.columns if c not in ("case_id", "subject_id")]
 
 
 def _score_case(job) -> tuple[dict, dict]:

@@ -30,7 +30,7 @@ set of ``N + M`` maps costs one BLAS call per class rather than ``(N + M)^2`` ma
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -159,9 +159,6 @@ class CollectiveInsight:
     diversity_agreement: float
     ci_paper: float
     ci_harmonic: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def collective_insight(samples: np.ndarray, raters: np.ndarray, num_classes: int) -> CollectiveInsight:
