@@ -108,6 +108,23 @@ class Table4Config:
     methods: tuple[str, ...] = ()
 
 
+def _default_tolerance() -> dict:
+    # Our choice (the papers state none): one point of Dice/IoU %, 1 mm of HD95, 2 points of CI/GED x100,
+    # 10% of the paper's parameter and GFLOP counts at its values (11 M of 111 M, 79 of 789 GFLOPs).
+    return {"%": 1.0, "mm": 1.0, "x100": 2.0, "M params": 11.0, "GFLOPs": 79.0}
+
+
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """How the claims report (benchmark/reproduction.py) judges a result against the paper's number."""
+    tolerance: dict = field(default_factory=_default_tolerance)   # claim unit -> largest |ours - paper|
+
+    def __post_init__(self):
+        bad = {u: t for u, t in self.tolerance.items() if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0}
+        if bad:
+            raise ConfigError(f"claims.tolerance: tolerances must be numbers >= 0, got {bad}")
+
+
 @dataclass(frozen=True)
 class Config:
     profile: str
@@ -119,6 +136,7 @@ class Config:
     ablations: AblationConfig = AblationConfig()
     nfe_sweep: SweepConfig = SweepConfig()
     table4: Table4Config = Table4Config()
+    claims: ClaimsConfig = ClaimsConfig()
     source: str = "params.yaml"
 
     def evaluated(self, dataset: str, method: str) -> bool:
@@ -155,7 +173,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "ablations",
-               "nfe_sweep", "table4"}
+               "nfe_sweep", "table4", "claims"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
@@ -178,7 +196,8 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                  method=methods, source=src,
                  ablations=_build(AblationConfig, _tuples(raw.get("ablations")), "ablations", src),
                  nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src),
-                 table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src))
+                 table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src),
+                 claims=_build(ClaimsConfig, raw.get("claims"), "claims", src))
     for name in cfg.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
     missing = [f"{d}/{m}" for d in cfg.table4.datasets for m in cfg.table4.methods if not cfg.evaluated(d, m)]

@@ -1,4 +1,4 @@
-"""The qualitative figure: one row per dataset, columns image, reference, each method's prediction."""
+"""The paper's figures: test examples (qualitative), the samples' uncertainty, training loss curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ import numpy as np
 
 from benchmark import paths
 from benchmark.config import Config
+from benchmark.data.case import Case
 from benchmark.data.store import atomic_write, load_arrays
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -26,34 +27,52 @@ def _overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb)
 
 
+def _example(ds: str) -> tuple[int, Case, int, np.ndarray] | None:
+    """The test slice of ``ds`` with the most foreground in the raters' majority reference (a readable
+    example): ``(num_classes, case, slice index z, reference (H, W))``, or None if ``ds`` is not processed."""
+    from benchmark.data.preprocess import load_split
+    from benchmark.metrics.fusion import majority_vote
+
+    try:
+        manifest, cases = load_split(paths.processed(ds), "test")
+    except ValueError:
+        return None
+    if not cases:
+        return None
+    k = manifest.dataset.num_classes
+    refs = [majority_vote(c.label, k) for c in cases]
+    ci, zi = max(((i, z) for i, r in enumerate(refs) for z in range(r.shape[0])),
+                 key=lambda iz: int((refs[iz[0]][iz[1]] > 0).sum()))
+    return k, cases[ci], zi, refs[ci][zi]
+
+
+def _samples(ds: str, method: str, case_id: str) -> np.ndarray | None:
+    """The method's samples of one test case, ``(K, Z, H, W)`` uint8, or None if it has none on disk."""
+    p = paths.predictions(ds, method) / f"{case_id}.npz"
+    return load_arrays(p, ("samples",))["samples"] if p.is_file() else None
+
+
+def _not_run(ax) -> None:
+    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="red")
+
+
 def qualitative_figure(cfg: Config, out: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.data.preprocess import load_split
     from benchmark.metrics.fusion import majority_vote
 
     rows = []
     for ds in cfg.datasets:
-        try:
-            manifest, cases = load_split(paths.processed(ds), "test")
-        except ValueError:
-            cases = []
-        if not cases:
+        ex = _example(ds)
+        if ex is None:
             rows.append((ds, None, None, None, {}))
             continue
-        # The test slice with the most foreground in the reference: a readable example.
-        refs = [majority_vote(c.label, manifest.dataset.num_classes) for c in cases]
-        ci, zi = max(((i, z) for i, r in enumerate(refs) for z in range(r.shape[0])),
-                     key=lambda iz: int((refs[iz[0]][iz[1]] > 0).sum()))
-        case = cases[ci]
-        preds = {}
-        for m in cfg.methods:
-            p = paths.predictions(ds, m) / f"{case.case_id}.npz"
-            if p.is_file():
-                preds[m] = majority_vote(load_arrays(p, ("samples",))["samples"], manifest.dataset.num_classes)[zi]
-        rows.append((ds, case.case_id, _display(case.image[zi]), refs[ci][zi], preds))
+        k, case, zi, ref = ex
+        preds = {m: majority_vote(s, k)[zi] for m in cfg.methods
+                 if (s := _samples(ds, m, case.case_id)) is not None}
+        rows.append((ds, case.case_id, _display(case.image[zi]), ref, preds))
 
     ncols = 2 + len(cfg.methods)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
@@ -66,7 +85,7 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
             if r == 0:
                 ax.set_title(titles[c], fontsize=9)
             if rgb is None:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="red")
+                _not_run(ax)
                 if c == 0:
                     ax.set_ylabel(ds, fontsize=8)
                 continue
@@ -80,10 +99,149 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
                 if m in preds:
                     ax.imshow(_overlay(rgb, preds[m]))
                 else:
-                    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="red")
+                    _not_run(ax)
     fig.suptitle(f"Test examples, profile '{cfg.profile}' (phantoms are synthetic; colin27 is one real subject)",
                  fontsize=9)
     fig.tight_layout()
+    atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
+def sample_maps(samples: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability and label entropy of ``K`` unfused samples: ``(K, ...)`` integer labels in
+    ``0..num_classes-1`` -> two ``(...)`` float32 maps.
+
+    Foreground probability: the fraction of the samples labelling a pixel anything but background.
+    Entropy: ``-sum_c p_c log2 p_c`` over the samples' label frequencies ``p_c``, in bits: 0 where all K
+    agree, 1 where half the samples say one class and half another, at most ``log2(min(K, num_classes))``.
+    (``fusion.sample_spread``, the ``uncertainty`` the predict stage stores, is ``1 - max_c p_c``: a
+    different measure of the same disagreement, 0.5 where entropy is 1 bit.)
+    """
+    p = np.stack([(samples == c).mean(axis=0) for c in range(num_classes)])
+    entropy = -(p * np.log2(np.where(p > 0, p, 1))).sum(axis=0)
+    return (samples > 0).mean(axis=0).astype(np.float32), entropy.astype(np.float32)
+
+
+def _raters(ax, rgb: np.ndarray, label: np.ndarray) -> None:
+    """Raters' labels ``(R, H, W)`` on the image: filled if one rater, else one foreground outline each."""
+    if label.shape[0] == 1:
+        ax.imshow(_overlay(rgb, label[0]))
+        return
+    ax.imshow(rgb)
+    for r, mask in enumerate(label > 0):
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=[PALETTE[1 + r % (len(PALETTE) - 1)]],
+                       linewidths=1.2)
+
+
+def uncertainty_figure(cfg: Config, out: Path) -> Path:
+    """One row per (dataset, method) of ``table4`` (the generative methods on the multi-rater data):
+    image, raters, foreground probability and entropy of the method's K unfused samples on one test slice."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    datasets = cfg.table4.datasets or cfg.datasets
+    examples = {ds: _example(ds) for ds in datasets}
+    rows = [(ds, m, _samples(ds, m, ex[1].case_id) if ex else None)
+            for ds, ex in examples.items() for m in cfg.table4.methods]
+    vmax = max([1.0] + [np.log2(min(s.shape[0], examples[ds][0])) for ds, _, s in rows if s is not None])
+    cmaps = {2: ("viridis", 1.0, "P(foreground): fraction of the K samples"), 3: ("magma", vmax, "entropy (bits)")}
+
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8.5, 2.05 * len(rows) + 0.8), squeeze=False, layout="constrained")
+    titles = ["image", "raters' labels", "P(foreground) over samples", "entropy of the samples' labels"]
+    for r, (ds, m, samples) in enumerate(rows):
+        ex = examples[ds]
+        k_text = f"K = {samples.shape[0]}" if samples is not None else "no samples"
+        axes[r, 0].set_ylabel(f"{ds}\n{m}\n{k_text}", fontsize=8)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=9)
+        if ex is None:
+            for ax in axes[r]:
+                _not_run(ax)
+            continue
+        k, case, zi, _ = ex
+        rgb = _display(case.image[zi])
+        axes[r, 0].imshow(rgb)
+        _raters(axes[r, 1], rgb, case.label[:, zi])
+        if samples is None:
+            _not_run(axes[r, 2])
+            _not_run(axes[r, 3])
+            continue
+        for c, image in zip((2, 3), sample_maps(samples[:, zi], k)):
+            axes[r, c].imshow(image, cmap=cmaps[c][0], vmin=0, vmax=cmaps[c][1], interpolation="nearest")
+    for c, (cmap, top, label) in cmaps.items():
+        fig.colorbar(ScalarMappable(Normalize(0, top), cmap), ax=axes[:, c], location="bottom", shrink=0.9,
+                     aspect=12).set_label(label, fontsize=8)
+    cases = "; ".join(f"{ds}: case {ex[1].case_id}, slice {ex[2]}, {ex[1].label.shape[0]} rater(s), "
+                      f"{int((ex[1].label[:, ex[2]] > 0).any(axis=(1, 2)).sum())} marking foreground"
+                      for ds, ex in examples.items() if ex)
+    fig.suptitle(f"Per-pixel uncertainty of K unfused samples per method, profile '{cfg.profile}'\n{cases}\n"
+                 "raters: one outline colour per rater", fontsize=9)
+    atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return out
+
+
+SMOOTHING = 10  # steps of the rolling mean drawn for each loss curve
+
+
+def training_curves_figure(cfg: Config, out: Path) -> Path:
+    """One panel per dataset (``datasets``, then any other ``ablations.datasets``), a line per method with a
+    ``loss.csv``: the training loss divided by its value at step 1 (Dice + CE and velocity losses have
+    different scales), rolling mean over :data:`SMOOTHING` steps, log y axis; ablation variants dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    datasets = list(dict.fromkeys(cfg.datasets + cfg.ablations.datasets))
+    methods = list(dict.fromkeys(cfg.methods + cfg.ablations.methods))
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors * 2))
+    ncols = min(4, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 1.0), squeeze=False, sharey=True,
+                             layout="constrained")
+    handles = {}
+    for ax, ds in zip(axes.flat, datasets):
+        drawn = [m for m in cfg.methods if ds in cfg.datasets]
+        drawn += [m for m in cfg.ablations.methods if ds in cfg.ablations.datasets]
+        n_lines = 0
+        for m in drawn:
+            csv = paths.run(ds, m) / "loss.csv"
+            df = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+            if df.empty:
+                continue
+            curve = df["loss"].rolling(SMOOTHING, min_periods=1).mean() / df["loss"].iloc[0]
+            handles[m], = ax.plot(df["step"], curve, color=colours[m], lw=1.3 if m in cfg.methods else 1.0,
+                                  ls="-" if m in cfg.methods else "--")
+            n_lines += 1
+        if not n_lines:
+            _not_run(ax)
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_yscale("log")  # shared by every panel, as are the ticks
+    axes[0, 0].yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[0, 0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes[0, 0].yaxis.set_minor_formatter(NullFormatter())
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss / loss at step 1 (log scale)", fontsize=8)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)),
+                   fontsize=8, title="method (dashed: MedFlowSeg ablation variant)", title_fontsize=8)
+    fig.suptitle(f"Training loss, profile '{cfg.profile}' (each curve: rolling mean over {SMOOTHING} steps, "
+                 "divided by its loss at step 1)", fontsize=9)
     atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png"))
     plt.close(fig)
     return out

@@ -8,30 +8,24 @@ obtained shows "not run"; a paper row with no implementation yet shows "not impl
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark import paths
+from benchmark.claims import Claim, load_claims
 from benchmark.config import Config
 from benchmark.data.manifest import load_manifest
 from benchmark.data.store import atomic_write
+from benchmark.reproduction import PAPER_DATASETS, PAPER_METHODS, Evidence, Measured, measure
 
-# Paper rows (MedFlowSeg Table 1) -> our registered method name, or None while not implemented.
-TABLE1_PAPER_ROWS = {"UNet": "unet", "nnUNet": None, "TransUNet": None, "SwinUNet": None, "MT-UNet": None,
-                     "EnsemDiff": None, "SegDiff": None, "MedSegDiff": None, "MedSegDiff-V2": None,
-                     "FlowSDF": None, "MedFlowSeg": "medflowseg"}
 METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
                  "medflowseg": "MedFlowSeg"}
-# Paper Table 3 rows in order (+ Table 4's "bone + FA-A."): method -> (SA, DB-SA, FA-A. w/o Mod., Neural Mod.)
-ABLATION_ROWS = {"medflowseg-backbone": ("", "", "", ""), "medflowseg-sa": ("x", "", "", ""),
-                 "medflowseg-dbsa": ("", "x", "", ""), "medflowseg-nomod": ("", "x", "x", ""),
-                 "medflowseg": ("", "x", "x", "x"), "medflowseg-fa": ("", "", "x", "x")}
-# Paper Table 4 rows -> our method, or None while not implemented. The paper's "bone + DB-SA" and
-# "bone + FA-A." are the backbone with one conditioning module (Table 3's DB-SA row and our -fa).
-TABLE4_PAPER_ROWS = {"EnsemDiff": None, "SegDiff": None, "MedSegDiff": None, "MedSegDiff-V2": None, "FlowSDF": None,
-                     "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa", "MedFlowSeg": "medflowseg"}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
+CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given where our dataset stands for the "
+             "paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` gives "
+             "the verdict on every cell.")
 
 
 def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
@@ -49,113 +43,174 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
 
 
-def _cell(metrics: dict, key: str, cls: str | None) -> str:
-    if metrics.get("status") != "ok":
-        return NOT_RUN
-    block = metrics["average"] if cls is None else metrics["per_class"][cls]
-    v = block[key]
-    if v is None:
-        return "n/a"
-    return f"{v:.2f}" if key == "hd95" else f"{100 * v:.2f}"
-
-
 def _row_label(method: str, cfg: Config) -> str:
     """The method's display name, plus any velocity loss other than the paper's L1."""
     label = METHOD_LABELS.get(method, method)
-    loss = cfg.method_config(method).model.get("velocity_loss", "l1")
+    loss = cfg.method_config(method).model.get("velocity_loss", "l1") if method in cfg.method else "l1"
     return label if loss == "l1" else f"{label} [{loss.upper()} velocity loss]"
 
 
-def table1(cfg: Config, results: dict, dataset: str = "phantom-cardiac") -> pd.DataFrame:
-    """Methods x (Average Dice/IoU/HD95, Dice/IoU per structure) on the cardiac data."""
-    classes = list(load_manifest(paths.processed(dataset)).dataset.class_names[1:])
-    cols = [("Average", "Dice"), ("Average", "IoU"), ("Average", "HD95 (mm)")]
-    cols += [(c, k) for c in classes for k in ("Dice", "IoU")]
-    rows, index = [], []
-    implemented = set(cfg.methods)
-    for paper_name, ours in TABLE1_PAPER_ROWS.items():
-        if ours in implemented:
-            continue
-        index.append(paper_name)
-        rows.append([NOT_IMPLEMENTED] * len(cols))
-    for m in cfg.methods:
-        r = results[(dataset, m)]
-        cells = [_cell(r, "dice", None), _cell(r, "iou", None), _cell(r, "hd95", None)]
-        cells += [_cell(r, k, c) for c in classes for k in ("dice", "iou")]
-        index.append(_row_label(m, cfg))
-        rows.append(cells)
-    return pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=pd.MultiIndex.from_tuples(cols))
+_DECIMALS = {"%": 2, "mm": 2, "x100": 1, "M params": 3, "GFLOPs": 2}
 
 
-def table2(cfg: Config, results: dict) -> pd.DataFrame:
-    """Methods x datasets: Dice/IoU (average over structures) and HD95, every dataset of the profile."""
-    cols, getters = [], []
-    for ds in cfg.datasets:
-        for key, name in (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95 (mm)")):
-            cols.append((ds, name))
-            getters.append((ds, key))
-    rows = [[_cell(results[(ds, m)], key, None) for ds, key in getters] for m in cfg.methods]
-    return pd.DataFrame(rows, index=pd.Index([_row_label(m, cfg) for m in cfg.methods], name="Method"),
-                        columns=pd.MultiIndex.from_tuples(cols))
+def _number(value: float, unit: str) -> str:
+    return f"{value:.{_DECIMALS.get(unit, 2)}f}"
 
 
-def table3(cfg: Config, results: dict) -> pd.DataFrame:
-    """MedFlowSeg's ablation (paper Table 3, plus Table 4's "bone + FA-A." as the last row):
-    which conditioning modules are on, and Dice per ablation dataset."""
-    run = set(cfg.ablations.methods) | ({"medflowseg"} & set(cfg.methods))
-    methods = [m for m in ABLATION_ROWS if m in run]
-    cols = [("Str. Cond.", "SA"), ("Str. Cond.", "DB-SA"), ("Sem. Cond.", "FA-A. (w/o Mod.)"),
-            ("Sem. Cond.", "Neural Mod.")] + [("Dice", ds) for ds in cfg.ablations.datasets]
-    rows = [list(ABLATION_ROWS[m]) + [_cell(results.get((ds, m), {}), "dice", None) for ds in cfg.ablations.datasets]
-            for m in methods]
-    return pd.DataFrame(rows, index=pd.Index(methods, name="Method"), columns=pd.MultiIndex.from_tuples(cols))
+def claim_cell(claim: Claim, m: Measured, with_paper: bool = True) -> str:
+    """One table cell: ours, and the paper's value with the difference (see ``CELL_NOTE``)."""
+    paper = f"{claim.value:g}"
+    if m.value is None:
+        status = NOT_IMPLEMENTED if m.missing.endswith("not implemented") else NOT_RUN
+        return f"{status} (paper {paper})" if with_paper else status
+    ours = _number(m.value, claim.unit)
+    if not with_paper:
+        return ours
+    if not m.same_data:
+        return f"{ours} (paper {paper} on {claim.dataset})"
+    return f"{ours} (paper {paper}, Δ {m.value - claim.value:+.{_DECIMALS.get(claim.unit, 2)}f})"
 
 
-TABLE4_COLUMNS = ["Params (M)", "GMACs per evaluation", "Samples x NFE", "GMACs per protocol", "CI (paper formula)",
-                  "CI (harmonic)", "GED_K (x100)", "HM-IoU", "Dice"]
+def _unique(items) -> list:
+    return list(dict.fromkeys(items))
 
 
-def _table4_label(method: str, cfg: Config) -> str:
-    paper = {ours: name for name, ours in TABLE4_PAPER_ROWS.items() if ours}
-    label = _row_label(method, cfg)
-    return f"{label} (paper: {paper[method]})" if method in paper and paper[method] != label else label
+def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[str, ...],
+                 extra_datasets: tuple[str, ...] = (), dataset: str | None = None) -> pd.DataFrame:
+    """A table of the MedFlowSeg paper in its own shape: its rows and columns, each cell ours beside the paper's.
 
-
-def table4(cfg: Config, results: dict, complexity: dict) -> pd.DataFrame:
-    """Complexity and uncertainty (paper Table 4's shape): one row per (dataset, method) of ``table4``.
-
-    Params in millions and GMACs at this profile's configuration and image size; the protocol is the
-    method's samples x network evaluations per sample plus its once-per-image cost. CI, GED_K (K the
-    method's sample count, x100 as the paper prints it), HM-IoU and Dice (of the fused samples) in %.
-    Paper rows without an implementation are listed as "not implemented".
+    ``methods`` are the registered methods this table covers in the profile: a paper row whose method is
+    not among them shows "not implemented" or "not run", and a method of ours with no paper row gets a row
+    of its own, without paper values. ``extra_datasets`` (datasets of ours standing for none of the
+    table's) add columns of our values; ``dataset`` measures every row on that dataset.
     """
-    rows, index = [], []
-    implemented = set(cfg.table4.methods)
-    for paper_name, ours in TABLE4_PAPER_ROWS.items():
-        if ours not in implemented:
-            index.append(("", paper_name))
-            rows.append([NOT_IMPLEMENTED] * len(TABLE4_COLUMNS))
-    for ds in cfg.table4.datasets:
-        for m in cfg.table4.methods:
-            index.append((ds, _table4_label(m, cfg)))
-            rows.append(_complexity_cells(complexity.get((ds, m), {})) + _set_metric_cells(results.get((ds, m), {})))
-    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Method"]),
-                        columns=TABLE4_COLUMNS)
+    cells = [c for c in claims if c.paper == "medflowseg" and c.table == table]
+    columns = _unique(c.column for c in cells)
+    template = {c.column: c for c in reversed(cells)}     # one claim per column: its dataset, metric, unit
+    by_cell = {(c.row, c.column): c for c in cells}
+    mapped = {PAPER_METHODS.get(r) for r in _unique(c.row for c in cells)}
+    extra_cols = [(f"{ds} {name}", ds, metric) for ds in extra_datasets
+                  for metric, name in _EXTRA_METRICS.get(table, ())]
+    index, rows, row_methods, live_rows = [], [], [], []
+
+    def measured(col: str, method: str) -> Measured:
+        return measure(template[col], ev, method=method, dataset=dataset)
+
+    for row in _unique(c.row for c in cells):
+        method = PAPER_METHODS.get(row)
+        live = method in methods
+        index.append(row + (f" [ours: {method}]" if live else ""))
+        row_methods.append(method)
+        live_rows.append(live)
+        cells_row = []
+        for col in columns:
+            claim = by_cell.get((row, col))
+            m = measure(claim, ev, dataset=dataset) if claim and live else (
+                measured(col, method) if live else Measured(None, missing=f"{row} is not implemented"
+                                                            if method is None else f"{method} not run"))
+            cells_row.append(claim_cell(claim, m) if claim else claim_cell(template[col], m, with_paper=False))
+        cells_row += [_extra_cell(ev, ds, method, metric) if live else NOT_RUN for _, ds, metric in extra_cols]
+        rows.append(cells_row)
+    for method in methods:
+        if method in mapped:
+            continue
+        index.append(_row_label(method, ev.cfg))
+        row_methods.append(method)
+        live_rows.append(True)
+        rows.append([claim_cell(template[col], measured(col, method), with_paper=False) for col in columns]
+                    + [_extra_cell(ev, ds, method, metric) for _, ds, metric in extra_cols])
+    df = pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=columns + [c for c, _, _ in extra_cols])
+    df.attrs["methods"] = row_methods     # the registered method of each row (None: not implemented)
+    df.attrs["live"] = live_rows          # whether the row's method runs in this table
+    return df
 
 
-def _complexity_cells(c: dict) -> list[str]:
-    if c.get("status") != "ok":
-        return [NOT_RUN] * 4
-    return [f"{c['params'] / 1e6:.3f}", f"{c['macs_per_evaluation'] / 1e9:.3f}",
-            f"{c['samples']} x {c['evaluations_per_sample']}", f"{c['macs_protocol'] / 1e9:.2f}"]
+# Columns added for a dataset of ours that stands for none of a table's: (metric key, column name).
+_EXTRA_METRICS = {"Table 2": (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95")), "Table 3": (("dice", "Dice"),)}
 
 
-def _set_metric_cells(r: dict) -> list[str]:
-    if r.get("status") != "ok":
-        return [NOT_RUN] * 5
-    u, k = r["set_metrics"]["mean"], r["set_metrics"]["n_samples"]
-    return [f"{100 * u['ci_paper']:.1f}", f"{100 * u['ci_harmonic']:.1f}", f"{100 * u[f'ged_{k}']:.1f} (K = {k})",
-            f"{100 * u['hm_iou']:.1f}", _cell(r, "dice", None)]
+def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str) -> str:
+    r = ev.results.get((dataset, method), {})
+    if r.get("status") != "ok" or r["average"].get(metric) is None:
+        return NOT_RUN
+    v = r["average"][metric]
+    return f"{v:.2f}" if metric == "hd95" else f"{100 * v:.2f}"
+
+
+def _unclaimed(datasets: tuple[str, ...], table_datasets: set[str]) -> tuple[str, ...]:
+    """Datasets of ours standing for none of a table's paper datasets."""
+    standing = {d for name in table_datasets for d in PAPER_DATASETS.get(name, ((), None))[0]}
+    return tuple(d for d in datasets if d not in standing)
+
+
+def _table_datasets(claims: list[Claim], table: str) -> set[str]:
+    return {c.dataset for c in claims if c.paper == "medflowseg" and c.table == table and c.dataset}
+
+
+def table1(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
+    """Paper Table 1: multi-class cardiac segmentation (ACDC), average and per-structure Dice/IoU, HD95."""
+    return claims_table(ev, claims, "Table 1", ev.cfg.methods)
+
+
+def table2(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
+    """Paper Table 2: methods across modalities; datasets of ours with no paper column are added."""
+    extra = _unclaimed(ev.cfg.datasets, _table_datasets(claims, "Table 2"))
+    return claims_table(ev, claims, "Table 2", ev.cfg.methods, extra_datasets=extra)
+
+
+def table3(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
+    """Paper Table 3: MedFlowSeg's ablation, Dice; our ablation datasets without a paper column are added."""
+    methods = ev.cfg.ablations.methods + tuple(m for m in ("medflowseg",) if m in ev.cfg.methods)
+    extra = _unclaimed(ev.cfg.ablations.datasets, _table_datasets(claims, "Table 3"))
+    return claims_table(ev, claims, "Table 3", methods, extra_datasets=extra)
+
+
+TABLE4_EXTRA = ["GMACs per evaluation", "Samples x NFE", "CI (harmonic)", "HM-IoU"]
+
+
+def table4(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
+    """Paper Table 4: complexity and uncertainty, one block of rows per dataset of ``table4``.
+
+    The paper's columns (Params in M, GFLOPs, CI and GED x100, Dice %), then ours alone: GMACs per network
+    evaluation, the protocol (samples x NFE), CI as a harmonic mean, and HM-IoU x100.
+    """
+    blocks = []
+    for ds in ev.cfg.table4.datasets:
+        df = claims_table(ev, claims, "Table 4", ev.cfg.table4.methods, dataset=ds)
+        rows = list(zip(df.attrs["methods"], df.attrs["live"]))
+        for col, get in zip(TABLE4_EXTRA, (_gmacs_eval, _protocol, _ci_harmonic, _hm_iou)):
+            df[col] = [get(ev, ds, m) if live else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
+        df.index = pd.MultiIndex.from_tuples([(ds, i) for i in df.index], names=["Dataset", "Method"])
+        blocks.append(df)
+    return pd.concat(blocks) if blocks else pd.DataFrame()
+
+
+def _complexity(ev: Evidence, ds: str, m: str) -> dict | None:
+    c = ev.complexity.get((ds, m), {})
+    return c if c.get("status") == "ok" else None
+
+
+def _set_metric(ev: Evidence, ds: str, m: str, key: str) -> str:
+    r = ev.results.get((ds, m), {})
+    return f"{100 * r['set_metrics']['mean'][key]:.1f}" if r.get("status") == "ok" else NOT_RUN
+
+
+def _gmacs_eval(ev, ds, m):
+    c = _complexity(ev, ds, m)
+    return f"{c['macs_per_evaluation'] / 1e9:.3f}" if c else NOT_RUN
+
+
+def _protocol(ev, ds, m):
+    c = _complexity(ev, ds, m)
+    return f"{c['samples']} x {c['evaluations_per_sample']}" if c else NOT_RUN
+
+
+def _ci_harmonic(ev, ds, m):
+    return _set_metric(ev, ds, m, "ci_harmonic")
+
+
+def _hm_iou(ev, ds, m):
+    return _set_metric(ev, ds, m, "hm_iou")
 
 
 def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
@@ -166,15 +221,16 @@ def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
     counted = next((c for c in complexity.values() if c.get("status") == "ok"), {})
     size = "x".join(str(v) for v in counted.get("image", [])[1:]) or "?"
     return (f"Profile `{cfg.profile}`: parameters and MACs are those of this profile's configuration at {size} "
-            f"pixels (not the paper's 256x256 models; `benchmarks/NOTES.md` counts those). MACs by fvcore "
-            f"(1 multiply-add = 1), FFT and fused attention included; per protocol = once-per-image cost + samples x "
-            f"NFE x per evaluation. Samples per case K (GED_K and CI use all K, unfused): {samples}; raters per case: "
-            f"{raters}. CI's parts are combined as the CIMD paper prints it (3SDA/(S+D+A)) and as a harmonic mean; "
-            f"GED x100 with d = 1 - IoU and the diagonal included; Dice of the samples fused by "
+            f"pixels (not the paper's 256x256 models; `benchmarks/NOTES.md` counts those). Our \"Gflops\" are "
+            f"fvcore multiply-adds (1 multiply-add = 1; FFT and fused attention included) of the whole protocol: "
+            f"once-per-image cost + samples x NFE x per evaluation; the paper counts until its samples converge. "
+            f"Samples per case K (GED_K and CI use all K, unfused): {samples}; raters per case: "
+            f"{raters}. CI (the paper's column) is combined as the CIMD paper prints it (3SDA/(S+D+A)), CI (harmonic) "
+            f"as 3/(1/S+1/D+1/A); GED x100 with d = 1 - IoU and the diagonal included; Dice of the samples fused by "
             f"{next((results[p]['conventions']['fusion'] for p in ok), '?')} against the raters' "
             f"{next((results[p]['conventions']['reference'] for p in ok), '?')}. With several foreground classes each "
             f"pairwise score is the mean over classes. Each figure is the mean over the test cases of one training run "
-            f"(one seed).")
+            f"(one seed). The paper's values are on REFUGE2-Cup. " + CELL_NOTE)
 
 
 def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] | None = None) -> str:
@@ -191,13 +247,14 @@ def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] 
             continue
         kind = "phantom" if info.phantom else "real"
         notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else ""))
-    return (f"Profile `{cfg.profile}` (CPU-scale: not comparable with the paper's numbers). "
+    scale = "paper-scale" if cfg.profile == "paper" else "CPU-scale: not comparable with the paper's numbers"
+    return (f"Profile `{cfg.profile}` ({scale}). "
             f"Dice and IoU in %, HD95 in mm ({conv.get('hd95_convention', '?')} convention, "
             f"{conv.get('case', '?')} as the case). Samples per case: {samples}; network evaluations "
             f"per sample (NFE): {nfe}; fused by "
             f"{conv.get('fusion', '?')}; multi-rater reference: {conv.get('reference', '?')}. "
             f"Empty masks: both empty -> {conv.get('both_empty', '?')}, one empty HD95 -> "
-            f"{conv.get('one_empty_hd95', '?')}.\n\n" + "\n".join(f"- {n}" for n in notes))
+            f"{conv.get('one_empty_hd95', '?')}. {CELL_NOTE}\n\n" + "\n".join(f"- {n}" for n in notes))
 
 
 def nfe_sweep_outputs(cfg: Config, tables: Path, figures: Path) -> list[Path]:
@@ -235,32 +292,52 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
 
 
 def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
-    from benchmark.figures import qualitative_figure
+    from benchmark.figures import qualitative_figure, training_curves_figure, uncertainty_figure
+    from benchmark.report import write_report
+    from benchmark.reproduction import judge_all
 
     results = load_results(cfg)
+    ev = Evidence(cfg, results, load_complexity(cfg))
+    claims = load_claims(paths.PAPER / "claims.yaml")
     tables = paths.PAPER / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    written = []
-    if "phantom-cardiac" in cfg.datasets:
-        written += write_table(table1(cfg, results), tables / "table1_cardiac",
-                               "Table 1 shape: multi-class cardiac segmentation (phantom-cardiac)",
-                               caption(cfg, results, ["phantom-cardiac"]))
-    written += write_table(table2(cfg, results), tables / "table2_modalities",
-                           "Table 2 shape: methods across modalities", caption(cfg, results, list(cfg.datasets)))
-    if cfg.ablations.datasets:
-        t3 = table3(cfg, results)
-        written += write_table(t3, tables / "table3_ablation",
-                               "Table 3 shape: MedFlowSeg ablation (last row: Table 4's bone + FA-A.)",
-                               caption(cfg, results, list(cfg.ablations.datasets), list(t3.index)))
-    if cfg.table4.datasets and cfg.table4.methods:
-        complexity = load_complexity(cfg)
-        written += write_table(table4(cfg, results, complexity), tables / "table4_complexity_uncertainty",
-                               "Table 4 shape: model complexity and sample uncertainty",
-                               table4_caption(cfg, results, complexity))
+    written = write_table(table1(ev, claims), tables / "table1_cardiac",
+                          "Table 1: multi-class cardiac segmentation (ACDC in the paper)",
+                          caption(cfg, results, [d for d in PAPER_DATASETS["ACDC"][0] if d in cfg.datasets]))
+    written += write_table(table2(ev, claims), tables / "table2_modalities",
+                           "Table 2: methods across modalities", caption(cfg, results, list(cfg.datasets)))
+    written += write_table(table3(ev, claims), tables / "table3_ablation", "Table 3: MedFlowSeg ablation (Dice %)",
+                           caption(cfg, results, list(cfg.ablations.datasets),
+                                   list(cfg.ablations.methods) + ["medflowseg"]))
+    written += write_table(table4(ev, claims), tables / "table4_complexity_uncertainty",
+                           "Table 4: model complexity and sample uncertainty",
+                           table4_caption(cfg, results, ev.complexity))
     written += nfe_sweep_outputs(cfg, tables, paths.PAPER / "figures")
-    written.append(qualitative_figure(cfg, paths.PAPER / "figures" / "qualitative.png"))
+    figures = paths.PAPER / "figures"
+    written.append(qualitative_figure(cfg, figures / "qualitative.png"))
+    written.append(uncertainty_figure(cfg, figures / "uncertainty.png"))
+    written.append(training_curves_figure(cfg, figures / "training_curves.png"))
+    lines = judge_all(claims, ev)
+    written += write_report(ev, lines, paths.PAPER)
+    headline = flat_metrics(headline_metrics(results, lines))
+    metrics_file = paths.PAPER / "metrics.json"
+    atomic_write(metrics_file, lambda t: t.write_text(json.dumps(headline, indent=1, sort_keys=True)))
     if log_mlflow:
         from benchmark.tracking import log_all
-        log_all(cfg, results, written)
-    return written
+        log_all(cfg, results, written, summary_metrics=headline)
+    return written + [metrics_file]
 
+
+def headline_metrics(results: dict, lines: list) -> dict[str, dict[str, float]]:
+    """What ``dvc metrics show`` lists for the tables stage: each method's Dice (%) averaged over the
+    datasets it ran on, and how many claims got each verdict."""
+    dice: dict[str, list[float]] = {}
+    for (_, m), r in results.items():
+        if r.get("status") == "ok" and r["average"]["dice"] is not None:
+            dice.setdefault(m, []).append(100 * r["average"]["dice"])
+    verdicts = Counter(ln.verdict.replace(" ", "_") for ln in lines)
+    return {"dice_mean": {m: sum(v) / len(v) for m, v in dice.items()}, "claims": dict(verdicts)}
+
+
+def flat_metrics(nested: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{group}.{key}": value for group, d in nested.items() for key, value in d.items()}

@@ -32,6 +32,7 @@ TINY_PARAMS = {
     "ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
     "nfe_sweep": {"datasets": ["phantom-cardiac"], "method": "medflowseg"},
     "table4": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
+    "claims": {"tolerance": {"%": 1.0, "mm": 1.0, "x100": 2.0, "M params": 11.0, "GFLOPs": 79.0}},
 }
 
 

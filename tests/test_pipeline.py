@@ -27,7 +27,8 @@ def dvc_project(tmp_path_factory) -> Path:
     proj = tmp_path_factory.mktemp("dvcproj")
     for d in ("benchmark", "medflowseg", "baselines"):
         shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("dvc.yaml", ".gitignore", "data.dvc"):
+    for f in ("dvc.yaml", ".gitignore", "data.dvc", "paper/claims.yaml"):
+        (proj / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, proj / f)
     shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     write_params(proj / "params.yaml", methods=METHODS, table4=TABLE4)
@@ -48,9 +49,10 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert headline["avg_dice"] == metrics["average"]["dice"] and "RV_hd95" in headline
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
-    assert "UNet (MONAI)" in t1 and "not implemented" in t1 and "RV Dice" in t1
+    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 90.29)" in t1 and "RV Dice" in t1
     assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2}" in t1  # euler, 2 steps in the tiny profile
-    assert "| MedFlowSeg " in t1 and "| MedFlowSeg | not implemented" not in t1
+    medflowseg = next(line for line in t1.splitlines() if line.startswith("| MedFlowSeg [ours: medflowseg]"))
+    assert medflowseg.count("(paper ") == 9 and medflowseg.count(", Δ ") == 9  # ours beside every paper cell
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
     assert (dvc_project / "paper/tables/table2_modalities.csv").is_file()
     for fig in ("qualitative", "nfe_sweep"):
@@ -60,9 +62,10 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
 
 def test_repro_renders_the_ablation_and_the_nfe_sweep(dvc_project):
     t3 = (dvc_project / "paper/tables/table3_ablation.md").read_text()
-    rows = [line for line in t3.splitlines() if line.startswith("| medflowseg")]
-    assert [r.split("|")[1].strip() for r in rows] == ["medflowseg-backbone", "medflowseg"]
-    assert all("not run" not in r for r in rows)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in t3.splitlines() if "[ours: " in line]
+    assert [r[0] for r in rows] == ["backbone [ours: medflowseg-backbone]", "+ DB-SA + FA-A. + Neural Mod. [ours: medflowseg]"]
+    assert rows[0][1] == "not run (paper 87.6)"  # the paper's Brain Tumor column: not a dataset of the tiny profile
+    assert all(0 <= float(r[-1]) <= 100 for r in rows)  # its phantom-cardiac column
     sweep = (dvc_project / "results/phantom-cardiac/medflowseg/nfe_sweep/nfe_sweep.csv").read_text().splitlines()
     assert len(sweep) == 1 + 7  # header, Euler 1/2/4/8/16/50, dopri5
     assert [int(float(line.split(",")[4])) for line in sweep[1:7]] == [1, 2, 4, 8, 16, 50]
@@ -73,10 +76,11 @@ def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
     t4 = (dvc_project / "paper/tables/table4_complexity_uncertainty.md").read_text()
     rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in t4.splitlines()
                               if line.startswith("| phantom-cardiac"))}
-    assert set(rows) == {"flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "MedFlowSeg", "medflowseg-backbone"}
-    assert all("not run" not in r for r in rows.values())
-    assert rows["MedFlowSeg"][4] == "2 x 2" and "(K = 2)" in rows["MedFlowSeg"][8]  # tiny profile: 2 samples, 2 steps
-    assert "FlowSDF" in t4 and "not implemented" in t4
+    ours = {"flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "MedFlowSeg [ours: medflowseg]", "medflowseg-backbone"}
+    assert ours <= set(rows) and all("not run" not in rows[name] for name in ours)
+    full = rows["MedFlowSeg [ours: medflowseg]"]
+    assert full[8] == "2 x 2" and full[5].endswith("(paper 21.9 on REFUGE2-Cup)")  # tiny profile: 2 samples, 2 steps
+    assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["FlowSDF"][2] == "not implemented (paper 42)"
     record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())
     assert record["set_metrics"]["n_samples"] == 2 and "ged_2" in record["set_metrics"]["mean"]
     assert (dvc_project / "results/phantom-cardiac/medflowseg/complexity.json").is_file()
@@ -125,6 +129,8 @@ def test_unavailable_dataset_is_marked_not_run_everywhere(tmp_path, monkeypatch,
     monkeypatch.setattr(colin27, "fetch", refuse)
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", datasets=["colin27"], methods=["unet"])
+    (tmp_path / "paper").mkdir()
+    shutil.copy(ROOT / "paper/claims.yaml", tmp_path / "paper/claims.yaml")
     for argv in (["fetch", "colin27"], ["preprocess", "colin27"], ["train", "colin27", "unet"],
                  ["predict", "colin27", "unet"], ["evaluate", "colin27", "unet"], ["tables", "--no-mlflow"]):
         assert main(argv) == 0, argv
@@ -134,3 +140,50 @@ def test_unavailable_dataset_is_marked_not_run_everywhere(tmp_path, monkeypatch,
     assert metrics["status"] == "not_run"
     table = (tmp_path / "paper/tables/table2_modalities.md").read_text()
     assert "not run" in table and "colin27" in table
+
+
+def test_claims_report_and_headline_metrics(dvc_project):
+    report = (dvc_project / "paper/claims_report.md").read_text()
+    assert "**Nothing in this report reproduces a claim of the papers.**" in report
+    lines = [line for line in report.splitlines() if line.startswith("| medflowseg.") or line.startswith("| flowsdf.")
+             or line.startswith("| atfm.")]
+    assert len(lines) == 430  # one line per claim of paper/claims.yaml
+    unet = next(line for line in lines if line.startswith("| medflowseg.t1.unet.avg_dice "))
+    assert "**not comparable**" in unet and "phantom-cardiac is a synthetic phantom standing in for ACDC" in unet
+    assert "| phantom-cardiac | none (subjects and image slices) |" in report
+    headline = json.loads((dvc_project / "paper/metrics.json").read_text())
+    assert set(headline) >= {"dice_mean.unet", "dice_mean.medflowseg", "claims.not_comparable", "claims.not_run"}
+    assert sum(v for k, v in headline.items() if k.startswith("claims.")) == 430
+    shown = _run(["dvc", "metrics", "show", "--md"], dvc_project)
+    assert "paper/metrics.json" in shown and "dice_mean.unet" in shown
+
+
+def test_claims_report_opens_in_headless_chromium(dvc_project, tmp_path):
+    """The HTML report renders in Debian's Chromium (installed by the README's test command) without
+    script errors or broken images, and shows the report's text."""
+    from matplotlib.image import imread
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: apt-get install chromium (the README's test command does)"
+    errors, shot = [], tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((dvc_project / "paper/claims_report.html").as_uri())
+        page.screenshot(path=str(shot))
+        text = page.inner_text("body")
+        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+        browser.close()
+    assert errors == []
+    assert text.startswith("Claims report: profile test") and "Nothing in this report reproduces" in text
+    assert "medflowseg.t4.medflowseg.ged" in text and "not comparable" in text
+    assert sorted(src for src, _ in images) == [f"figures/{f}.png" for f in
+                                                ("nfe_sweep", "qualitative", "training_curves", "uncertainty")]
+    assert all(width > 100 for _, width in images)  # every figure loaded
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (900, 1280) and pixels[..., :3].std() > 0.05  # a rendered page, not a blank one

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -9,8 +10,10 @@ from benchmark.cli import main
 from benchmark.complexity import method_complexity
 from benchmark.config import load_config
 from benchmark.methods import build_method
-from benchmark.tables import TABLE4_COLUMNS, table4, table4_caption, write_table
-from tests.conftest import TINY_PARAMS, write_params
+from benchmark.claims import load_claims
+from benchmark.reproduction import Evidence
+from benchmark.tables import TABLE4_EXTRA, table1, table2, table3, table4, table4_caption, write_table
+from tests.conftest import ROOT, TINY_PARAMS, write_params
 
 DS = "phantom-lesion"
 
@@ -19,6 +22,7 @@ def _result(dice: float, n_samples: int = 4) -> dict:
     means = {f"ged_{n_samples}": 0.25, "hm_iou": 0.5, "mdm": 0.6, "ci_sensitivity": 0.9,
              "ci_diversity_agreement": 0.8, "ci_paper": 0.7, "ci_harmonic": 0.75}
     return {"status": "ok", "average": {"dice": dice, "iou": dice / 2, "hd95": 3.0},
+            "per_class": {"LV": {"dice": 0.9, "iou": 0.8, "hd95": 1.0}},
             "set_metrics": {"n_samples": n_samples, "n_raters": 4, "mean": means},
             "conventions": {"fusion": "staple", "reference": "majority"}}
 
@@ -26,6 +30,18 @@ def _result(dice: float, n_samples: int = 4) -> dict:
 def _complexity() -> dict:
     return {"status": "ok", "params": 840_000, "macs_per_evaluation": 2.5e7, "macs_protocol": 1.1e9, "samples": 4,
             "evaluations_per_sample": 10, "image": [1, 64, 64]}
+
+
+def _evidence(cfg, results, complexity=None) -> Evidence:
+    ev = Evidence(cfg, results, complexity or {})
+    info = SimpleNamespace(phantom=True, class_names=("background", "RV", "Myo", "LV"))
+    ev.__dict__["datasets"] = {d: info for d in set(cfg.datasets) | {d for d, _ in results}}
+    return ev
+
+
+@pytest.fixture(scope="module")
+def claims():
+    return load_claims(ROOT / "paper" / "claims.yaml")
 
 
 @pytest.fixture
@@ -39,19 +55,27 @@ def cfg(tmp_path):
         table4={"datasets": [DS], "methods": ["medflowseg", "medflowseg-dbsa", "medflowseg-fa"]}))
 
 
-def test_table4_rows_cells_and_missing_results(cfg, tmp_path):
+def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
     results = {(DS, "medflowseg"): _result(0.5), (DS, "medflowseg-dbsa"): _result(0.4)}  # -fa not evaluated
     complexity = {(DS, "medflowseg"): _complexity()}
-    df = table4(cfg, results, complexity)
-    assert list(df.columns) == TABLE4_COLUMNS
-    not_implemented = [name for ds, name in df.index if ds == ""]
-    assert not_implemented == ["EnsemDiff", "SegDiff", "MedSegDiff", "MedSegDiff-V2", "FlowSDF"]
-    assert (df.loc[("", "FlowSDF")] == "not implemented").all()
-    full = df.loc[(DS, "MedFlowSeg")]
-    assert list(full) == ["0.840", "0.025", "4 x 10", "1.10", "70.0", "75.0", "25.0 (K = 4)", "50.0", "50.00"]
-    dbsa = df.loc[(DS, "medflowseg-dbsa (paper: bone + DB-SA)")]
-    assert list(dbsa[:4]) == ["not run"] * 4 and dbsa["Dice"] == "40.00"
-    assert (df.loc[(DS, "medflowseg-fa (paper: bone + FA-A.)")] == "not run").all()
+    df = table4(_evidence(cfg, results, complexity), claims)
+    assert list(df.columns) == ["Params", "Gflops", "CI", "GED", "Dice"] + TABLE4_EXTRA
+    names = [name for _, name in df.index]
+    assert names == ["EnsemDiff", "SegDiff", "MedSegDiff", "MedSegDiff-V2", "FlowSDF",
+                     "bone + DB-SA [ours: medflowseg-dbsa]", "bone + FA-A. [ours: medflowseg-fa]",
+                     "MedFlowSeg [ours: medflowseg]"]
+    assert df.loc[(DS, "FlowSDF"), "Params"] == "not implemented (paper 42)"
+    assert (df.loc[(DS, "FlowSDF"), TABLE4_EXTRA] == "not implemented").all()
+    full = df.loc[(DS, "MedFlowSeg [ours: medflowseg]")]
+    assert full["Params"] == "0.840 (paper 111, Δ -110.160)" and full["Gflops"].startswith("1.10 (paper 789")
+    # phantom-lesion does not stand for the paper's REFUGE2-Cup: the paper's value, no difference
+    assert full["CI"] == "70.0 (paper 83.2 on REFUGE2-Cup)" and full["GED"] == "25.0 (paper 21.9 on REFUGE2-Cup)"
+    assert full["Dice"] == "50.00 (paper 88.6 on REFUGE2-Cup)"
+    assert list(full[TABLE4_EXTRA]) == ["0.025", "4 x 10", "75.0", "50.0"]
+    dbsa = df.loc[(DS, "bone + DB-SA [ours: medflowseg-dbsa]")]
+    assert dbsa["Params"] == "not run" and dbsa["Dice"] == "40.00 (paper 85.1 on REFUGE2-Cup)"
+    fa = df.loc[(DS, "bone + FA-A. [ours: medflowseg-fa]")]
+    assert fa["CI"].startswith("not run (paper 82.9") and fa["HM-IoU"] == "not run"
     caption = table4_caption(cfg, results, complexity)
     assert "{'medflowseg': 4, 'medflowseg-dbsa': 4}" in caption and "raters per case: {'phantom-lesion': 4}" in caption
     assert "at 64x64 pixels" in caption
@@ -59,10 +83,51 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path):
     md, tex, csv = write_table(df, tmp_path / "t4", "Table 4", caption)
     text = md.read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
-    assert rows[0][:3] == ["Dataset", "Method", "Params (M)"] and ["phantom-lesion", "MedFlowSeg"] in [r[:2] for r in rows]
+    assert rows[0][:3] == ["Dataset", "Method", "Params"]
+    assert ["phantom-lesion", "MedFlowSeg [ours: medflowseg]"] in [r[:2] for r in rows]
     assert "('phantom-lesion'" not in text
-    assert csv.read_text().splitlines()[0].startswith("Dataset,Method,Params (M)")
+    assert csv.read_text().splitlines()[0].startswith("Dataset,Method,Params")
     assert tex.read_text().startswith("\\begin{table}")
+
+
+def test_table1_has_every_paper_row_and_our_extra_method(tmp_path, claims):
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"],
+                                   methods=["unet", "flowseg-plain", "medflowseg"]))
+    results = {("phantom-cardiac", "unet"): _result(0.6), ("phantom-cardiac", "flowseg-plain"): _result(0.3)}
+    df = table1(_evidence(cfg, results), claims)
+    assert list(df.columns) == ["Average Dice", "Average IoU", "Average HD95"] + [
+        f"{s} {k}" for s in ("RV", "Myo", "LV") for k in ("Dice", "IoU")]
+    paper_rows = ["UNet", "nnUNet", "TransUNet", "SwinUNet", "MT-UNet", "EnsemDiff", "SegDiff", "MedSegDiff",
+                  "MedSegDiff-V2", "FlowSDF", "MedFlowSeg"]
+    assert [i.split(" [")[0] for i in df.index] == paper_rows + ["flowseg-plain (flow-matching scaffold, not MedFlowSeg)"]
+    unet = df.loc["UNet [ours: unet]"]
+    assert unet["Average Dice"] == "60.00 (paper 87.55, Δ -27.55)" and unet["LV Dice"] == "90.00 (paper 94.92, Δ -4.92)"
+    assert unet["Average HD95"] == "3.00 (paper 9.58, Δ -6.58)"
+    assert df.loc["nnUNet", "Average Dice"] == "not implemented (paper 90.29)"
+    assert df.loc["MedFlowSeg [ours: medflowseg]", "Average Dice"] == "not run (paper 93.57)"  # no evaluation
+    assert df.iloc[-1]["Average Dice"] == "30.00"   # our extra row: no paper value
+
+
+def test_table2_adds_columns_for_datasets_the_paper_lacks(tmp_path, claims):
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-gland", DS], methods=["unet"]))
+    results = {("phantom-gland", "unet"): _result(0.8), (DS, "unet"): _result(0.4)}
+    df = table2(_evidence(cfg, results), claims)
+    assert list(df.columns[-3:]) == [f"{DS} Dice", f"{DS} IoU", f"{DS} HD95"]
+    assert df.loc["UNet (MONAI)", f"{DS} Dice"] == "40.00"
+    assert df.loc["UNet (MONAI)", "GlaS Dice"] == "80.00"   # the paper's Table 2 has no UNet row: ours alone
+    assert df.loc["UNet (MONAI)", "CAMUS Dice"] == "not run"
+    assert df.loc["MedFlowSeg", "GlaS Dice"] == "not run (paper 92.8)"
+    assert "UNetr" in df.index and df.loc["UNetr", "GlaS Dice"] == "not implemented (paper 89)"
+
+
+def test_table3_rows_are_the_papers_ablation(cfg, claims):
+    results = {(DS, "medflowseg-dbsa"): _result(0.45), (DS, "medflowseg"): _result(0.5)}
+    df = table3(_evidence(cfg, results), claims)
+    assert [i.split(" [")[0] for i in df.index] == ["backbone", "+ SA", "+ DB-SA", "+ DB-SA + FA-A. (w/o Mod.)",
+                                                    "+ DB-SA + FA-A. + Neural Mod.", "medflowseg-fa"]
+    assert df.loc["+ DB-SA [ours: medflowseg-dbsa]", f"{DS} Dice"] == "45.00"
+    assert df.loc["+ DB-SA [ours: medflowseg-dbsa]", "Optic Cup Dice"].startswith("not run (paper 86.4")
+    assert df.loc["backbone", "Brain Tumor Dice"] == "not run (paper 87.6)"  # not in this profile's ablations
 
 
 def test_table4_config_refuses_pairs_no_stage_evaluates(tmp_path):

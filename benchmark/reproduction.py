@@ -1,0 +1,266 @@
+"""Each claim of the papers beside what this suite measured, and a verdict.
+
+A *result* claim (a table cell: Dice, IoU, HD95, CI, GED, parameters, GFLOPs) is matched to the
+evaluation of the registered method that implements the paper's row, on the dataset of the profile
+that stands for the paper's dataset. A *setting* claim (sampling steps, samples, batch size,
+widths) is matched to the value the profile configures.
+
+Verdicts of a result: ``reproduced`` (|ours - paper| within the tolerance of the claim's unit,
+``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable`` (measured, but on
+other data or at another profile; the reasons say which) and ``not run`` (no implementation, no
+dataset standing for the paper's, or no stage output). Verdicts of a setting: ``same``, ``differs``
+and ``not run``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from benchmark import paths
+from benchmark.claims import Claim
+from benchmark.config import Config
+from benchmark.data.manifest import load_manifest
+
+REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN = "reproduced", "not reproduced", "not comparable", "not run"
+SAME, DIFFERS = "same", "differs"
+RESULT_VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
+SETTING_VERDICTS = (SAME, DIFFERS, NOT_RUN)
+
+# Paper dataset -> (datasets of the suite standing for it, most faithful first; the class scored, or None
+# for the mean over foreground classes). Real datasets (issue 6) go in front of the phantoms.
+PAPER_DATASETS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "ACDC": (("phantom-cardiac",), None),
+    "BraTS-2021": (("phantom-brain",), None),
+    # REFUGE scores the disc with the cup inside it; our class "optic disc" is the rim (cup excluded).
+    "REFUGE2-Disc": (("phantom-fundus",), "optic disc"),
+    "REFUGE2-Cup": (("phantom-fundus",), "optic cup"),
+    "GlaS": (("phantom-gland",), None),
+    "CAMUS": (("phantom-echo",), None),
+}
+# Paper row (any of the three papers) -> the registered method implementing it. A row missing here is
+# "not implemented". MedFlowSeg's Table 3 rows are its ablation variants; Table 4's "bone + ..." rows
+# are the backbone with one conditioning module.
+PAPER_METHODS: dict[str, str] = {
+    "UNet": "unet", "U-Net": "unet",
+    "MedFlowSeg": "medflowseg", "+ DB-SA + FA-A. + Neural Mod.": "medflowseg",
+    "backbone": "medflowseg-backbone", "+ SA": "medflowseg-sa", "+ DB-SA": "medflowseg-dbsa",
+    "+ DB-SA + FA-A. (w/o Mod.)": "medflowseg-nomod",
+    "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa",
+}
+# Metrics not tied to a dataset's evaluation.
+_COMPLEXITY_METRICS = {"params", "gflops"}
+# Claim metric -> how it is read from our evaluation.json, in the claim's unit.
+_EVALUATION_METRICS = {"dice", "iou", "hd95", "f1", "ci", "ged"}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the suite has for one claim: ``value`` in the claim's unit, or ``None`` with ``missing``."""
+    value: float | None
+    dataset: str | None = None
+    method: str | None = None
+    missing: str = ""
+    caveats: tuple[str, ...] = ()     # why the value is not comparable with the paper's
+    same_data: bool = True            # measured on data standing for the claim's dataset
+
+
+@dataclass(frozen=True)
+class Line:
+    """One claim of the report: the claim, our value, the verdict and its reasons."""
+    claim: Claim
+    measured: Measured
+    verdict: str
+    setting: bool = False
+    where: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        """ours - paper, where both exist and the data stand for the same dataset."""
+        m = self.measured
+        return None if m.value is None or not m.same_data else m.value - self.claim.value
+
+    @property
+    def reasons(self) -> str:
+        return self.measured.missing or "; ".join(self.measured.caveats)
+
+
+def verdict(paper: float, measured: Measured, tolerance: float) -> str:
+    """The verdict on a result claim; ``tolerance`` is absolute, in the claim's unit."""
+    if measured.value is None:
+        return NOT_RUN
+    if measured.caveats or not measured.same_data:
+        return NOT_COMPARABLE
+    return REPRODUCED if abs(measured.value - paper) <= tolerance else NOT_REPRODUCED
+
+
+@dataclass
+class Evidence:
+    """Everything a claim is matched against: the profile, its evaluations and complexity counts."""
+    cfg: Config
+    results: dict[tuple[str, str], dict]
+    complexity: dict[tuple[str, str], dict] = field(default_factory=dict)
+
+    @cached_property
+    def datasets(self) -> dict[str, object]:
+        """Dataset name -> its manifest's ``DatasetInfo`` (None where not preprocessed)."""
+        names = {d for d, _ in self.results} | set(self.cfg.datasets) | set(self.cfg.table4.datasets)
+        out = {}
+        for ds in sorted(names):
+            try:
+                out[ds] = load_manifest(paths.processed(ds)).dataset
+            except (ValueError, OSError):
+                out[ds] = None
+        return out
+
+    def structure(self, dataset: str, column: str) -> str | None:
+        """The class a per-structure column scores ("LV Dice" -> "LV"), or None for an average."""
+        info = self.datasets.get(dataset)
+        names = info.class_names[1:] if info is not None else ()
+        return next((c for c in names if column.startswith(f"{c} ")), None)
+
+    def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
+        info = self.datasets.get(dataset)
+        caveats = []
+        if info is None or getattr(info, "phantom", True):
+            caveats.append(f"{dataset} is a synthetic phantom" + (f" standing in for {paper_dataset}"
+                                                                   if paper_dataset else ""))
+        if self.cfg.profile != "paper":
+            caveats.append(f"profile '{self.cfg.profile}' is CPU-scale, not the paper's training")
+        return tuple(caveats)
+
+
+def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str | None = None) -> Measured:
+    """Our value for ``claim`` (a table cell), optionally for another ``method`` or on another ``dataset``."""
+    method = method or PAPER_METHODS.get(claim.row)
+    if method is None:
+        return Measured(None, missing=f"{claim.row} is not implemented")
+    if claim.metric in _COMPLEXITY_METRICS:
+        return _measure_complexity(claim, ev, method, dataset)
+    if claim.metric not in _EVALUATION_METRICS:
+        return Measured(None, method=method, missing=f"the suite does not compute {claim.column}")
+    stand_ins, cls = PAPER_DATASETS.get(claim.dataset, ((), None))
+    same_data = True
+    if dataset is None:
+        pool = ev.cfg.table4.datasets if claim.table == "Table 4" and claim.paper == "medflowseg" else None
+        candidates = [d for d in stand_ins if ev.cfg.evaluated(d, method) and (pool is None or d in pool)]
+        if not candidates and pool:       # Table 4: its uncertainty data, whatever the paper's dataset was
+            candidates, same_data = [d for d in pool if ev.cfg.evaluated(d, method)], False
+        if not candidates:
+            return Measured(None, method=method, missing=f"no dataset of profile '{ev.cfg.profile}' stands for "
+                            f"{claim.dataset}" + (f" with {method} evaluated" if stand_ins else ""))
+        dataset = candidates[0]
+    else:
+        same_data = dataset in stand_ins
+    result = ev.results.get((dataset, method), {})
+    if result.get("status") != "ok":
+        return Measured(None, dataset, method, missing=f"{dataset}/{method} has no evaluation")
+    cls = cls or ev.structure(dataset, claim.column)
+    caveats = list(ev.data_caveats(dataset, claim.dataset if same_data else None))
+    if not same_data:
+        caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
+    if claim.metric in ("ci", "ged"):
+        sm = result["set_metrics"]
+        key = "ci_paper" if claim.metric == "ci" else f"ged_{sm['n_samples']}"
+        if cls is not None and same_data:
+            caveats.append(f"our {claim.metric.upper()} averages all foreground classes, not {cls} alone")
+        value = 100 * sm["mean"][key]
+    else:
+        key = "dice" if claim.metric == "f1" else claim.metric
+        block = result["per_class"].get(cls) if cls is not None and same_data else result["average"]
+        if block is None or block.get(key) is None:
+            return Measured(None, dataset, method, missing=f"{dataset}/{method} has no {key} for {cls or 'the average'}")
+        value = block[key] if key == "hd95" else 100 * block[key]
+        if claim.metric == "f1":
+            caveats.append("F1 read as the Dice of the foreground pixels")
+    return Measured(value, dataset, method, caveats=tuple(caveats), same_data=same_data)
+
+
+def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | None) -> Measured:
+    pairs = [(d, m) for (d, m), c in ev.complexity.items() if m == method and c.get("status") == "ok"
+             and (dataset is None or d == dataset)]
+    if not pairs:
+        return Measured(None, dataset, method, missing=f"no complexity count for {method}")
+    d, _ = pairs[0]
+    c = ev.complexity[pairs[0]]
+    caveats = [] if ev.cfg.profile == "paper" else [f"counted at profile '{ev.cfg.profile}''s configuration "
+                                                    f"and image size, not the paper's"]
+    if claim.metric == "params":
+        return Measured(c["params"] / 1e6, d, method, caveats=tuple(caveats))
+    caveats.append("ours: fvcore multiply-adds of the inference protocol (samples x NFE); the paper counts "
+                   "GFLOPs until its samples converge (§4.4)")
+    return Measured(c["macs_protocol"] / 1e9, d, method, caveats=tuple(caveats))
+
+
+def _medflowseg(cfg: Config):
+    from medflowseg.config import MedFlowSegConfig
+
+    model = cfg.method_config("medflowseg").model
+    names = {f.name for f in dataclasses.fields(MedFlowSegConfig)}
+    return dataclasses.replace(MedFlowSegConfig(), **{k: v for k, v in model.items() if k in names})
+
+
+def _mfs(attr: str, index: int | None = None):
+    def get(cfg: Config):
+        v = getattr(_medflowseg(cfg), attr)
+        if index is None:
+            return v
+        return v[index] if index < len(v) else None   # a network with fewer levels
+    return f"method.medflowseg.model.{attr}" + (f"[{index}]" if index is not None else ""), get
+
+
+# Setting claims -> (where the profile sets it, how to read it). Other settings are "not run".
+SETTINGS = {
+    "medflowseg.text.aux_loss_weight": _mfs("aux_weight"),
+    "medflowseg.text.ce_weight": _mfs("aux_ce_weight"),
+    "medflowseg.text.dbsa_gauss_kernel_low": _mfs("dbsa_low_kernel"),
+    "medflowseg.text.dbsa_gauss_kernel_high": _mfs("dbsa_high_kernel"),
+    "medflowseg.text.modulator_blocks": _mfs("fa_modulator_blocks"),
+    "medflowseg.text.fa_attention_depth": _mfs("fa_depth"),
+    **{f"medflowseg.text.channels_level{i + 1}": _mfs("channels", i) for i in range(4)},
+    "medflowseg.text.res_blocks_per_level": _mfs("num_res_blocks"),
+    "medflowseg.text.time_embed_dim": _mfs("time_embed_dim"),
+    "medflowseg.text.sampling_steps": _mfs("steps"),
+    "medflowseg.text.input_size": ("data.size", lambda cfg: cfg.data.size),
+    "medflowseg.text.batch_size": ("method.medflowseg.train.batch_size (per process)",
+                                   lambda cfg: cfg.method_config("medflowseg").train.batch_size),
+    "medflowseg.text.learning_rate": ("method.medflowseg.train.lr", lambda cfg: cfg.method_config("medflowseg").train.lr),
+    "medflowseg.text.ema_decay": ("method.medflowseg.train.ema_decay",
+                                  lambda cfg: cfg.method_config("medflowseg").train.ema_decay),
+    "medflowseg.text.ensemble_size": ("method.medflowseg.predict.n_samples",
+                                      lambda cfg: cfg.method_config("medflowseg").predict.n_samples),
+}
+
+
+def judge_setting(claim: Claim, cfg: Config) -> Line:
+    if claim.id not in SETTINGS or "medflowseg" not in cfg.method:
+        why = (f"{claim.method} is not implemented" if claim.method and claim.method not in PAPER_METHODS
+               else "not a setting of the suite (hardware, or how the paper counted)")
+        return Line(claim, Measured(None, missing=why), NOT_RUN, setting=True)
+    where, get = SETTINGS[claim.id]
+    value = get(cfg)
+    if value is None:
+        return Line(claim, Measured(None, caveats=(f"profile '{cfg.profile}' has no {where}",)), DIFFERS,
+                    setting=True, where=where)
+    value = float(value)
+    same = math.isclose(value, claim.value, rel_tol=1e-9)
+    caveats = () if same else (f"profile '{cfg.profile}' sets {where} = {value:g}",)
+    return Line(claim, Measured(value, method="medflowseg", caveats=caveats), SAME if same else DIFFERS,
+                setting=True, where=where)
+
+
+def judge(claim: Claim, ev: Evidence) -> Line:
+    """The report line of one claim."""
+    if claim.higher_is_better is None and claim.metric not in _COMPLEXITY_METRICS:
+        return judge_setting(claim, ev.cfg)
+    m = measure(claim, ev)
+    tolerance = ev.cfg.claims.tolerance.get(claim.unit)
+    if m.value is not None and tolerance is None:
+        m = dataclasses.replace(m, caveats=m.caveats + (f"no tolerance set for unit {claim.unit!r}",))
+    where = f"{m.dataset}/{m.method}" if m.dataset else (m.method or "")
+    return Line(claim, m, verdict(claim.value, m, tolerance if tolerance is not None else 0.0), where=where)
+
+
+def judge_all(claims: list[Claim], ev: Evidence) -> list[Line]:
+    return [judge(c, ev) for c in claims]

@@ -1,0 +1,94 @@
+"""The uncertainty and training-curve figures: their numeric core, and rendering with runs present or missing."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import paths
+from benchmark.config import DataConfig, load_config
+from benchmark.data.preprocess import load_split, preprocess
+from benchmark.data.sources import fetch
+from benchmark.data.store import save_arrays
+from benchmark.figures import sample_maps, training_curves_figure, uncertainty_figure
+from tests.conftest import TINY_PARAMS, write_params
+
+LESION = "phantom-lesion"  # four raters per case
+CARDIAC = "phantom-cardiac"
+
+
+def test_sample_maps_identical_samples_have_zero_entropy():
+    one = np.random.default_rng(0).integers(0, 3, size=(2, 5, 6))
+    p, h = sample_maps(np.stack([one] * 4), num_classes=3)
+    assert p.shape == h.shape == one.shape and h.dtype == np.float32
+    assert (h == 0).all()
+    np.testing.assert_array_equal(p, (one > 0).astype(np.float32))
+
+
+def test_sample_maps_half_split_is_one_bit():
+    samples = np.zeros((4, 2, 3), dtype=np.uint8)
+    samples[:2, 0, 0] = 1        # 2 of 4 say class 1: 1 bit, P(foreground) 0.5
+    samples[:, 0, 1] = [0, 0, 1, 2]  # 1/2, 1/4, 1/4: 1.5 bits, P(foreground) 0.5
+    samples[:, 1, 2] = 2         # all agree on class 2: 0 bits, P(foreground) 1
+    p, h = sample_maps(samples, num_classes=3)
+    assert h[0, 0] == 1.0 and h[0, 1] == 1.5
+    np.testing.assert_array_equal(h[1], 0)
+    np.testing.assert_array_equal(p, [[0.5, 0.5, 0], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def lesion_processed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lesion")
+    cfg = DataConfig(**TINY_PARAMS["data"])
+    fetch(LESION, root / "fetched", cfg)
+    preprocess(LESION, root / "fetched", root / "processed", cfg)
+    return root / "processed"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, lesion_processed):
+    """Lesion data processed; cardiac listed but not processed; flowseg-plain and medflowseg in table4."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(lesion_processed, paths.processed(LESION))
+    return load_config(write_params(
+        tmp_path / "params.yaml", datasets=[LESION, CARDIAC], methods=["unet", "flowseg-plain", "medflowseg"],
+        ablations={"datasets": [LESION], "methods": ["medflowseg-backbone"]},
+        nfe_sweep={"datasets": [], "method": "medflowseg"},
+        table4={"datasets": [LESION, CARDIAC], "methods": ["flowseg-plain", "medflowseg"]}))
+
+
+def _decodes(png: Path) -> np.ndarray:
+    image = mpimg.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    return image
+
+
+def test_uncertainty_figure_with_and_without_predictions(project, tmp_path):
+    _, cases = load_split(paths.processed(LESION), "test")
+    rng = np.random.default_rng(0)
+    for case in cases:  # medflowseg has samples, flowseg-plain none, cardiac no data
+        samples = rng.integers(0, 2, size=(3, *case.label.shape[1:]), dtype=np.uint8)
+        save_arrays(paths.predictions(LESION, "medflowseg") / f"{case.case_id}.npz", samples=samples)
+    _decodes(uncertainty_figure(project, tmp_path / "figs" / "uncertainty.png"))
+
+    shutil.rmtree(paths.RUNS)  # nothing predicted at all: still a figure
+    _decodes(uncertainty_figure(project, tmp_path / "figs" / "none.png"))
+
+
+def test_training_curves_figure_with_and_without_runs(project, tmp_path):
+    steps = np.arange(1, 51)
+    for m, scale in (("unet", 1.5), ("medflowseg", 0.3), ("medflowseg-backbone", 0.3)):
+        paths.run(LESION, m).mkdir(parents=True)
+        pd.DataFrame({"step": steps, "loss": scale * np.exp(-steps / 20), "lr": 1e-3, "seconds": 0.1}).to_csv(
+            paths.run(LESION, m) / "loss.csv", index=False)
+    paths.run(LESION, "flowseg-plain").mkdir(parents=True)  # a run marked not run: header only
+    (paths.run(LESION, "flowseg-plain") / "loss.csv").write_text("step,loss,lr,seconds\n")
+    out = training_curves_figure(project, tmp_path / "figs" / "curves.png")  # cardiac: no runs at all
+    _decodes(out)
+
+    shutil.rmtree(paths.RUNS)
+    _decodes(training_curves_figure(project, tmp_path / "figs" / "empty.png"))

@@ -1,0 +1,133 @@
+"""Verdicts on the papers' claims (benchmark/reproduction.py) on hand-made results."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from benchmark import reproduction
+from benchmark.claims import Claim
+from benchmark.config import load_config
+from benchmark.reproduction import (DIFFERS, NOT_COMPARABLE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SAME, Evidence,
+                                    Measured, judge, verdict)
+from tests.conftest import write_params
+
+
+def _claim(column="Average Dice", row="UNet", metric="dice", value=87.55, unit="%", dataset="ACDC",
+           table="Table 1", higher=True, cid="c") -> Claim:
+    return Claim(id=cid, paper="medflowseg", table=table, row=row, column=column, value=value, unit=unit,
+                 higher_is_better=higher, dataset=dataset, method=row, metric=metric)
+
+
+def _result(dice: float, lv: float = 0.5) -> dict:
+    return {"status": "ok", "average": {"dice": dice, "iou": dice / 2, "hd95": 4.0},
+            "per_class": {"LV": {"dice": lv, "iou": lv / 2, "hd95": 2.0}},
+            "set_metrics": {"n_samples": 4, "n_raters": 4, "mean": {"ged_4": 0.25, "ci_paper": 0.7}}}
+
+
+def _evidence(tmp_path, results: dict, profile="paper", phantom=False, complexity=None, **params) -> Evidence:
+    params = {"profile": profile, "datasets": ["acdc"], "methods": ["unet"], **params}
+    cfg = load_config(write_params(tmp_path / "params.yaml", **params))
+    ev = Evidence(cfg, results, complexity or {})
+    info = SimpleNamespace(phantom=phantom, class_names=("background", "RV", "Myo", "LV"))
+    ev.__dict__["datasets"] = {ds: info for ds, _ in results} | {d: info for d in cfg.datasets}
+    return ev
+
+
+@pytest.fixture(autouse=True)
+def real_acdc(monkeypatch):
+    """Let a (pretend) real dataset 'acdc' stand for ACDC, as issue 6's converters will."""
+    monkeypatch.setitem(reproduction.PAPER_DATASETS, "ACDC", (("acdc",), None))
+
+
+@pytest.mark.parametrize("ours, tolerance, expected", [
+    (87.0, 1.0, REPRODUCED), (88.55, 1.0, REPRODUCED), (88.56, 1.0, NOT_REPRODUCED), (80.0, 1.0, NOT_REPRODUCED),
+    (80.0, 10.0, REPRODUCED)])
+def test_verdict_inside_and_outside_tolerance(ours, tolerance, expected):
+    assert verdict(87.55, Measured(ours), tolerance) == expected
+
+
+def test_verdict_not_comparable_and_not_run():
+    assert verdict(87.55, Measured(87.55, caveats=("phantom",)), 1.0) == NOT_COMPARABLE
+    assert verdict(87.55, Measured(87.55, same_data=False), 1.0) == NOT_COMPARABLE
+    assert verdict(87.55, Measured(None, missing="not implemented"), 1.0) == NOT_RUN
+
+
+def test_paper_profile_on_real_data_is_judged_within_tolerance(tmp_path):
+    ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.87)})
+    line = judge(_claim(), ev)
+    assert line.verdict == REPRODUCED and line.measured.value == pytest.approx(87.0)
+    assert line.delta == pytest.approx(-0.55) and line.where == "acdc/unet"
+    far = judge(_claim(), _evidence(tmp_path, {("acdc", "unet"): _result(0.80)}))
+    assert far.verdict == NOT_REPRODUCED and far.delta == pytest.approx(-7.55)
+
+
+def test_tolerance_comes_from_the_profile(tmp_path):
+    ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.80)}, claims={"tolerance": {"%": 8.0}})
+    assert judge(_claim(), ev).verdict == REPRODUCED
+
+
+def test_per_structure_column_reads_that_class(tmp_path):
+    ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.87, lv=0.95)})
+    line = judge(_claim(column="LV Dice", value=94.92), ev)
+    assert line.measured.value == pytest.approx(95.0) and line.verdict == REPRODUCED
+
+
+def test_default_profile_and_phantom_data_are_not_comparable(tmp_path):
+    cpu = judge(_claim(), _evidence(tmp_path, {("acdc", "unet"): _result(0.8755)}, profile="default"))
+    assert cpu.verdict == NOT_COMPARABLE and "profile 'default' is CPU-scale" in cpu.reasons
+    assert cpu.delta == pytest.approx(0.0, abs=1e-9)  # the difference is still shown
+    phantom = judge(_claim(), _evidence(tmp_path, {("acdc", "unet"): _result(0.8755)}, phantom=True))
+    assert phantom.verdict == NOT_COMPARABLE and "acdc is a synthetic phantom standing in for ACDC" in phantom.reasons
+
+
+def test_missing_method_dataset_or_output_is_not_run(tmp_path):
+    ev = _evidence(tmp_path, {("acdc", "unet"): {"status": "not_run"}})
+    assert judge(_claim(row="nnUNet"), ev).reasons == "nnUNet is not implemented"
+    assert judge(_claim(row="nnUNet"), ev).verdict == NOT_RUN
+    assert judge(_claim(), ev).reasons == "acdc/unet has no evaluation"
+    brats = judge(_claim(dataset="BraTS-2021", table="Table 2", column="BraTs-2021 Dice"), ev)
+    assert brats.verdict == NOT_RUN and "no dataset of profile 'paper' stands for BraTS-2021" in brats.reasons
+    assert judge(_claim(metric="miou", column="GlaS mIoU"), ev).reasons == "the suite does not compute GlaS mIoU"
+
+
+def test_table4_on_other_data_is_not_comparable_and_has_no_difference(tmp_path):
+    lesion = "phantom-lesion"
+    ev = _evidence(tmp_path, {(lesion, "medflowseg"): _result(0.5)}, datasets=["acdc", lesion],
+                   methods=["unet", "medflowseg"], table4={"datasets": [lesion], "methods": ["medflowseg"]})
+    line = judge(_claim(table="Table 4", row="MedFlowSeg", column="GED", metric="ged", value=21.9, unit="x100",
+                        dataset="REFUGE2-Cup", higher=False), ev)
+    assert line.verdict == NOT_COMPARABLE and line.measured.value == pytest.approx(25.0) and line.delta is None
+    assert line.reasons.startswith("measured on phantom-lesion, the paper on REFUGE2-Cup")
+
+
+def test_parameter_count_is_compared_in_millions(tmp_path):
+    complexity = {("acdc", "unet"): {"status": "ok", "params": 110_500_000, "macs_protocol": 7.9e11}}
+    ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.8)}, complexity=complexity)
+    params = _claim(table="Table 4", row="UNet", column="Params", metric="params", value=111, unit="M params",
+                    dataset=None, higher=None)
+    line = judge(params, ev)
+    assert line.measured.value == pytest.approx(110.5) and line.verdict == REPRODUCED and not line.setting
+
+
+def test_settings_same_differs_and_not_run(tmp_path):
+    ev = _evidence(tmp_path, {}, methods=["unet", "medflowseg"])
+    steps = Claim(id="medflowseg.text.sampling_steps", paper="medflowseg", table="text §4.2", row="MedFlowSeg",
+                  column="sampling steps", value=50, unit="steps", higher_is_better=None, method="MedFlowSeg",
+                  metric="steps")
+    tiny_steps = ev.cfg.method_config("medflowseg").model["steps"]
+    line = judge(steps, ev)
+    assert line.setting and line.verdict == DIFFERS and line.measured.value == tiny_steps
+    assert f"method.medflowseg.model.steps = {tiny_steps}" in line.reasons
+    kernel = Claim(id="medflowseg.text.dbsa_gauss_kernel_high", paper="medflowseg", table="text §3.3",
+                   row="MedFlowSeg", column="k", value=5, unit="px", higher_is_better=None, method="MedFlowSeg")
+    assert judge(kernel, ev).verdict == SAME  # the tiny profile keeps the paper's DB-SA kernels
+    level4 = Claim(id="medflowseg.text.channels_level4", paper="medflowseg", table="text §4.2", row="MedFlowSeg",
+                   column="UNet channels, level 4", value=256, unit="channels", higher_is_better=None,
+                   method="MedFlowSeg")
+    absent = judge(level4, ev)  # the tiny profile's network has two levels
+    assert absent.verdict == DIFFERS and absent.measured.value is None
+    assert absent.reasons == "profile 'paper' has no method.medflowseg.model.channels[3]"
+    gpus = Claim(id="medflowseg.text.gpus", paper="medflowseg", table="text §4.2", row="MedFlowSeg", column="GPUs",
+                 value=4, unit="GPUs", higher_is_better=None, method="MedFlowSeg")
+    assert judge(gpus, ev).verdict == NOT_RUN
