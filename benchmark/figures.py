@@ -14,20 +14,20 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
                     [145, 30, 180], [70, 240, 240]], dtype=np.float32) / 255
 
 
-def _display(image: np.ndarray) -> np.ndarray:
+def display_rgb(image: np.ndarray) -> np.ndarray:
     """``(C, H, W)`` z-scored -> ``(H, W, 3)`` in [0, 1] for display."""
     img = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     lo, hi = np.percentile(img, [1, 99])
     return np.clip((img.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
-def _overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     colours = PALETTE[np.clip(label, 0, len(PALETTE) - 1)]
     mask = (label > 0)[..., None]
     return np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb)
 
 
-def _example(ds: str) -> tuple[int, Case, int, np.ndarray] | None:
+def example_slice(ds: str) -> tuple[int, Case, int, np.ndarray] | None:
     """The test slice of ``ds`` with the most foreground in the raters' majority reference (a readable
     example): ``(num_classes, case, slice index z, reference (H, W))``, or None if ``ds`` is not processed."""
     from benchmark.data.preprocess import load_split
@@ -46,7 +46,7 @@ def _example(ds: str) -> tuple[int, Case, int, np.ndarray] | None:
     return k, cases[ci], zi, refs[ci][zi]
 
 
-def _samples(ds: str, method: str, case_id: str) -> np.ndarray | None:
+def load_samples(ds: str, method: str, case_id: str) -> np.ndarray | None:
     """The method's samples of one test case, ``(K, Z, H, W)`` uint8, or None if it has none on disk."""
     p = paths.predictions(ds, method) / f"{case_id}.npz"
     return load_arrays(p, ("samples",))["samples"] if p.is_file() else None
@@ -65,14 +65,14 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
 
     rows = []
     for ds in cfg.datasets:
-        ex = _example(ds)
+        ex = example_slice(ds)
         if ex is None:
             rows.append((ds, None, None, None, {}))
             continue
         k, case, zi, ref = ex
         preds = {m: majority_vote(s, k)[zi] for m in cfg.methods
-                 if (s := _samples(ds, m, case.case_id)) is not None}
-        rows.append((ds, case.case_id, _display(case.image[zi]), ref, preds))
+                 if (s := load_samples(ds, m, case.case_id)) is not None}
+        rows.append((ds, case.case_id, display_rgb(case.image[zi]), ref, preds))
 
     ncols = 2 + len(cfg.methods)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
@@ -93,11 +93,11 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
                 ax.imshow(rgb)
                 ax.set_ylabel(f"{ds}\n{case_id}", fontsize=7)
             elif c == 1:
-                ax.imshow(_overlay(rgb, ref))
+                ax.imshow(overlay(rgb, ref))
             else:
                 m = cfg.methods[c - 2]
                 if m in preds:
-                    ax.imshow(_overlay(rgb, preds[m]))
+                    ax.imshow(overlay(rgb, preds[m]))
                 else:
                     _not_run(ax)
     fig.suptitle(f"Test examples, profile '{cfg.profile}' (phantoms are synthetic; colin27 is one real subject)",
@@ -126,7 +126,7 @@ def sample_maps(samples: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.n
 def _raters(ax, rgb: np.ndarray, label: np.ndarray) -> None:
     """Raters' labels ``(R, H, W)`` on the image: filled if one rater, else one foreground outline each."""
     if label.shape[0] == 1:
-        ax.imshow(_overlay(rgb, label[0]))
+        ax.imshow(overlay(rgb, label[0]))
         return
     ax.imshow(rgb)
     for r, mask in enumerate(label > 0):
@@ -145,8 +145,8 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
     from matplotlib.colors import Normalize
 
     datasets = cfg.table4.datasets or cfg.datasets
-    examples = {ds: _example(ds) for ds in datasets}
-    rows = [(ds, m, _samples(ds, m, ex[1].case_id) if ex else None)
+    examples = {ds: example_slice(ds) for ds in datasets}
+    rows = [(ds, m, load_samples(ds, m, ex[1].case_id) if ex else None)
             for ds, ex in examples.items() for m in cfg.table4.methods]
     vmax = max([1.0] + [np.log2(min(s.shape[0], examples[ds][0])) for ds, _, s in rows if s is not None])
     cmaps = {2: ("viridis", 1.0, "P(foreground): fraction of the K samples"), 3: ("magma", vmax, "entropy (bits)")}
@@ -167,7 +167,7 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
                 _not_run(ax)
             continue
         k, case, zi, _ = ex
-        rgb = _display(case.image[zi])
+        rgb = display_rgb(case.image[zi])
         axes[r, 0].imshow(rgb)
         _raters(axes[r, 1], rgb, case.label[:, zi])
         if samples is None:

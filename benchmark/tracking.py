@@ -103,25 +103,25 @@ def preview(example, dataset: str, method: str, fusion: str, out: Path) -> Path 
     """Write ``out``: image, majority reference and the method's samples fused by ``fusion`` on the
     test slice of the qualitative figure; None if the method has no predictions for that case.
 
-    ``example``: ``benchmark.figures._example(dataset)``, ``(num_classes, case, z, reference (H, W))``
+    ``example``: ``benchmark.figures.example_slice(dataset)``, ``(num_classes, case, z, reference (H, W))``
     or None. Predictions: ``paths.predictions(dataset, method)/<case_id>.npz``, ``samples`` ``(K, Z, H, W)``.
     """
     from matplotlib.figure import Figure
 
-    from benchmark.figures import _display, _overlay, _samples
+    from benchmark.figures import display_rgb, load_samples, overlay
     from benchmark.metrics.fusion import fuse
 
     if example is None:
         return None
     k, case, z, ref = example
-    samples = _samples(dataset, method, case.case_id)
+    samples = load_samples(dataset, method, case.case_id)
     if samples is None:
         return None
-    rgb = _display(case.image[z])
+    rgb = display_rgb(case.image[z])
     pred = fuse(samples[:, z], k, fusion)  # fused on this slice alone: a picture, not a score
     fig = Figure(figsize=(4, 1.5), layout="constrained")
     for ax, title, img in zip(fig.subplots(1, 3), ("image", "reference (majority)", f"{method} ({fusion})"),
-                              (rgb, _overlay(rgb, ref), _overlay(rgb, pred))):
+                              (rgb, overlay(rgb, ref), overlay(rgb, pred))):
         ax.imshow(img)
         ax.set_title(title, fontsize=6)
         ax.set_axis_off()
@@ -137,7 +137,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], summary_metrics: dict
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import MlflowClient
 
-    from benchmark.figures import _example
+    from benchmark.figures import example_slice
 
     root = (root or Path.cwd()).resolve()
     client = MlflowClient(tracking_uri(root))
@@ -158,7 +158,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], summary_metrics: dict
             client.set_tag(rid, "manifest_sha256", meta.get("manifest_sha256", "unknown"))
             client.log_artifact(rid, str(paths.results(ds, m) / "evaluation.json"))
             if ds not in examples:
-                examples[ds] = _example(ds)
+                examples[ds] = example_slice(ds)
             png = preview(examples[ds], ds, m, metrics["conventions"]["fusion"], Path(tmp) / "preview.png")
             if png is not None:
                 client.log_artifact(rid, str(png))

@@ -104,12 +104,10 @@ def test_changing_one_method_reruns_only_that_method(dvc_project):
 
 
 def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     _run(["segbench", "tables"], dvc_project)
-    mlflow.set_tracking_uri(f"sqlite:///{dvc_project / 'mlflow.db'}")
-    client = MlflowClient()
+    client = MlflowClient(f"sqlite:///{dvc_project / 'mlflow.db'}")  # no global state for later tests
     exp = client.get_experiment_by_name("segbench-test")
     runs = client.search_runs([exp.experiment_id])
     keys = sorted(r.data.tags["segbench.key"] for r in runs)

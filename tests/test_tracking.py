@@ -66,8 +66,10 @@ def project(tmp_path, tiny_processed, monkeypatch):
 
 
 def _client():
+    import os
+
     from mlflow.tracking import MlflowClient
-    return MlflowClient()  # MLFLOW_TRACKING_URI from the environment
+    return MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # explicit: another test may have set a global URI
 
 
 def _runs(client) -> dict:
