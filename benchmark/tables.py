@@ -279,7 +279,7 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
     flat.columns = [" ".join(c) if isinstance(c, tuple) else c for c in df.columns]
     flat = flat.reset_index()  # row labels (one level or several) become ordinary columns
     md = f"## {title}\n\n{flat.to_markdown(index=False)}\n\n{caption_text}\n"
-    tex = df.to_latex(caption=title, multicolumn=True, escape=True)
+    tex = df.to_latex(caption=title, multicolumn=True, escape=True).replace("Δ", r"$\Delta$")  # pdflatex-safe
     out = []
     for suffix, text in ((".md", md), (".tex", tex)):
         p = stem.with_suffix(suffix)
@@ -319,7 +319,7 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
     written.append(training_curves_figure(cfg, figures / "training_curves.png"))
     lines = judge_all(claims, ev)
     written += write_report(ev, lines, paths.PAPER)
-    headline = flat_metrics(headline_metrics(results, lines))
+    headline = flat_metrics(headline_metrics(cfg, results, lines))
     metrics_file = paths.PAPER / "metrics.json"
     atomic_write(metrics_file, lambda t: t.write_text(json.dumps(headline, indent=1, sort_keys=True)))
     if log_mlflow:
@@ -328,12 +328,13 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
     return written + [metrics_file]
 
 
-def headline_metrics(results: dict, lines: list) -> dict[str, dict[str, float]]:
+def headline_metrics(cfg: Config, results: dict, lines: list) -> dict[str, dict[str, float]]:
     """What ``dvc metrics show`` lists for the tables stage: each method's Dice (%) averaged over the
-    datasets it ran on, and how many claims got each verdict."""
+    profile's datasets it ran on (the main matrix; the ablation variants have Table 3), and how many
+    claims got each verdict."""
     dice: dict[str, list[float]] = {}
-    for (_, m), r in results.items():
-        if r.get("status") == "ok" and r["average"]["dice"] is not None:
+    for (ds, m), r in results.items():
+        if ds in cfg.datasets and m in cfg.methods and r.get("status") == "ok" and r["average"]["dice"] is not None:
             dice.setdefault(m, []).append(100 * r["average"]["dice"])
     verdicts = Counter(ln.verdict.replace(" ", "_") for ln in lines)
     return {"dice_mean": {m: sum(v) / len(v) for m, v in dice.items()}, "claims": dict(verdicts)}

@@ -87,7 +87,8 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
     assert ["phantom-lesion", "MedFlowSeg [ours: medflowseg]"] in [r[:2] for r in rows]
     assert "('phantom-lesion'" not in text
     assert csv.read_text().splitlines()[0].startswith("Dataset,Method,Params")
-    assert tex.read_text().startswith("\\begin{table}")
+    latex = tex.read_text()
+    assert latex.startswith("\\begin{table}") and "Δ" not in latex and "$\\Delta$ -110.160" in latex
 
 
 def test_table1_has_every_paper_row_and_our_extra_method(tmp_path, claims):
@@ -149,3 +150,16 @@ def test_complexity_stage_writes_the_counts_of_the_configured_method(tiny_projec
     assert record["macs_per_evaluation"] == pytest.approx(expected.macs_per_evaluation)
     assert record["samples"] == 2 and record["evaluations_per_sample"] == 2  # tiny profile: 2 samples, 2 steps
     assert record["macs_protocol"] == pytest.approx(record["macs_fixed"] + 2 * 2 * record["macs_per_evaluation"])
+
+
+def test_headline_metrics_average_the_main_matrix_and_count_verdicts(cfg):
+    from benchmark.reproduction import Line, Measured
+    from benchmark.tables import flat_metrics, headline_metrics
+
+    results = {(DS, "unet"): _result(0.6), (DS, "medflowseg"): {"status": "not_run"},
+               (DS, "medflowseg-dbsa"): _result(0.9)}  # an ablation variant: Table 3's, not a headline
+    claim = load_claims(ROOT / "paper" / "claims.yaml")[0]
+    lines = [Line(claim, Measured(None), "not run"), Line(claim, Measured(1.0), "not comparable"),
+             Line(claim, Measured(None), "not run")]
+    assert flat_metrics(headline_metrics(cfg, results, lines)) == {
+        "dice_mean.unet": pytest.approx(60.0), "claims.not_run": 2, "claims.not_comparable": 1}

@@ -86,10 +86,10 @@ def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
 
 def test_rerun_updates_runs_in_place(project, tmp_path):
     cfg, results, files = project
-    first = log_all(cfg, results, files, flat_metrics(headline_metrics(results, [])))
+    first = log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, [])))
     client = _client()
     before = {k: (r.info.run_id, _artifacts(client, r.info.run_id)) for k, r in _runs(client).items()}
-    assert log_all(cfg, results, files, flat_metrics(headline_metrics(results, []))) == first
+    assert log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, []))) == first
 
     runs = _runs(client)
     assert {k: (r.info.run_id, _artifacts(client, r.info.run_id)) for k, r in runs.items()} == before
@@ -126,13 +126,13 @@ def test_changed_params_replace_the_run_and_changed_values_extend_history(projec
     from mlflow.entities import ViewType
 
     cfg, results, files = project
-    log_all(cfg, results, files, flat_metrics(headline_metrics(results, [])))
+    log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, [])))
     client = _client()
     old = {k: r.info.run_id for k, r in _runs(client).items()}
 
     results[(DS, "unet")] = _record(0.8, fusion="majority")  # a parameter changed
     results[(DS, "flowseg-plain")] = _record(0.7)  # a value changed, parameters not
-    log_all(cfg, results, files[:-3], flat_metrics(headline_metrics(results, [])))  # and the summary's figure and report are gone
+    log_all(cfg, results, files[:-3], flat_metrics(headline_metrics(cfg, results, [])))  # and the summary's figure and report are gone
     runs = _runs(client)
     assert sorted(runs) == sorted(old)
     unet = runs[f"{DS}/unet"]
