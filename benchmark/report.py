@@ -14,7 +14,7 @@ import pandas as pd
 
 from benchmark import paths
 from benchmark.claims import PAPERS
-from benchmark.data.manifest import check_leaks, load_manifest
+from benchmark.data.manifest import MANIFEST, check_leaks, file_sha256, load_manifest
 from benchmark.data.store import atomic_write
 from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Evidence, Line
 
@@ -112,7 +112,6 @@ def dataset_audit(ev: Evidence) -> pd.DataFrame:
 
 
 def _manifest_hash(ds: str) -> str:
-    from benchmark.data.manifest import MANIFEST, file_sha256
     return file_sha256(paths.processed(ds) / MANIFEST)[:16]
 
 

@@ -109,7 +109,8 @@ def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[s
                 measured(col, method) if live else Measured(None, missing=f"{row} is not implemented"
                                                             if method is None else f"{method} not run"))
             cells_row.append(claim_cell(claim, m) if claim else claim_cell(template[col], m, with_paper=False))
-        cells_row += [_extra_cell(ev, ds, method, metric) if live else NOT_RUN for _, ds, metric in extra_cols]
+        absent = NOT_RUN if method else NOT_IMPLEMENTED
+        cells_row += [_extra_cell(ev, ds, method, metric) if live else absent for _, ds, metric in extra_cols]
         rows.append(cells_row)
     for method in methods:
         if method in mapped:
