@@ -2,9 +2,10 @@
 two residual blocks per level).
 
 Level ``i`` runs at ``H / 2**i``; the bottleneck (two more blocks at the last width) runs at
-``H / 2**(L-1)``. The decoder concatenates one skip per level. Two hooks let MedFlowSeg
-inject its conditions without a second copy of this loop:
+``H / 2**(L-1)``. The decoder concatenates one skip per level. Hooks let a model inject its
+conditions without a second copy of this loop:
 
+- ``stem(h) -> h'``: after the first convolution (FlowSDF's additive image features, SegDiff-style);
 - ``first_stage(f0) -> f0'``: after encoder level 0 (DB-SA, Eq. 9); ``f0'`` replaces ``f0``
   both as the skip and as the input to level 1;
 - ``bottleneck(f) -> f'``: after the bottleneck blocks (FA-Attention's merge).
@@ -62,11 +63,13 @@ class UNet(nn.Module):
         """The bottleneck's stride relative to the input: ``2**(L-1)``."""
         return 2 ** (len(self.channels) - 1)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None,
-                first_stage: Hook | None = None, bottleneck: Hook | None = None, decode: bool = True) -> UNetFeatures:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None, first_stage: Hook | None = None,
+                bottleneck: Hook | None = None, decode: bool = True, stem: Hook | None = None) -> UNetFeatures:
         """x ``(B, C_in, H, W)`` with H, W divisible by ``downsampling``; temb ``(B, T)`` or None.
         ``decode=False`` stops after the bottleneck (for a consumer that needs only that)."""
         h = self.stem(x)
+        if stem is not None:
+            h = stem(h)
         skips = []
         for i, stage in enumerate(self.encoder):
             h = stage(h, temb)

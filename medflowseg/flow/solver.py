@@ -37,8 +37,10 @@ class ODESolver:
         if self.method in FIXED_STEP_SOLVERS and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
-    def solve(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor) -> SolveResult:
-        """Args: velocity(t, x) with t a 0-d tensor and x like ``x0``; x0 ``(B, ...)`` at t = 0."""
+    def solve(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
+              t0: float = 0.0, steps: int | None = None) -> SolveResult:
+        """Args: velocity(t, x) with t a 0-d tensor and x like ``x0``; x0 ``(B, ...)`` at ``t0``;
+        ``steps`` overrides the fixed-step count for this call (FlowSDF's restarts from ``t0`` > 0)."""
         nfe = 0
 
         def counted(t, x):
@@ -48,9 +50,9 @@ class ODESolver:
 
         if self.method in FIXED_STEP_SOLVERS:
             # An explicit uniform grid: torchdiffeq's step_size option rounds 1/steps and can add a step.
-            grid = torch.linspace(0.0, 1.0, self.steps + 1, dtype=x0.dtype, device=x0.device)
+            grid = torch.linspace(t0, 1.0, (steps or self.steps) + 1, dtype=x0.dtype, device=x0.device)
             out = odeint(counted, x0, grid, method=self.method)
         else:
-            times = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
+            times = torch.tensor([t0, 1.0], dtype=x0.dtype, device=x0.device)
             out = odeint(counted, x0, times, method=self.method, rtol=self.rtol, atol=self.atol)
         return SolveResult(x1=out[-1], nfe=nfe)

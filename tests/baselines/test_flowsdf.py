@@ -1,0 +1,92 @@
+"""FlowSDF: the SDF transform against hand-computed distances, its round trip, the path, Algorithm 2's NFE."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.flowsdf import FlowSDF, sdf_to_labels, signed_distance
+from benchmark.methods import build_method
+from medflowseg.flow import LinearPath
+
+TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "rrdb_growth": 4}
+
+
+def _labels(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int64)[None]  # (1, H, W)
+
+
+def test_sdf_of_a_segment_is_the_signed_distance_in_pixels():
+    sdf = signed_distance(_labels([[0, 0, 1, 1, 1, 0, 0]]), 2, delta=15.0)
+    assert sdf.shape == (1, 1, 1, 7)
+    assert sdf[0, 0, 0].tolist() == pytest.approx([v / 15 for v in (2, 1, -1, -2, -1, 1, 2)])
+
+
+def test_sdf_is_euclidean_and_truncated_at_delta():
+    labels = torch.zeros(1, 5, 5, dtype=torch.int64)
+    labels[0, 2, 2] = 1
+    sdf = signed_distance(labels, 2, delta=2.5)[0, 0] * 2.5
+    assert sdf[2, 2] == pytest.approx(-1.0)
+    assert sdf[2, 0] == pytest.approx(2.0) and sdf[1, 1] == pytest.approx(math.sqrt(2))
+    assert sdf[0, 0] == pytest.approx(2.5)  # sqrt(8) = 2.83, truncated at delta
+
+
+def test_touching_objects_and_touching_classes():
+    # objects of one class that touch (pixels 1-2 and 3-4) form one region: no boundary between them
+    touching = signed_distance(_labels([[0, 1, 1, 1, 1, 0]]), 2, delta=10.0) * 10
+    assert touching[0, 0, 0].tolist() == pytest.approx([1, -1, -2, -2, -1, 1])
+    # classes that touch: each is the other's outside; the image border is not a boundary
+    labels = _labels([[1, 1, 1, 1, 2, 2],
+                      [1, 1, 1, 1, 2, 2]])
+    sdf = signed_distance(labels, 3, delta=10.0) * 10
+    assert sdf[0, 0, 0].tolist() == pytest.approx([-4, -3, -2, -1, 1, 2])
+    assert sdf[0, 1, 0].tolist() == pytest.approx([4, 3, 2, 1, -1, -2])
+    assert torch.equal(sdf_to_labels(sdf / 10), labels)
+
+
+def test_empty_and_full_masks():
+    empty = signed_distance(torch.zeros(2, 4, 4, dtype=torch.int64), 3, delta=15.0)
+    assert (empty == 1).all()
+    full = signed_distance(torch.ones(1, 4, 4, dtype=torch.int64), 2, delta=15.0)
+    assert (full == -1).all()
+    assert (sdf_to_labels(empty) == 0).all() and (sdf_to_labels(full) == 1).all()
+
+
+def test_mask_sdf_mask_round_trip_is_exact():
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, 4, size=(3, 16, 16))).long()
+    for delta in (1.0, 15.0):
+        assert torch.equal(sdf_to_labels(signed_distance(labels, 4, delta)), labels)
+
+
+def test_ot_path_with_sigma_min():
+    torch.manual_seed(0)
+    x0, x1, sigma = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4), 1e-3
+    path = LinearPath(sigma)
+    assert torch.allclose(path.sample(x0, x1, torch.zeros(3)).x_t, x0)
+    assert torch.allclose(path.sample(x0, x1, torch.ones(3)).x_t, x1 + sigma * x0)
+    t, eps = torch.full((3,), 0.3), 1e-3
+    numeric = (path.sample(x0, x1, t + eps).x_t - path.sample(x0, x1, t - eps).x_t) / (2 * eps)
+    assert torch.allclose(path.sample(x0, x1, t).u, numeric, atol=1e-3)
+
+
+@pytest.mark.parametrize("nfe, injections, mmse, expected", [(4, 1, 1, 4), (4, 2, 1, 4 + 2), (4, 4, 1, 4 + 3 + 2 + 1),
+                                                             (4, 1, 3, 12)])
+def test_sampling_counts_network_evaluations_exactly(nfe, injections, mmse, expected):
+    torch.manual_seed(0)
+    model = FlowSDF(1, 3, nfe=nfe, noise_injection_steps=injections, mmse_samples=mmse, **TINY).eval()
+    g = torch.Generator().manual_seed(0)
+    out = model.sample(torch.randn(2, 1, 16, 16), 2, g)
+    assert out.shape == (2, 2, 16, 16) and out.dtype == torch.int64 and 0 <= out.min() and out.max() < 3
+    assert model.nfe == expected
+
+
+def test_loss_trains_the_image_encoder_and_is_registered():
+    model = build_method("flowsdf", 3, 2, TINY)
+    assert isinstance(model, FlowSDF)
+    images, labels = torch.randn(2, 3, 16, 16), torch.randint(0, 2, (2, 16, 16))
+    loss = model.loss(images, labels, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder[0].weight.grad.abs().sum() > 0  # features reach the velocity
