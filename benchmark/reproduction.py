@@ -48,6 +48,7 @@ PAPER_METHODS: dict[str, str] = {
     "backbone": "medflowseg-backbone", "+ SA": "medflowseg-sa", "+ DB-SA": "medflowseg-dbsa",
     "+ DB-SA + FA-A. (w/o Mod.)": "medflowseg-nomod",
     "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa",
+    "UNetr": "unetr", "Swin-UNetr": "swin-unetr",
 }
 # Metrics not tied to a dataset's evaluation.
 _COMPLEXITY_METRICS = {"params", "gflops"}

@@ -1,0 +1,49 @@
+"""``unetr`` and ``swin-unetr``: MONAI's UNETR (Hatamizadeh et al., WACV 2022) and Swin UNETR
+(Hatamizadeh et al., BrainLes 2021) in 2D, trained with Dice + cross-entropy.
+
+They stand for the MedFlowSeg paper's "UNetr" and "Swin-UNetr" rows (Table 2). They are not TransUNet
+or Swin-Unet, which are different networks. The MONAI defaults are the papers' widths (UNETR: ViT-Base,
+hidden 768, 12 heads, feature size 16; Swin UNETR: feature size 24 here, 48 in its paper); the CPU profile
+narrows them in ``params.yaml``.
+"""
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import UNETR, SwinUNETR
+
+from baselines.supervised import SupervisedSegmenter
+
+
+class UNETRMethod(SupervisedSegmenter):
+    """Args: in_channels C, num_classes K, ``img_size`` (the square input side UNETR's patch grid is built
+    for; must equal ``data.size``) and MONAI ``UNETR``'s widths."""
+
+    def __init__(self, in_channels: int, num_classes: int, img_size: int = 256, feature_size: int = 16,
+                 hidden_size: int = 768, mlp_dim: int = 3072, num_heads: int = 12, dropout_rate: float = 0.0):
+        super().__init__(UNETR(in_channels, num_classes, img_size=(img_size, img_size), feature_size=feature_size,
+                               hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads,
+                               dropout_rate=dropout_rate, spatial_dims=2))
+        self.img_size = img_size
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        self._check(images)
+        return super().loss(images, labels, generator)
+
+    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        self._check(images)
+        return super().sample(images, n, generator)
+
+    def _check(self, images: torch.Tensor) -> None:
+        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
+            raise ValueError(f"unetr was built for {self.img_size}x{self.img_size} images (model.img_size) but got "
+                             f"{tuple(images.shape[-2:])}: set method.unetr.model.img_size to data.size")
+
+
+class SwinUNETRMethod(SupervisedSegmenter):
+    """Args: in_channels C, num_classes K and MONAI ``SwinUNETR``'s widths; inputs divisible by 32."""
+
+    def __init__(self, in_channels: int, num_classes: int, feature_size: int = 24, depths=(2, 2, 2, 2),
+                 num_heads=(3, 6, 12, 24), window_size: int = 7, drop_rate: float = 0.0):
+        super().__init__(SwinUNETR(in_channels, num_classes, feature_size=feature_size, depths=tuple(depths),
+                                   num_heads=tuple(num_heads), window_size=window_size, drop_rate=drop_rate,
+                                   spatial_dims=2))
