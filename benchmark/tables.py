@@ -102,15 +102,14 @@ def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[s
         index.append(row + (f" [ours: {method}]" if live else ""))
         row_methods.append(method)
         live_rows.append(live)
+        absent = Measured(None, missing=f"{row} is not implemented" if method is None else f"{method} not run")
         cells_row = []
         for col in columns:
             claim = by_cell.get((row, col))
-            m = measure(claim, ev, dataset=dataset) if claim and live else (
-                measured(col, method) if live else Measured(None, missing=f"{row} is not implemented"
-                                                            if method is None else f"{method} not run"))
+            m = measured(col, method) if live else absent
             cells_row.append(claim_cell(claim, m) if claim else claim_cell(template[col], m, with_paper=False))
-        absent = NOT_RUN if method else NOT_IMPLEMENTED
-        cells_row += [_extra_cell(ev, ds, method, metric) if live else absent for _, ds, metric in extra_cols]
+        cells_row += [_extra_cell(ev, ds, method, metric) if live else (NOT_RUN if method else NOT_IMPLEMENTED)
+                      for _, ds, metric in extra_cols]
         rows.append(cells_row)
     for method in methods:
         if method in mapped:
