@@ -108,21 +108,6 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
     return out
 
 
-def sample_maps(samples: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability and label entropy of ``K`` unfused samples: ``(K, ...)`` integer labels in
-    ``0..num_classes-1`` -> two ``(...)`` float32 maps.
-
-    Foreground probability: the fraction of the samples labelling a pixel anything but background.
-    Entropy: ``-sum_c p_c log2 p_c`` over the samples' label frequencies ``p_c``, in bits: 0 where all K
-    agree, 1 where half the samples say one class and half another, at most ``log2(min(K, num_classes))``.
-    (``fusion.sample_spread``, the ``uncertainty`` the predict stage stores, is ``1 - max_c p_c``: a
-    different measure of the same disagreement, 0.5 where entropy is 1 bit.)
-    """
-    p = np.stack([(samples == c).mean(axis=0) for c in range(num_classes)])
-    entropy = -(p * np.log2(np.where(p > 0, p, 1))).sum(axis=0)
-    return (samples > 0).mean(axis=0).astype(np.float32), entropy.astype(np.float32)
-
-
 def _raters(ax, rgb: np.ndarray, label: np.ndarray) -> None:
     """Raters' labels ``(R, H, W)`` on the image: filled if one rater, else one foreground outline each."""
     if label.shape[0] == 1:
@@ -143,6 +128,8 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+
+    from benchmark.metrics.fusion import sample_entropy
 
     datasets = cfg.table4.datasets or cfg.datasets
     examples = {ds: example_slice(ds) for ds in datasets}
@@ -174,7 +161,8 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
             _not_run(axes[r, 2])
             _not_run(axes[r, 3])
             continue
-        for c, image in zip((2, 3), sample_maps(samples[:, zi], k)):
+        maps = ((samples[:, zi] > 0).mean(axis=0), sample_entropy(samples[:, zi], k))  # P(foreground), bits
+        for c, image in zip((2, 3), maps):
             axes[r, c].imshow(image, cmap=cmaps[c][0], vmin=0, vmax=cmaps[c][1], interpolation="nearest")
     for c, (cmap, top, label) in cmaps.items():
         fig.colorbar(ScalarMappable(Normalize(0, top), cmap), ax=axes[:, c], location="bottom", shrink=0.9,

@@ -178,7 +178,9 @@ def table4(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
     for ds in ev.cfg.table4.datasets:
         df = claims_table(ev, claims, "Table 4", ev.cfg.table4.methods, dataset=ds)
         rows = list(zip(df.attrs["methods"], df.attrs["live"]))
-        for col, get in zip(TABLE4_EXTRA, (_gmacs_eval, _protocol, _ci_harmonic, _hm_iou)):
+        getters = (_gmacs_eval, _protocol, lambda ev, ds, m: _set_metric(ev, ds, m, "ci_harmonic"),
+                   lambda ev, ds, m: _set_metric(ev, ds, m, "hm_iou"))
+        for col, get in zip(TABLE4_EXTRA, getters):
             df[col] = [get(ev, ds, m) if live else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
         df.index = pd.MultiIndex.from_tuples([(ds, i) for i in df.index], names=["Dataset", "Method"])
         blocks.append(df)
@@ -203,14 +205,6 @@ def _gmacs_eval(ev, ds, m):
 def _protocol(ev, ds, m):
     c = _complexity(ev, ds, m)
     return f"{c['samples']} x {c['evaluations_per_sample']}" if c else NOT_RUN
-
-
-def _ci_harmonic(ev, ds, m):
-    return _set_metric(ev, ds, m, "ci_harmonic")
-
-
-def _hm_iou(ev, ds, m):
-    return _set_metric(ev, ds, m, "hm_iou")
 
 
 def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:

@@ -90,15 +90,6 @@ def _log_metrics(client, run_id: str, metrics: dict[str, float | None]) -> None:
         client.log_batch(run_id, metrics=new[i:i + 1000])
 
 
-def _run_metrics(metrics: dict) -> dict[str, float | None]:
-    out = {f"avg_{k}": v for k, v in metrics["average"].items()}
-    for cls, block in metrics["per_class"].items():
-        out.update({f"{cls}_{k}": block[k] for k in ("dice", "iou", "hd95")})
-    out.update(metrics["set_metrics"]["mean"])
-    out["nfe_per_sample"] = metrics["nfe_per_sample"]
-    return out
-
-
 def preview(example, dataset: str, method: str, fusion: str, out: Path) -> Path | None:
     """Write ``out``: image, majority reference and the method's samples fused by ``fusion`` on the
     test slice of the qualitative figure; None if the method has no predictions for that case.
@@ -137,6 +128,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], summary_metrics: dict
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import MlflowClient
 
+    from benchmark.evaluation import headline
     from benchmark.figures import example_slice
 
     root = (root or Path.cwd()).resolve()
@@ -153,7 +145,7 @@ def log_all(cfg: Config, results: dict, files: list[Path], summary_metrics: dict
             params = _flatten({"dataset": ds, "method": m, "model": mc.model, "train": mc.train.__dict__,
                                "predict": mc.predict.__dict__, "evaluation": metrics["conventions"]})
             rid = _run(client, exp, f"{ds}/{m}", params)
-            _log_metrics(client, rid, _run_metrics(metrics))
+            _log_metrics(client, rid, {**headline(metrics), "nfe_per_sample": metrics["nfe_per_sample"]})
             client.set_tag(rid, "git_revision", meta.get("git_revision", "unknown"))
             client.set_tag(rid, "manifest_sha256", meta.get("manifest_sha256", "unknown"))
             client.log_artifact(rid, str(paths.results(ds, m) / "evaluation.json"))

@@ -14,30 +14,11 @@ from benchmark.config import DataConfig, load_config
 from benchmark.data.preprocess import load_split, preprocess
 from benchmark.data.sources import fetch
 from benchmark.data.store import save_arrays
-from benchmark.figures import sample_maps, training_curves_figure, uncertainty_figure
+from benchmark.figures import training_curves_figure, uncertainty_figure
 from tests.conftest import TINY_PARAMS, write_params
 
 LESION = "phantom-lesion"  # four raters per case
 CARDIAC = "phantom-cardiac"
-
-
-def test_sample_maps_identical_samples_have_zero_entropy():
-    one = np.random.default_rng(0).integers(0, 3, size=(2, 5, 6))
-    p, h = sample_maps(np.stack([one] * 4), num_classes=3)
-    assert p.shape == h.shape == one.shape and h.dtype == np.float32
-    assert (h == 0).all()
-    np.testing.assert_array_equal(p, (one > 0).astype(np.float32))
-
-
-def test_sample_maps_half_split_is_one_bit():
-    samples = np.zeros((4, 2, 3), dtype=np.uint8)
-    samples[:2, 0, 0] = 1        # 2 of 4 say class 1: 1 bit, P(foreground) 0.5
-    samples[:, 0, 1] = [0, 0, 1, 2]  # 1/2, 1/4, 1/4: 1.5 bits, P(foreground) 0.5
-    samples[:, 1, 2] = 2         # all agree on class 2: 0 bits, P(foreground) 1
-    p, h = sample_maps(samples, num_classes=3)
-    assert h[0, 0] == 1.0 and h[0, 1] == 1.5
-    np.testing.assert_array_equal(h[1], 0)
-    np.testing.assert_array_equal(p, [[0.5, 0.5, 0], [0, 0, 1]])
 
 
 @pytest.fixture(scope="module")

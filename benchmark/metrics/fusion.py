@@ -86,6 +86,14 @@ def sample_spread(stack: np.ndarray, num_classes: int) -> np.ndarray:
     return (1.0 - _votes(stack, num_classes).max(axis=0) / stack.shape[0]).astype(np.float32)
 
 
+def sample_entropy(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-pixel entropy (bits) of the label frequencies of ``(N, ...)`` integer maps -> ``(...)`` float32:
+    0 where all N agree, 1 where half say one label and half another, at most ``log2(min(N, num_classes))``.
+    The same disagreement as ``sample_spread`` on another scale (1 bit where the spread is 0.5)."""
+    p = _votes(stack, num_classes) / stack.shape[0]
+    return (-(p * np.log2(np.where(p > 0, p, 1))).sum(axis=0)).astype(np.float32)
+
+
 FUSIONS = {"majority": majority_vote, "staple": staple}
 
 

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from benchmark.config import ConfigError, EvalConfig, load_config
-from benchmark.metrics.fusion import FUSIONS, fuse, majority_vote, sample_spread, staple
+from benchmark.metrics.fusion import FUSIONS, fuse, majority_vote, sample_entropy, sample_spread, staple
 from tests.conftest import write_params
 
 
@@ -203,3 +203,20 @@ def test_staple_of_unrelated_noise_maps_terminates(num_classes):
     fused = staple(noise.astype(np.uint8), num_classes)
     assert fused.shape == (1, 256, 256) and fused.max() < num_classes
     assert (fused > 0).mean() < 0.02  # scattered votes fuse to (nearly) background
+
+
+def test_sample_entropy_identical_samples_have_zero_entropy():
+    one = np.random.default_rng(0).integers(0, 3, size=(2, 5, 6))
+    h = sample_entropy(np.stack([one] * 4), num_classes=3)
+    assert h.shape == one.shape and h.dtype == np.float32 and (h == 0).all()
+
+
+def test_sample_entropy_in_bits():
+    samples = np.zeros((4, 2, 3), dtype=np.uint8)
+    samples[:2, 0, 0] = 1            # 2 of 4 say class 1: 1 bit
+    samples[:, 0, 1] = [0, 0, 1, 2]  # 1/2, 1/4, 1/4: 1.5 bits
+    samples[:, 1, 2] = 2             # all agree on class 2: 0 bits
+    h = sample_entropy(samples, num_classes=3)
+    assert h[0, 0] == 1.0 and h[0, 1] == 1.5
+    np.testing.assert_array_equal(h[1], 0)
+    assert sample_spread(samples, 3)[0, 0] == 0.5  # the same half split on the other scale
