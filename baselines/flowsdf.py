@@ -17,7 +17,7 @@ As the paper states it:
 
 Deviations, all named fields: the velocity network is the suite's time-conditioned residual UNet
 (``medflowseg.unet``), not guided-diffusion's UNet with attention; widths and RRDB depth are set per
-profile. The paper's full configuration: ``profiles/paper.yaml`` is where it belongs (not set yet).
+profile; the paper-scale configuration is ``method.flowsdf`` in ``profiles/paper.yaml``.
 """
 from __future__ import annotations
 

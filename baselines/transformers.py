@@ -20,9 +20,15 @@ class UNETRMethod(SupervisedSegmenter):
 
     def __init__(self, in_channels: int, num_classes: int, img_size: int = 256, feature_size: int = 16,
                  hidden_size: int = 768, mlp_dim: int = 3072, num_heads: int = 12, dropout_rate: float = 0.0):
-        super().__init__(UNETR(in_channels, num_classes, img_size=(img_size, img_size), feature_size=feature_size,
-                               hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads,
-                               dropout_rate=dropout_rate, spatial_dims=2))
+        net = UNETR(in_channels, num_classes, img_size=(img_size, img_size), feature_size=feature_size,
+                    hidden_size=hidden_size, mlp_dim=mlp_dim, num_heads=num_heads, dropout_rate=dropout_rate,
+                    spatial_dims=2)
+        # MONAI builds a cross-attention LayerNorm in every block even without cross-attention, where it is
+        # never called; dropped so that parameter counts cover only the network that runs.
+        for block in net.vit.blocks:
+            if not block.with_cross_attention:
+                block.norm_cross_attn = torch.nn.Identity()
+        super().__init__(net)
         self.img_size = img_size
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

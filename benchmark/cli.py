@@ -29,6 +29,17 @@ def cmd_preprocess(args):
     print(f"preprocess {args.dataset}: {m.status} {counts}")
 
 
+def _external(method: str):
+    """A registered method that trains and predicts by itself (nnU-Net: ``baselines/nnunet.py``) takes over the
+    train and predict stages through its ``train_external``/``predict_external``; None for every other method."""
+    from benchmark.methods.registry import UnknownMethodError, method_class
+    try:
+        cls = method_class(method)
+    except UnknownMethodError:
+        return None
+    return cls if hasattr(cls, "train_external") and hasattr(cls, "predict_external") else None
+
+
 def cmd_train(args):
     from benchmark.data.manifest import load_manifest
     from benchmark.training.trainer import train, write_not_run
@@ -39,7 +50,12 @@ def cmd_train(args):
         write_not_run(out, manifest.reason)
         print(f"train {args.dataset}/{args.method}: not run ({manifest.reason.splitlines()[0] if manifest.reason else ''})")
         return
-    meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method), args.max_steps)
+    external = _external(args.method)
+    if external:
+        meta = external.train_external(paths.processed(args.dataset), out, cfg.method_config(args.method),
+                                       cfg.evaluation.reference, args.max_steps)
+    else:
+        meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method), args.max_steps)
     print(f"train {args.dataset}/{args.method}: {meta['status']} {meta['steps']} steps in {meta['seconds']:.1f} s, "
           f"final loss {meta['final_loss']}")
 
@@ -48,8 +64,13 @@ def cmd_predict(args):
     from benchmark.inference import predict
     cfg = _config(args)
     mcfg = cfg.method_config(args.method)
-    meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
-                   args.out or paths.predictions(args.dataset, args.method), mcfg.predict, mcfg.train.threads)
+    external = _external(args.method)
+    if external:
+        meta = external.predict_external(paths.processed(args.dataset), paths.model(args.dataset, args.method),
+                                         args.out or paths.predictions(args.dataset, args.method), mcfg)
+    else:
+        meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
+                       args.out or paths.predictions(args.dataset, args.method), mcfg.predict, mcfg.train.threads)
     print(f"predict {args.dataset}/{args.method}: {meta['status']}")
 
 

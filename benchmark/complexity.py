@@ -11,10 +11,14 @@ handle for. Two kinds matter here and get handles:
 Elementwise operators (activations, additions, normalisation arithmetic) stay uncounted, as is
 fvcore's convention; ``Complexity.uncounted`` lists them so a reader sees what is left out.
 
-The cost of one sampling protocol is split by tracing ``sample(images, n=1)`` at 1 and at 2
-solver steps: the difference is one network evaluation; the rest is the fixed per-image cost
-(MedFlowSeg's Condition Network runs once per image). The protocol of K samples x S steps is
-``fixed + K * S * per_evaluation``.
+The cost of one sampling protocol is split by tracing ``sample`` three times at small step counts:
+``n = 1`` at 1 and at 2 solver steps (their difference over the difference in the method's reported
+``nfe`` is one network evaluation), and ``n = 2`` at 1 step (what a second sample adds besides its
+evaluations: ATFM's prior draw, FlowSDF's image encoder per MMSE draw). The rest is the fixed per-image
+cost (MedFlowSeg's Condition Network runs once per image). The evaluations per sample at the configured
+steps are the ``nfe`` an untraced ``sample`` call reports, so restarts (FlowSDF's noise injection) and
+MMSE draws are counted as run. The protocol of K samples with E evaluations each is
+``fixed + K * (per_sample + E * per_evaluation)``.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-from medflowseg.flow import FIXED_STEP_SOLVERS
 
 
 def _fft_handle(default_dims: int | None):
@@ -77,13 +80,13 @@ def count_macs(module: torch.nn.Module, inputs: tuple) -> tuple[float, Counter, 
     return float(analysis.total()), Counter(analysis.by_operator()), Counter(analysis.unsupported_ops())
 
 
-class _OneSample(torch.nn.Module):
-    def __init__(self, method: torch.nn.Module):
+class _Samples(torch.nn.Module):
+    def __init__(self, method: torch.nn.Module, n: int):
         super().__init__()
-        self.method = method
+        self.method, self.n = method, n
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.sample(images, 1, torch.Generator(images.device).manual_seed(0))
+        return self.method.sample(images, self.n, torch.Generator(images.device).manual_seed(0))
 
 
 @dataclass
@@ -91,14 +94,16 @@ class Complexity:
     """Attributes:
         params: trainable parameters.
         macs_fixed: MACs per image that do not repeat per step or sample.
-        macs_per_evaluation: MACs of one network evaluation (one ODE right-hand side).
-        macs_protocol: fixed + samples x evaluations per sample x per_evaluation.
+        macs_per_sample: MACs each sample adds besides its network evaluations.
+        macs_per_evaluation: MACs of one network evaluation (one ODE right-hand side or denoiser call).
+        macs_protocol: fixed + samples x (per_sample + evaluations per sample x per_evaluation).
         samples, evaluations_per_sample: the protocol counted.
         by_operator: MACs of one evaluation by operator (fft and attention included).
         uncounted: operators fvcore has no handle for (elementwise), with call counts.
     """
     params: int
     macs_fixed: float
+    macs_per_sample: float
     macs_per_evaluation: float
     macs_protocol: float
     samples: int
@@ -107,36 +112,45 @@ class Complexity:
     uncounted: dict
 
 
+def _traced(method: torch.nn.Module, images: torch.Tensor, n: int, steps: int):
+    """MACs of ``sample(images, n)`` with the solver at ``steps``, and the NFE per sample it reported."""
+    method.solver = dataclasses.replace(method.solver, steps=steps)
+    total, by_op, uncounted = count_macs(_Samples(method, n), (images,))
+    return total, method.nfe, by_op, uncounted
+
+
 def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samples: int) -> Complexity:
     """Count one image ``(1, in_channels, size, size)`` through ``method``'s sampling protocol.
 
-    A method with an ODE ``solver`` (a ``medflowseg.flow.ODESolver``) is traced at 1 and 2 fixed
-    steps of its solver rule to split fixed and per-evaluation cost; its protocol uses the
-    solver's configured steps. A method without one is one network evaluation.
+    A method with a fixed-step ``solver`` (a frozen dataclass with ``method`` and ``steps``: the ODE
+    solver of the flow methods, MedSegDiff's DDIM sampler) is split as the module docstring says;
+    a method without one is one network evaluation.
     """
     method = method.eval()
     images = torch.zeros(1, in_channels, size, size)
     params = sum(p.numel() for p in method.parameters() if p.requires_grad)
     solver = getattr(method, "solver", None)
     if solver is None:
-        total, by_op, uncounted = count_macs(_OneSample(method), (images,))
-        return Complexity(params, 0.0, total, total, 1, 1, dict(by_op), dict(uncounted))
+        total, by_op, uncounted = count_macs(_Samples(method, 1), (images,))
+        return Complexity(params, 0.0, 0.0, total, total, 1, 1, dict(by_op), dict(uncounted))
     if solver.method == "dopri5":
         raise ValueError("count the protocol at a fixed-step solver: dopri5's evaluations depend on the data")
     try:
-        method.solver = dataclasses.replace(solver, steps=1)
-        one, by_one, uncounted = count_macs(_OneSample(method), (images,))
-        method.solver = dataclasses.replace(solver, steps=2)
-        two, by_two, _ = count_macs(_OneSample(method), (images,))
+        one, nfe_one, by_one, uncounted = _traced(method, images, 1, 1)
+        two, nfe_two, by_two, _ = _traced(method, images, 1, 2)
+        pair, _, _, _ = _traced(method, images, 2, 1)
+        method.solver = solver
+        with torch.no_grad():
+            method.sample(images, 1, torch.Generator().manual_seed(0))
+        evaluations = method.nfe
     finally:
         method.solver = solver
-    per_step = two - one
-    per_eval = per_step / FIXED_STEP_SOLVERS[solver.method]
-    evaluations = solver.steps * FIXED_STEP_SOLVERS[solver.method]
-    fixed = one - per_step
-    by_op = {k: (by_two[k] - by_one.get(k, 0)) / FIXED_STEP_SOLVERS[solver.method] for k in by_two}
-    return Complexity(params, fixed, per_eval, fixed + samples * evaluations * per_eval, samples, evaluations,
-                      by_op, dict(uncounted))
+    per_eval = (two - one) / (nfe_two - nfe_one)
+    per_sample = pair - one - nfe_one * per_eval
+    fixed = one - per_sample - nfe_one * per_eval
+    by_op = {k: (by_two[k] - by_one.get(k, 0)) / (nfe_two - nfe_one) for k in by_two}
+    return Complexity(params, fixed, per_sample, per_eval, fixed + samples * (per_sample + evaluations * per_eval),
+                      samples, evaluations, by_op, dict(uncounted))
 
 
 def complexity_record(method_name: str, model_params: dict, in_channels: int, num_classes: int, size: int,
@@ -149,7 +163,8 @@ def complexity_record(method_name: str, model_params: dict, in_channels: int, nu
     method = build_method(method_name, in_channels, num_classes, model_params)
     c = method_complexity(method, in_channels, size, samples)
     return {"status": "ok", "method": method_name, "image": [in_channels, size, size], "num_classes": num_classes,
-            "params": c.params, "macs_fixed": c.macs_fixed, "macs_per_evaluation": c.macs_per_evaluation,
+            "params": c.params, "macs_fixed": c.macs_fixed, "macs_per_sample": c.macs_per_sample,
+            "macs_per_evaluation": c.macs_per_evaluation,
             "macs_protocol": c.macs_protocol, "samples": c.samples,
             "evaluations_per_sample": c.evaluations_per_sample,
             "counted_by": "fvcore, 1 multiply-add = 1 MAC; FFT (2.5 n log2 n per transform) and fused attention "

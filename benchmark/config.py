@@ -83,11 +83,10 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class AblationConfig:
-    """MedFlowSeg's ablation variants (paper Tables 3 and 4), run on a subset of the datasets.
-
-    The full model comes from the main ``methods`` list, so ``methods`` here are the variants only.
-    """
+class MatrixConfig:
+    """A matrix of ``datasets`` x ``methods`` run by train/predict/evaluate stages of its own, beside the
+    main matrix: MedFlowSeg's ablation variants (paper Tables 3 and 4; the full model comes from the main
+    ``methods``) and the baselines, each on the datasets that bound its time at the profile."""
     datasets: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
 
@@ -133,16 +132,28 @@ class Config:
     data: DataConfig
     evaluation: EvalConfig
     method: dict[str, MethodConfig]
-    ablations: AblationConfig = AblationConfig()
+    baselines: MatrixConfig = MatrixConfig()
+    ablations: MatrixConfig = MatrixConfig()
     nfe_sweep: SweepConfig = SweepConfig()
     table4: Table4Config = Table4Config()
     claims: ClaimsConfig = ClaimsConfig()
     source: str = "params.yaml"
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (dataset, method) some evaluate stage scores: the main matrix, the baselines', the ablations'."""
+        out = [(d, m) for d in self.datasets for m in self.methods]
+        out += [(d, m) for d in self.baselines.datasets for m in self.baselines.methods]
+        out += [(d, m) for d in self.ablations.datasets for m in self.ablations.methods]
+        return list(dict.fromkeys(out))
+
     def evaluated(self, dataset: str, method: str) -> bool:
         """Whether some evaluate stage scores ``method`` on ``dataset``."""
-        return ((dataset in self.datasets and method in self.methods)
-                or (dataset in self.ablations.datasets and method in self.ablations.methods))
+        return (dataset, method) in self.pairs()
+
+    @property
+    def compared_methods(self) -> tuple[str, ...]:
+        """The rows of the comparison tables (paper Tables 1 and 2): the main methods, then the baselines."""
+        return tuple(dict.fromkeys(self.methods + self.baselines.methods))
 
     def method_config(self, name: str) -> MethodConfig:
         if name not in self.method:
@@ -172,8 +183,8 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     src = str(path)
-    allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "ablations",
-               "nfe_sweep", "table4", "claims"}
+    allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "baselines",
+               "ablations", "nfe_sweep", "table4", "claims"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
@@ -194,16 +205,21 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                  data=_build(DataConfig, raw.get("data"), "data", src),
                  evaluation=_build(EvalConfig, raw.get("evaluation"), "evaluation", src),
                  method=methods, source=src,
-                 ablations=_build(AblationConfig, _tuples(raw.get("ablations")), "ablations", src),
+                 baselines=_build(MatrixConfig, _tuples(raw.get("baselines")), "baselines", src),
+                 ablations=_build(MatrixConfig, _tuples(raw.get("ablations")), "ablations", src),
                  nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src),
                  table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src),
                  claims=_build(ClaimsConfig, raw.get("claims"), "claims", src))
-    for name in cfg.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
+    for name in cfg.methods + cfg.baselines.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
+    for section in ("baselines", "ablations"):
+        outside = [d for d in getattr(cfg, section).datasets if d not in cfg.datasets]
+        if outside:
+            raise ConfigError(f"{src}: {section}.datasets {outside} are not in datasets, so no stage prepares them")
     missing = [f"{d}/{m}" for d in cfg.table4.datasets for m in cfg.table4.methods if not cfg.evaluated(d, m)]
     if missing:
         raise ConfigError(f"{src}: table4 asks for {missing}, which no evaluate stage produces "
-                          f"(add them to datasets x methods or to ablations)")
+                          f"(add them to datasets x methods, baselines or ablations)")
     return cfg
 
 

@@ -63,6 +63,7 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
 
     from benchmark.metrics.fusion import majority_vote
 
+    methods = list(cfg.compared_methods)
     rows = []
     for ds in cfg.datasets:
         ex = example_slice(ds)
@@ -70,13 +71,13 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
             rows.append((ds, None, None, None, {}))
             continue
         k, case, zi, ref = ex
-        preds = {m: majority_vote(s, k)[zi] for m in cfg.methods
-                 if (s := load_samples(ds, m, case.case_id)) is not None}
+        preds = {m: majority_vote(s, k)[zi] for m in methods
+                 if cfg.evaluated(ds, m) and (s := load_samples(ds, m, case.case_id)) is not None}
         rows.append((ds, case.case_id, display_rgb(case.image[zi]), ref, preds))
 
-    ncols = 2 + len(cfg.methods)
+    ncols = 2 + len(methods)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
-    titles = ["image", "reference"] + list(cfg.methods)
+    titles = ["image", "reference"] + methods
     for r, (ds, case_id, rgb, ref, preds) in enumerate(rows):
         for c in range(ncols):
             ax = axes[r, c]
@@ -95,7 +96,7 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
             elif c == 1:
                 ax.imshow(overlay(rgb, ref))
             else:
-                m = cfg.methods[c - 2]
+                m = methods[c - 2]
                 if m in preds:
                     ax.imshow(overlay(rgb, preds[m]))
                 else:
@@ -190,8 +191,8 @@ def training_curves_figure(cfg: Config, out: Path) -> Path:
     import pandas as pd
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    datasets = list(dict.fromkeys(cfg.datasets + cfg.ablations.datasets))
-    methods = list(dict.fromkeys(cfg.methods + cfg.ablations.methods))
+    datasets = list(dict.fromkeys(d for d, _ in cfg.pairs()))
+    methods = list(dict.fromkeys(m for _, m in cfg.pairs()))
     colours = dict(zip(methods, plt.get_cmap("tab10").colors * 2))
     ncols = min(4, len(datasets))
     nrows = -(-len(datasets) // ncols)
@@ -199,8 +200,7 @@ def training_curves_figure(cfg: Config, out: Path) -> Path:
                              layout="constrained")
     handles = {}
     for ax, ds in zip(axes.flat, datasets):
-        drawn = [m for m in cfg.methods if ds in cfg.datasets]
-        drawn += [m for m in cfg.ablations.methods if ds in cfg.ablations.datasets]
+        drawn = [m for d, m in cfg.pairs() if d == ds]
         n_lines = 0
         for m in drawn:
             csv = paths.run(ds, m) / "loss.csv"
@@ -208,8 +208,8 @@ def training_curves_figure(cfg: Config, out: Path) -> Path:
             if df.empty:
                 continue
             curve = df["loss"].rolling(SMOOTHING, min_periods=1).mean() / df["loss"].iloc[0]
-            handles[m], = ax.plot(df["step"], curve, color=colours[m], lw=1.3 if m in cfg.methods else 1.0,
-                                  ls="-" if m in cfg.methods else "--")
+            handles[m], = ax.plot(df["step"], curve, color=colours[m], lw=1.3 if m in cfg.compared_methods else 1.0,
+                                  ls="-" if m in cfg.compared_methods else "--")
             n_lines += 1
         if not n_lines:
             _not_run(ax)

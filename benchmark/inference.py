@@ -10,6 +10,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,6 +45,13 @@ def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
 
 def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> dict:
     torch.set_num_threads(threads)
+    return write_predictions(model_dir, out, lambda tmp: _predict_cases(processed, model_dir, tmp, cfg))
+
+
+def write_predictions(model_dir: Path, out: Path, predict_cases: Callable[[Path], dict]) -> dict:
+    """The predict stage's folder, for any method: ``predict_cases(folder)`` writes the cases' files into a
+    temporary folder and returns the meta; the folder replaces ``out`` only when complete. A model whose
+    training was not run gives a not-run folder."""
     model_dir, out = Path(model_dir), Path(out)
     train_meta = json.loads((model_dir / "meta.json").read_text()) if (model_dir / "meta.json").is_file() else {}
     tmp = out.with_name(f".{out.name}.tmp")
@@ -52,7 +60,7 @@ def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, thr
     if train_meta.get("status") == "not_run":
         meta = {"status": "not_run", "reason": train_meta.get("reason", "")}
     else:
-        meta = _predict_cases(processed, model_dir, tmp, cfg)
+        meta = predict_cases(tmp)
     write_json(tmp / "meta.json", meta)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

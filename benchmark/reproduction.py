@@ -48,7 +48,9 @@ PAPER_METHODS: dict[str, str] = {
     "backbone": "medflowseg-backbone", "+ SA": "medflowseg-sa", "+ DB-SA": "medflowseg-dbsa",
     "+ DB-SA + FA-A. (w/o Mod.)": "medflowseg-nomod",
     "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa",
-    "UNetr": "unetr", "Swin-UNetr": "swin-unetr",
+    "UNetr": "unetr", "Swin-UNetr": "swin-unetr", "nnUNet": "nnunet", "MedSegDiff": "medsegdiff",
+    # FlowSDF's K = 1 row is its plain protocol; the MMSE rows (K = 25, T = 100) are other configurations.
+    "FlowSDF": "flowsdf", "FlowSDF (K=1)": "flowsdf", "ATFM": "atfm",
 }
 # Metrics not tied to a dataset's evaluation.
 _COMPLEXITY_METRICS = {"params", "gflops"}
@@ -106,7 +108,7 @@ class Evidence:
     @cached_property
     def datasets(self) -> dict[str, object]:
         """Dataset name -> its manifest's ``DatasetInfo`` (None where not preprocessed)."""
-        names = {d for d, _ in self.results} | set(self.cfg.datasets) | set(self.cfg.table4.datasets)
+        names = {d for d, _ in self.results} | {d for d, _ in self.cfg.pairs()} | set(self.cfg.table4.datasets)
         out = {}
         for ds in sorted(names):
             try:

@@ -22,6 +22,10 @@ from benchmark.reproduction import PAPER_DATASETS, PAPER_METHODS, Evidence, Meas
 
 METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
                  "medflowseg": "MedFlowSeg"}
+# What stands on a paper's row where it is not the authors' code: shown beside the method's name.
+STAND_INS = {"flowsdf": "suite reimplementation", "atfm": "suite reimplementation",
+             "medsegdiff": "MedSegDiff-V1, suite reimplementation", "nnunet": "nnunetv2, 2d configuration",
+             "unetr": "MONAI UNETR in 2D", "swin-unetr": "MONAI Swin UNETR in 2D"}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given where our dataset stands for the "
              "paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` gives "
@@ -29,9 +33,7 @@ CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given wh
 
 
 def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
-    pairs = [(ds, m) for ds in cfg.datasets for m in cfg.methods]
-    pairs += [(ds, m) for ds in cfg.ablations.datasets for m in cfg.ablations.methods]
-    return {(ds, m): _read(paths.results(ds, m) / "evaluation.json") for ds, m in pairs}
+    return {(ds, m): _read(paths.results(ds, m) / "evaluation.json") for ds, m in cfg.pairs()}
 
 
 def load_complexity(cfg: Config) -> dict[tuple[str, str], dict]:
@@ -99,7 +101,7 @@ def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[s
     for row in _unique(c.row for c in cells):
         method = PAPER_METHODS.get(row)
         live = method in methods
-        index.append(row + (f" [ours: {method}]" if live else ""))
+        index.append(row + (f" [ours: {', '.join(filter(None, (method, STAND_INS.get(method))))}]" if live else ""))
         row_methods.append(method)
         live_rows.append(live)
         absent = Measured(None, missing=f"{row} is not implemented" if method is None else f"{method} not run")
@@ -149,13 +151,13 @@ def _table_datasets(claims: list[Claim], table: str) -> set[str]:
 
 def table1(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
     """Paper Table 1: multi-class cardiac segmentation (ACDC), average and per-structure Dice/IoU, HD95."""
-    return claims_table(ev, claims, "Table 1", ev.cfg.methods)
+    return claims_table(ev, claims, "Table 1", ev.cfg.compared_methods)
 
 
 def table2(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
     """Paper Table 2: methods across modalities; datasets of ours with no paper column are added."""
     extra = _unclaimed(ev.cfg.datasets, _table_datasets(claims, "Table 2"))
-    return claims_table(ev, claims, "Table 2", ev.cfg.methods, extra_datasets=extra)
+    return claims_table(ev, claims, "Table 2", ev.cfg.compared_methods, extra_datasets=extra)
 
 
 def table3(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
@@ -229,7 +231,7 @@ def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
 
 def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] | None = None) -> str:
     conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
-    methods = list(cfg.methods) if methods is None else methods
+    methods = list(cfg.compared_methods) if methods is None else methods
     ok = [(d, m) for d in datasets for m in methods if results.get((d, m), {}).get("status") == "ok"]
     samples = {m: results[(d, m)]["n_samples"] for d, m in ok}
     nfe = {m: results[(d, m)]["nfe_per_sample"] for d, m in ok}
@@ -323,15 +325,28 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
 
 
 def headline_metrics(cfg: Config, results: dict, lines: list) -> dict[str, dict[str, float]]:
-    """What ``dvc metrics show`` lists for the tables stage: each method's Dice (%) averaged over the
-    profile's datasets it ran on (the main matrix; the ablation variants have Table 3), and how many
+    """What ``dvc metrics show`` lists for the tables stage: each main method's Dice (%) averaged over the
+    main matrix's datasets (the ablation variants have Table 3); each compared method's Dice averaged over
+    the baselines' datasets, where it has all of them, so the baselines compare on equal data; and how many
     claims got each verdict."""
-    dice: dict[str, list[float]] = {}
-    for (ds, m), r in results.items():
-        if ds in cfg.datasets and m in cfg.methods and r.get("status") == "ok" and r["average"]["dice"] is not None:
-            dice.setdefault(m, []).append(100 * r["average"]["dice"])
+    def dice(ds: str, m: str) -> float | None:
+        r = results.get((ds, m), {})
+        return 100 * r["average"]["dice"] if r.get("status") == "ok" and r["average"]["dice"] is not None else None
+
+    def mean_over(datasets: tuple[str, ...], methods: tuple[str, ...], complete: bool) -> dict[str, float]:
+        out = {}
+        for m in methods:
+            values = [v for ds in datasets if (v := dice(ds, m)) is not None]
+            if values and (not complete or len(values) == len(datasets)):
+                out[m] = sum(values) / len(values)
+        return out
+
     verdicts = Counter(ln.verdict.replace(" ", "_") for ln in lines)
-    return {"dice_mean": {m: sum(v) / len(v) for m, v in dice.items()}, "claims": dict(verdicts)}
+    out = {"dice_mean": mean_over(cfg.datasets, cfg.methods, complete=False)}
+    if cfg.baselines.datasets:
+        out["dice_mean_baseline_datasets"] = mean_over(cfg.baselines.datasets, cfg.compared_methods, complete=True)
+    out["claims"] = dict(verdicts)
+    return out
 
 
 def flat_metrics(nested: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -84,8 +84,13 @@ class UNet(nn.Module):
         mid = h
         if not decode:
             return UNetFeatures(bottleneck=mid, decoder=None)
+        return UNetFeatures(bottleneck=mid, decoder=self.decode(h, skips, temb))
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor | None) -> torch.Tensor:
+        """The decoder from the bottleneck feature ``h``; ``skips`` holds one feature per encoder level,
+        level 0 first, and is consumed. Returns ``(B, C_0, H, W)``."""
         for j, stage in enumerate(self.decoder):
             h = stage(torch.cat([h, skips.pop()], dim=1), temb)
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return UNetFeatures(bottleneck=mid, decoder=h)
+        return h

@@ -28,7 +28,9 @@ TINY_PARAMS = {
                "flowseg-plain": {"model": {"channels": [8, 16], "norm_num_groups": 4, "steps": 2},
                                  "predict": {"n_samples": 2}},
                "medflowseg": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}},
-               "medflowseg-backbone": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}}},
+               "medflowseg-backbone": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}},
+               "flowsdf": {"model": {"channels": [8, 16], "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4,
+                                     "rrdb_growth": 4, "delta": 4.0, "nfe": 2}, "predict": {"n_samples": 2}}},
     "ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
     "nfe_sweep": {"datasets": ["phantom-cardiac"], "method": "medflowseg"},
     "table4": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
@@ -38,6 +40,10 @@ TINY_PARAMS = {
 
 def write_params(path: Path, **overrides) -> Path:
     params = {**TINY_PARAMS, **overrides}
+    for section in ("ablations", "table4"):   # tiny ones on phantom-cardiac: kept only where that is listed
+        if section not in overrides:
+            kept = [d for d in TINY_PARAMS[section]["datasets"] if d in params["datasets"]]
+            params[section] = {**TINY_PARAMS[section], "datasets": kept}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

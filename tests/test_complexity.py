@@ -6,7 +6,7 @@ import math
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from benchmark.complexity import count_macs, method_complexity
+from benchmark.complexity import _Samples, count_macs, method_complexity
 from benchmark.methods import build_method
 
 TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "fa_depth": 1,
@@ -57,6 +57,7 @@ def test_protocol_is_fixed_plus_samples_times_evaluations():
     c = method_complexity(m, in_channels=1, size=16, samples=5)
     assert c.evaluations_per_sample == 7 and m.solver.steps == 7, "the solver is restored"
     assert c.macs_fixed > 0 and c.macs_per_evaluation > 0
+    assert c.macs_per_sample == 0, "the Condition Network runs once per image, not per sample"
     assert c.macs_protocol == c.macs_fixed + 5 * 7 * c.macs_per_evaluation
     assert c.by_operator["fft_fft2"] > 0 and c.by_operator["scaled_dot_product_attention"] > 0
     # one evaluation counted directly equals the difference of the two traced protocols
@@ -86,4 +87,20 @@ def test_midpoint_has_two_evaluations_per_step():
 def test_a_deterministic_method_is_one_evaluation():
     m = build_method("unet", 1, 3, {"channels": (4, 8), "strides": (2,)})
     c = method_complexity(m, 1, 16, samples=10)
-    assert c.macs_fixed == 0 and c.samples == 1 and c.macs_protocol == c.macs_per_evaluation > 0
+    assert c.macs_fixed == c.macs_per_sample == 0 and c.samples == 1 and c.macs_protocol == c.macs_per_evaluation > 0
+
+
+def test_flowsdf_protocol_counts_restarts_and_mmse_draws_as_run():
+    """Noise injection (T = 3) and MMSE over 2 draws: the split protocol equals a direct count of the
+    whole sampling call, and the evaluations per sample are the NFE sampling reports."""
+    torch.manual_seed(0)
+    m = build_method("flowsdf", 1, 3, {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16,
+                                       "norm_groups": 4, "rrdb_blocks": 1, "rrdb_growth": 4, "nfe": 6,
+                                       "noise_injection_steps": 3, "mmse_samples": 2})
+    c = method_complexity(m, in_channels=1, size=16, samples=3)
+    with torch.no_grad():
+        m.sample(torch.zeros(1, 1, 16, 16), 1, torch.Generator().manual_seed(0))
+    assert c.evaluations_per_sample == m.nfe == 2 * (6 + 4 + 2)
+    assert c.macs_per_sample > 0, "the image encoder runs once per MMSE draw"
+    direct, _, _ = count_macs(_Samples(m.eval(), 3), (torch.zeros(1, 1, 16, 16),))
+    assert math.isclose(c.macs_protocol, direct, rel_tol=1e-9)

@@ -12,7 +12,8 @@ from benchmark.cli import main
 from tests.conftest import ROOT, TINY_PARAMS, write_params
 
 METHODS = ["unet", "flowseg-plain", "medflowseg"]
-TABLE4 = {"datasets": ["phantom-cardiac"], "methods": ["flowseg-plain", "medflowseg", "medflowseg-backbone"]}
+BASELINES = {"datasets": ["phantom-cardiac"], "methods": ["flowsdf"]}
+TABLE4 = {"datasets": ["phantom-cardiac"], "methods": ["flowseg-plain", "flowsdf", "medflowseg", "medflowseg-backbone"]}
 
 
 def _run(cmd, cwd):
@@ -31,17 +32,17 @@ def dvc_project(tmp_path_factory) -> Path:
         (proj / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, proj / f)
     shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    write_params(proj / "params.yaml", methods=METHODS, table4=TABLE4)
+    write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4)
     _run(["git", "init", "-q"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
     _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
     out = _run(["dvc", "repro"], proj)
-    assert "Running stage 'tables'" in out
+    assert "Running stage 'tables'" in out and "Running stage 'baseline-evaluate@phantom-cardiac-flowsdf'" in out
     return proj
 
 
 def test_repro_produces_tables_figure_and_metrics(dvc_project):
-    for m in ("unet", "flowseg-plain", "medflowseg", "medflowseg-backbone"):
+    for m in ("unet", "flowseg-plain", "medflowseg", "medflowseg-backbone", "flowsdf"):
         metrics = json.loads((dvc_project / f"results/phantom-cardiac/{m}/evaluation.json").read_text())
         assert metrics["status"] == "ok" and 0 <= metrics["average"]["dice"] <= 1
         assert metrics["conventions"]["hd95_convention"] == "pooled"
@@ -49,8 +50,10 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert headline["avg_dice"] == metrics["average"]["dice"] and "RV_hd95" in headline
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
-    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 90.29)" in t1 and "RV Dice" in t1
-    assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2}" in t1  # euler, 2 steps in the tiny profile
+    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 89.71)" in t1 and "RV Dice" in t1
+    assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2, 'flowsdf': 2}" in t1  # 2 steps in the tiny profile
+    flowsdf = next(line for line in t1.splitlines() if line.startswith("| FlowSDF [ours: flowsdf, suite reimplementation]"))
+    assert flowsdf.count("(paper ") == 9 and "not run" not in flowsdf  # a baseline's row in the paper's table
     medflowseg = next(line for line in t1.splitlines() if line.startswith("| MedFlowSeg [ours: medflowseg]"))
     assert medflowseg.count("(paper ") == 9 and medflowseg.count(", Δ ") == 9  # ours beside every paper cell
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
@@ -76,11 +79,13 @@ def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
     t4 = (dvc_project / "paper/tables/table4_complexity_uncertainty.md").read_text()
     rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in t4.splitlines()
                               if line.startswith("| phantom-cardiac"))}
-    ours = {"flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "MedFlowSeg [ours: medflowseg]", "medflowseg-backbone"}
+    ours = {"flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "MedFlowSeg [ours: medflowseg]", "medflowseg-backbone",
+            "FlowSDF [ours: flowsdf, suite reimplementation]"}
     assert ours <= set(rows) and all("not run" not in rows[name] for name in ours)
     full = rows["MedFlowSeg [ours: medflowseg]"]
     assert full[8] == "2 x 2" and full[5].endswith("(paper 21.9 on REFUGE2-Cup)")  # tiny profile: 2 samples, 2 steps
-    assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["FlowSDF"][2] == "not implemented (paper 42)"
+    assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["SegDiff"][2] == "not implemented (paper 53)"
+    assert rows["MedSegDiff"][2] == "not run (paper 85)"  # registered, not in the tiny profile
     record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())
     assert record["set_metrics"]["n_samples"] == 2 and "ged_2" in record["set_metrics"]["mean"]
     assert (dvc_project / "results/phantom-cardiac/medflowseg/complexity.json").is_file()
@@ -93,7 +98,7 @@ def test_second_repro_runs_nothing(dvc_project):
 
 
 def test_changing_one_method_reruns_only_that_method(dvc_project):
-    params = dict(TINY_PARAMS, methods=METHODS, table4=TABLE4)
+    params = dict(TINY_PARAMS, methods=METHODS, baselines=BASELINES, table4=TABLE4)
     params["method"] = {**params["method"], "unet": {"model": {**params["method"]["unet"]["model"], "dropout": 0.1}}}
     write_params(dvc_project / "params.yaml", **params)
     status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
@@ -111,8 +116,8 @@ def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):
     exp = client.get_experiment_by_name("segbench-test")
     runs = client.search_runs([exp.experiment_id])
     keys = sorted(r.data.tags["segbench.key"] for r in runs)
-    assert keys == ["phantom-cardiac/flowseg-plain", "phantom-cardiac/medflowseg", "phantom-cardiac/medflowseg-backbone",
-                    "phantom-cardiac/unet", "summary"]
+    assert keys == ["phantom-cardiac/flowsdf", "phantom-cardiac/flowseg-plain", "phantom-cardiac/medflowseg",
+                    "phantom-cardiac/medflowseg-backbone", "phantom-cardiac/unet", "summary"]
     run = next(r for r in runs if r.data.tags["segbench.key"] == "phantom-cardiac/unet")
     assert run.data.tags["manifest_sha256"] != "unknown" and "avg_dice" in run.data.metrics
 

@@ -64,8 +64,10 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
     assert names == ["EnsemDiff", "SegDiff", "MedSegDiff", "MedSegDiff-V2", "FlowSDF",
                      "bone + DB-SA [ours: medflowseg-dbsa]", "bone + FA-A. [ours: medflowseg-fa]",
                      "MedFlowSeg [ours: medflowseg]"]
-    assert df.loc[(DS, "FlowSDF"), "Params"] == "not implemented (paper 42)"
-    assert (df.loc[(DS, "FlowSDF"), TABLE4_EXTRA] == "not implemented").all()
+    assert df.loc[(DS, "FlowSDF"), "Params"] == "not run (paper 42)"  # registered, not in this profile
+    assert df.loc[(DS, "SegDiff"), "Params"] == "not implemented (paper 53)"
+    assert (df.loc[(DS, "FlowSDF"), TABLE4_EXTRA] == "not run").all()
+    assert (df.loc[(DS, "SegDiff"), TABLE4_EXTRA] == "not implemented").all()
     full = df.loc[(DS, "MedFlowSeg [ours: medflowseg]")]
     assert full["Params"] == "0.840 (paper 111, Δ -110.160)" and full["Gflops"].startswith("1.10 (paper 789")
     # phantom-lesion does not stand for the paper's REFUGE2-Cup: the paper's value, no difference
@@ -104,7 +106,8 @@ def test_table1_has_every_paper_row_and_our_extra_method(tmp_path, claims):
     unet = df.loc["UNet [ours: unet]"]
     assert unet["Average Dice"] == "60.00 (paper 87.55, Δ -27.55)" and unet["LV Dice"] == "90.00 (paper 94.92, Δ -4.92)"
     assert unet["Average HD95"] == "3.00 (paper 9.58, Δ -6.58)"
-    assert df.loc["nnUNet", "Average Dice"] == "not implemented (paper 90.29)"
+    assert df.loc["nnUNet", "Average Dice"] == "not run (paper 90.29)"  # registered, not in this profile
+    assert df.loc["TransUNet", "Average Dice"] == "not implemented (paper 89.71)"
     assert df.loc["MedFlowSeg [ours: medflowseg]", "Average Dice"] == "not run (paper 93.57)"  # no evaluation
     assert df.iloc[-1]["Average Dice"] == "30.00"   # our extra row: no paper value
 
@@ -138,6 +141,19 @@ def test_table4_config_refuses_pairs_no_stage_evaluates(tmp_path):
     with pytest.raises(ConfigError, match="table4 asks for"):
         load_config(write_params(tmp_path / "params.yaml", table4={"datasets": ["phantom-cardiac"],
                                                                     "methods": ["medflowseg"]}))
+
+
+def test_baselines_matrix_joins_the_comparison_tables_and_is_checked(tmp_path):
+    from benchmark.config import ConfigError
+    baselines = {"datasets": ["phantom-cardiac"], "methods": ["flowsdf", "unet"]}
+    cfg = load_config(write_params(tmp_path / "params.yaml", baselines=baselines))
+    assert cfg.compared_methods == ("unet", "flowsdf")   # the main methods first, none twice
+    assert cfg.evaluated("phantom-cardiac", "flowsdf") and not cfg.evaluated("phantom-lesion", "flowsdf")
+    assert cfg.pairs().count(("phantom-cardiac", "unet")) == 1
+    with pytest.raises(ConfigError, match=r"baselines.datasets \['phantom-lesion'\] are not in datasets"):
+        load_config(write_params(tmp_path / "params.yaml", baselines={**baselines, "datasets": ["phantom-lesion"]}))
+    with pytest.raises(ConfigError, match=r"no section method.atfm"):
+        load_config(write_params(tmp_path / "params.yaml", baselines={**baselines, "methods": ["atfm"]}))
 
 
 def test_complexity_stage_writes_the_counts_of_the_configured_method(tiny_project, monkeypatch):

@@ -1,0 +1,202 @@
+"""nnU-Net through the real nnunetv2 package: export of the train/val splits, import of its outputs, and the whole
+round trip (export -> plan/preprocess -> train -> predict -> import -> evaluate) twice, through the CLI and the API,
+with identical results."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+from baselines import nnunet
+from benchmark.cli import main
+from benchmark.config import ConfigError, MethodConfig, load_config
+from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.manifest import CaseEntry, Manifest, file_sha256, load_manifest, slice_hashes
+from benchmark.data.store import CaseFileError, load_arrays, save_case
+from benchmark.evaluation import evaluate
+from tests.conftest import TINY_PARAMS, write_params
+
+SPACING = (5.0, 1.5, 1.25)  # (z, y, x) mm
+SPLITS = {"a": "train", "b": "train", "c": "val", "d": "test"}
+TINY_NNUNET = {"epochs": 2, "iterations_per_epoch": 5, "val_iterations": 2}
+
+
+def _toy_processed(root: Path, status: str = "ok") -> dict:
+    """4 subjects (2 train, 1 val, 1 test), 3 channels, 3 raters, 3 classes, 2 slices of 6x5 px. Each rater departs
+    from ``truth`` on its own third of the pixels, so every rater differs from it and their majority is ``truth``."""
+    info = DatasetInfo(name="toy-set", modality="CT", channels=3, class_names=("background", "cyst", "wall"),
+                       n_annotators=3)
+    rng = np.random.default_rng(0)
+    entries, cases = [], {}
+    for sid, split in SPLITS.items():
+        cid = f"{sid}_case"
+        truth = rng.integers(0, 3, (2, 6, 5)).astype(np.uint8)
+        third = rng.integers(0, 3, truth.shape)
+        label = np.stack([np.where(third == k, (truth + 1) % 3, truth) for k in range(3)]).astype(np.uint8)
+        case = Case(cid, sid, rng.normal(size=(2, 3, 6, 5)).astype(np.float32), label, SPACING)
+        save_case(root / "cases" / f"{cid}.npz", case)
+        entries.append(CaseEntry(cid, sid, split, f"cases/{cid}.npz", info.modality, 3, list(SPACING),
+                                 list(info.class_names), 3, 2, file_sha256(root / "cases" / f"{cid}.npz"),
+                                 slice_hashes(case.image)))
+        cases[cid] = (case, truth)
+    Manifest(info, status, reason="" if status == "ok" else "the source is not available",
+             cases=entries if status == "ok" else []).save(root)
+    return cases
+
+
+def test_export_writes_train_and_val_only_with_the_majority_reference(tmp_path):
+    cases = _toy_processed(tmp_path / "processed")
+    out = nnunet.export_raw(tmp_path / "processed", tmp_path / "raw")
+    folder = tmp_path / "raw" / "Dataset001_ToySet"
+    assert out["folder"] == folder
+    assert (out["train"], out["val"]) == (["a_case", "b_case"], ["c_case"])
+
+    dj = json.loads((folder / "dataset.json").read_text())
+    assert dj["channel_names"] == {"0": "zscore", "1": "zscore", "2": "zscore"}
+    assert dj["labels"] == {"background": 0, "cyst": 1, "wall": 2}
+    assert (dj["numTraining"], dj["file_ending"]) == (3, ".nii.gz")
+
+    # one file per channel and one label per case, for train + val only; nothing of the test subject
+    names = sorted(p.name for p in folder.rglob("*") if p.is_file())
+    expected = sorted([f"{c}_{k:04d}.nii.gz" for c in ("a_case", "b_case", "c_case") for k in range(3)]
+                      + [f"{c}.nii.gz" for c in ("a_case", "b_case", "c_case")] + ["dataset.json"])
+    assert names == expected
+    test_image, _ = cases["d_case"]
+    reader = SimpleITKIO()
+    for cid in ("a_case", "b_case", "c_case"):
+        case, truth = cases[cid]
+        files = [str(folder / "imagesTr" / f"{cid}_{k:04d}.nii.gz") for k in range(3)]
+        image, props = reader.read_images(files)  # nnU-Net's own reader: (C, Z, H, W), spacing (z, y, x)
+        np.testing.assert_array_equal(image, case.image.transpose(1, 0, 2, 3))
+        assert props["spacing"] == list(SPACING)
+        assert not any(np.array_equal(image[:, z], test_image.image[z]) for z in range(2))  # no test content
+        seg, _ = reader.read_seg(str(folder / "labelsTr" / f"{cid}.nii.gz"))
+        np.testing.assert_array_equal(seg[0], truth)  # the majority of the raters, not one rater
+
+
+def test_export_refuses_a_missing_processed_dataset(tmp_path):
+    with pytest.raises(ValueError, match="manifest is missing"):
+        nnunet.export_raw(tmp_path / "nothing", tmp_path / "raw")
+
+
+def test_import_turns_an_nnunet_segmentation_into_the_prediction_format(tmp_path):
+    seg = np.random.default_rng(1).integers(0, 4, (3, 7, 9)).astype(np.uint8)
+    nnunet.write_volume(tmp_path / "img.nii.gz", seg.astype(np.float32), SPACING)
+    _, props = SimpleITKIO().read_images([str(tmp_path / "img.nii.gz")])
+    SimpleITKIO().write_seg(seg, str(tmp_path / "case.nii.gz"), props)  # as nnU-Net's predictor writes it
+
+    samples = nnunet.import_prediction(tmp_path / "case.nii.gz", tmp_path / "case.npz", (3, 7, 9), 4)
+    got = load_arrays(tmp_path / "case.npz", ("samples", "uncertainty"))
+    assert got["samples"].dtype == np.uint8 and got["samples"].shape == (1, 3, 7, 9)
+    np.testing.assert_array_equal(got["samples"][0], seg)
+    np.testing.assert_array_equal(samples, got["samples"])
+    assert got["uncertainty"].dtype == np.float16 and got["uncertainty"].shape == (3, 7, 9)
+    assert not got["uncertainty"].any()
+
+    with pytest.raises(CaseFileError, match="shape"):
+        nnunet.import_prediction(tmp_path / "case.nii.gz", tmp_path / "x.npz", (3, 9, 7), 4)
+    with pytest.raises(CaseFileError, match="outside 0..2"):
+        nnunet.import_prediction(tmp_path / "case.nii.gz", tmp_path / "x.npz", (3, 7, 9), 3)
+    with pytest.raises(CaseFileError, match="missing"):
+        nnunet.import_prediction(tmp_path / "none.nii.gz", tmp_path / "x.npz", (3, 7, 9), 4)
+
+
+def test_settings_name_a_bad_key_or_value():
+    assert nnunet.NNUNetSettings.from_model({}) == nnunet.NNUNetSettings(1000, 250, 50, 0.5, True, 1)
+    with pytest.raises(ConfigError, match=r"method.nnunet.model: unknown key\(s\) \['epoch'\]"):
+        nnunet.NNUNetSettings.from_model({"epoch": 2})
+    with pytest.raises(ConfigError, match="val_iterations: must be an integer >= 1"):
+        nnunet.NNUNetSettings.from_model({"val_iterations": 0})
+    with pytest.raises(ConfigError, match="tile_step_size"):
+        nnunet.NNUNetSettings.from_model({"tile_step_size": 1.5})
+    with pytest.raises(ConfigError, match="use_mirroring: must be true or false"):
+        nnunet.NNUNetSettings.from_model({"use_mirroring": "no"})
+
+
+def test_not_run_dataset_and_missing_model(tmp_path):
+    _toy_processed(tmp_path / "processed", status="not_run")
+    mcfg = MethodConfig(model=TINY_NNUNET)
+    meta = nnunet.train_external(tmp_path / "processed", tmp_path / "run", mcfg)
+    assert meta["status"] == "not_run"
+    assert json.loads((tmp_path / "run" / "model" / "meta.json").read_text())["status"] == "not_run"
+    pred = nnunet.predict_external(tmp_path / "processed", tmp_path / "run" / "model", tmp_path / "run" / "pred", mcfg)
+    assert pred["status"] == "not_run" and json.loads((tmp_path / "run" / "pred" / "meta.json").read_text()) == pred
+    with pytest.raises(CaseFileError, match="trained nnU-Net model is missing"):
+        nnunet.predict_external(tmp_path / "processed", tmp_path / "nothing", tmp_path / "pred2", mcfg)
+
+
+def test_cli_gives_a_not_run_dataset_the_usual_not_run_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "params.yaml", method={**TINY_PARAMS["method"], "nnunet": {"model": TINY_NNUNET}})
+    _toy_processed(tmp_path / "data" / "processed" / "toy-set", status="not_run")
+    assert main(["--params", str(params), "train", "toy-set", "nnunet"]) == 0
+    assert main(["--params", str(params), "predict", "toy-set", "nnunet"]) == 0
+    run = tmp_path / "runs" / "toy-set" / "nnunet"
+    assert json.loads((run / "model" / "meta.json").read_text())["status"] == "not_run"
+    assert json.loads((run / "predictions" / "meta.json").read_text())["status"] == "not_run"
+
+
+def _dice(processed: Path, predictions: Path, out: Path, cfg) -> float:
+    m = evaluate(processed, predictions, out, dataclasses.replace(cfg.evaluation, workers=1), "nnunet")
+    return m["average"]["dice"]
+
+
+def test_round_trip_trains_predicts_and_repeats_exactly(tiny_project, monkeypatch):
+    """Run 1 through ``segbench train/predict``, run 2 through the API: same weights, same samples, same Dice."""
+    monkeypatch.chdir(tiny_project)
+    params = write_params(tiny_project / "params.yaml",
+                          method={**TINY_PARAMS["method"], "nnunet": {"model": TINY_NNUNET}})
+    cfg = load_config(params)
+    processed = tiny_project / "data" / "processed" / "phantom-cardiac"
+    manifest = load_manifest(processed)
+    env_before = {k: v for k, v in os.environ.items() if k.startswith("nnUNet")}
+
+    assert main(["--params", str(params), "train", "phantom-cardiac", "nnunet"]) == 0
+    assert main(["--params", str(params), "predict", "phantom-cardiac", "nnunet"]) == 0
+    run1 = tiny_project / "runs" / "phantom-cardiac" / "nnunet"
+    mcfg = cfg.method_config("nnunet")
+    run2 = tiny_project / "api"
+    meta2 = nnunet.train_external(processed, run2, mcfg, cfg.evaluation.reference)
+    pred2 = nnunet.predict_external(processed, run2 / "model", run2 / "predictions", mcfg)
+
+    assert {k: v for k, v in os.environ.items() if k.startswith("nnUNet")} == env_before  # set for the run only
+    meta1 = json.loads((run1 / "model" / "meta.json").read_text())
+    pred1 = json.loads((run1 / "predictions" / "meta.json").read_text())
+    for run, meta in ((run1, meta1), (run2, meta2)):
+        assert meta["status"] == "ok" and meta["steps"] == 10
+        assert meta["nnunet"]["cases"]["train"] == len(manifest.split("train"))
+        assert meta["nnunet"]["plans"]["configuration"] == "2d" and meta["nnunet"]["params"] > 0
+        assert (run / "model" / "nnunet" / "fold_0" / "checkpoint_final.pth").is_file()
+        assert (run / "model" / "nnunet" / "plans.json").is_file() and (run / "model" / "manifest.json").is_file()
+        assert not (run / nnunet.WORK).exists() and not (run / ".model.tmp").exists()
+        assert len((run / "loss.csv").read_text().splitlines()) == 1 + 2  # header + one row per epoch
+    assert meta1["weights_sha256"] == meta2["weights_sha256"]
+
+    info = manifest.dataset
+    for pred in (pred1, pred2):
+        assert pred["status"] == "ok" and pred["n_samples"] == 1 and pred["n_cases"] == len(manifest.split("test"))
+        n = pred["nnunet"]
+        assert pred["nfe_per_sample"] == pytest.approx(n["network_evaluations"] / n["slices"])
+        assert pred["nfe_per_sample"] >= 4 and n["evaluations_per_tile"] == 4  # 2D mirroring on by default
+        assert n["macs_per_evaluation"] > 0
+    for entry in manifest.split("test"):
+        a = load_arrays(run1 / "predictions" / f"{entry.case_id}.npz", ("samples", "uncertainty"))
+        b = load_arrays(run2 / "predictions" / f"{entry.case_id}.npz", ("samples", "uncertainty"))
+        assert a["samples"].shape == (1, entry.n_slices, 32, 32) and a["samples"].dtype == np.uint8
+        assert a["samples"].max() < info.num_classes
+        assert a["uncertainty"].shape == (entry.n_slices, 32, 32) and a["uncertainty"].dtype == np.float16
+        np.testing.assert_array_equal(a["samples"], b["samples"])
+
+    assert main(["--params", str(params), "evaluate", "phantom-cardiac", "nnunet"]) == 0
+    metrics = tiny_project / "results" / "phantom-cardiac" / "nnunet" / "metrics.json"
+    dice1 = json.loads(metrics.read_text())["avg_dice"]
+    dice2 = _dice(processed, run2 / "predictions", tiny_project / "results2", cfg)
+    assert math.isfinite(dice1) and 0 <= dice1 <= 1
+    assert dice1 == dice2
+    print(f"nnU-Net round trip: Dice {dice1:.4f}; train {meta2['timings']}; predict {pred2['seconds_total']:.1f} s")
