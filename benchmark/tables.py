@@ -20,12 +20,15 @@ from benchmark.data.manifest import load_manifest
 from benchmark.data.store import atomic_write
 from benchmark.reproduction import PAPER_DATASETS, PAPER_METHODS, Evidence, Measured, measure
 
-METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
-                 "medflowseg": "MedFlowSeg"}
 # What stands on a paper's row where it is not the authors' code: shown beside the method's name.
 STAND_INS = {"flowsdf": "suite reimplementation", "atfm": "suite reimplementation",
              "medsegdiff": "MedSegDiff-V1, suite reimplementation", "nnunet": "nnunetv2, 2d configuration",
              "unetr": "MONAI UNETR in 2D", "swin-unetr": "MONAI Swin UNETR in 2D"}
+# A method's name on a row of its own (a table without its paper row).
+METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
+                 "medflowseg": "MedFlowSeg", "flowsdf": "FlowSDF (suite reimplementation)",
+                 "atfm": "ATFM (suite reimplementation)", "medsegdiff": "MedSegDiff-V1 (suite reimplementation)",
+                 "nnunet": "nnU-Net (nnunetv2, 2d)", "unetr": "UNETR (MONAI, 2D)", "swin-unetr": "Swin UNETR (MONAI, 2D)"}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given where our dataset stands for the "
              "paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` gives "
