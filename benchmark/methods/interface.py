@@ -3,6 +3,12 @@
 A method is a ``torch.nn.Module`` built as ``cls(in_channels=C, num_classes=K, **model_params)``
 with two methods. It is a structural protocol: a method package does not import the
 benchmark to satisfy it (``medflowseg`` imports nothing from ``benchmark``).
+
+A method that trains and predicts by itself (nnU-Net) registers a class with the static methods
+``train_external(processed, out, method_config, reference, max_steps)`` and
+``predict_external(processed, model_dir, out, method_config)`` instead; ``segbench train`` and
+``segbench predict`` hand their stage to it, and its predictions take the format of
+``benchmark/inference.py``, so the evaluate stage is the same for every method.
 """
 from __future__ import annotations
 
