@@ -103,7 +103,7 @@ def qualitative_figure(cfg: Config, out: Path) -> Path:
                     _not_run(ax)
     fig.suptitle(f"Test examples, profile '{cfg.profile}' (phantoms are synthetic; colin27 is one real subject)",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))   # room for the title above the columns
     atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png"))
     plt.close(fig)
     return out
