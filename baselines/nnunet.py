@@ -75,7 +75,7 @@ from benchmark.data.store import CaseFileError, read_json, save_arrays, write_js
 from benchmark.inference import write_predictions
 from benchmark.metrics.fusion import fuse
 from benchmark.provenance import git_revision, json_hash
-from benchmark.training.trainer import _write_loss_csv, weights_hash, write_not_run
+from benchmark.training.trainer import weights_hash, write_loss_csv, write_not_run
 
 METHOD = "nnunet"
 DATASET_ID = 1              # the nnU-Net folders are private to one run, so one id serves every dataset
@@ -423,7 +423,7 @@ def train_external(processed: Path, out: Path, mcfg: MethodConfig, reference: st
                 "timings": {"export_s": round(t_export - t0, 3), "plan_preprocess_s": round(t_plan - t_export, 3),
                             "train_s": round(t_train - t_plan, 3), "total_s": round(t_train - t0, 3)}}
         _write_model(out, Path(trainer.output_folder_base), meta, processed)
-        _write_loss_csv(out / "loss.csv", history)
+        write_loss_csv(out / "loss.csv", history)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return meta

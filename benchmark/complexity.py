@@ -33,7 +33,6 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
 
-
 def _fft_handle(default_dims: int | None):
     """MACs of an ``aten::fft_*`` call: 2.5 n log2 n per signal of n points, over the output."""
 

@@ -36,7 +36,7 @@ from benchmark.training.data import SliceSet, batch_at
 CKPT_PREFIX = "step-"
 
 
-def _write_loss_csv(path: Path, rows: list[dict]) -> None:
+def write_loss_csv(path: Path, rows: list[dict]) -> None:
     def write(t: Path):
         with open(t, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["step", "loss", "lr", "seconds"])
@@ -60,7 +60,7 @@ def write_not_run(out: Path, reason: str) -> None:
     """Outputs of a stage whose dataset is unavailable: a status file, an empty curve."""
     (out / "model").mkdir(parents=True, exist_ok=True)
     write_json(out / "model" / "meta.json", {"status": "not_run", "reason": reason})
-    _write_loss_csv(out / "loss.csv", [])
+    write_loss_csv(out / "loss.csv", [])
 
 
 def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps: int | None = None) -> dict:
@@ -138,7 +138,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
         atomic_write(out / "model" / "model.pt", lambda t: torch.save(payload, t))
         write_json(out / "model" / "meta.json", meta)
         shutil.copy2(processed / MANIFEST, out / "model" / MANIFEST)  # the data contract beside the weights
-        _write_loss_csv(out / "loss.csv", history)
+        write_loss_csv(out / "loss.csv", history)
     accelerator.wait_for_everyone()
     return meta
 
