@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from benchmark import paths
+from benchmark.data.download import DownloadError
+from benchmark.data.real.source import DatasetMissing
 
 
 def _config(args):
@@ -19,6 +22,20 @@ def cmd_fetch(args):
     cfg = _config(args)
     status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
     print(f"fetch {args.dataset}: {'available' if status['available'] else 'NOT AVAILABLE'}")
+
+
+def cmd_check_data(args):
+    from benchmark.data.real.availability import check
+    from benchmark.data.store import write_json
+    cfg = _config(args)
+    record, message = check(cfg.datasets, probe=not args.no_probe)
+    out = args.out or paths.DATA / "availability.json"
+    if message:
+        out.unlink(missing_ok=True)
+        print(message, file=sys.stderr)
+        return 2
+    write_json(out, record)
+    print(f"check-data: {len(record)} real datasets, none missing" + "".join(f"\n  {n}: {r['state']}" for n, r in record.items()))
 
 
 def cmd_preprocess(args):
@@ -51,6 +68,10 @@ def cmd_train(args):
         print(f"train {args.dataset}/{args.method}: not run ({manifest.reason.splitlines()[0] if manifest.reason else ''})")
         return
     external = _external(args.method)
+    if external and int(os.environ.get("RANK", "0")) != 0:
+        # Under a multi-process launcher, a method that trains itself (nnU-Net) runs once, on rank 0.
+        print(f"train {args.dataset}/{args.method}: trains in one process; rank {os.environ['RANK']} has nothing to do")
+        return
     if external:
         meta = external.train_external(paths.processed(args.dataset), out, cfg.method_config(args.method),
                                        cfg.evaluation.reference, args.max_steps)
@@ -155,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
+    s = add("check-data", cmd_check_data, "stop at once, listing how to get each, if a real dataset of the profile "
+            "is neither on this machine nor downloadable from it; else write data/availability.json", dataset=False)
+    s.add_argument("--no-probe", action="store_true", help="do not ask the download hosts whether they answer")
+    s.add_argument("--out", type=Path, help="record (default: data/availability.json)")
     s = add("fetch", cmd_fetch, "generate a phantom or obtain a real dataset into data/fetched/DATASET")
     s.add_argument("--out", type=Path, help="output folder (default: data/fetched/DATASET)")
     s = add("preprocess", cmd_preprocess, "normalise, split by subject and write data/processed/DATASET with its manifest")
@@ -193,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         rc = args.func(args) or 0
-    except (ValueError, KeyError) as e:  # our errors: bad input, config, unknown names
+    except (ValueError, KeyError, DownloadError, DatasetMissing) as e:  # our errors: bad input, config, names, data
         print(f"segbench {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(f"[{args.command} took {time.perf_counter() - t0:.1f} s]", file=sys.stderr)

@@ -26,6 +26,12 @@ class DataConfig:
     seed: int = 0                     # phantom generation and subject splits
     n_subjects: int = 40              # per phantom dataset
     split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.1, "test": 0.3})
+    splits: str = "standard"          # real datasets: "standard" (the published split where one exists, val
+                                      # drawn from its training part) or "seeded" (by-subject `split` fractions)
+
+    def __post_init__(self):
+        if self.splits not in ("standard", "seeded"):
+            raise ConfigError(f"data.splits: {self.splits!r} is not 'standard' or 'seeded'")
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,9 @@ class Config:
     nfe_sweep: SweepConfig = SweepConfig()
     table4: Table4Config = Table4Config()
     claims: ClaimsConfig = ClaimsConfig()
+    # How the train stages start `segbench`: "segbench" (one process), or an Accelerate launch for several GPUs
+    # or nodes, e.g. "accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli" (README "Training").
+    launcher: str = "segbench"
     source: str = "params.yaml"
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -184,7 +193,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "baselines",
-               "ablations", "nfe_sweep", "table4", "claims"}
+               "ablations", "nfe_sweep", "table4", "claims", "launcher"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
@@ -209,7 +218,8 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                  ablations=_build(MatrixConfig, _tuples(raw.get("ablations")), "ablations", src),
                  nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src),
                  table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src),
-                 claims=_build(ClaimsConfig, raw.get("claims"), "claims", src))
+                 claims=_build(ClaimsConfig, raw.get("claims"), "claims", src),
+                 launcher=str(raw.get("launcher", "segbench")))
     for name in cfg.methods + cfg.baselines.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
     for section in ("baselines", "ablations"):

@@ -7,6 +7,16 @@ RESULTS = Path("results")
 PAPER = Path("paper")
 
 
+def raw(dataset: str) -> Path:
+    """Files placed by hand (registration-gated datasets); ``data.dvc`` tracks ``data/raw``."""
+    return DATA / "raw" / dataset
+
+
+def downloads(dataset: str) -> Path:
+    """Archives the fetch stage downloaded (kept so a second fetch needs no network)."""
+    return DATA / "downloads" / dataset
+
+
 def fetched(dataset: str) -> Path:
     return DATA / "fetched" / dataset
 

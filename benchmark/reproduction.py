@@ -29,15 +29,16 @@ RESULT_VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
 SETTING_VERDICTS = (SAME, DIFFERS, NOT_RUN)
 
 # Paper dataset -> (datasets of the suite standing for it, most faithful first; the class scored, or None
-# for the mean over foreground classes). Real datasets (issue 6) go in front of the phantoms.
+# for the mean over foreground classes). The real datasets (benchmark/data/real) come before their phantoms.
 PAPER_DATASETS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "ACDC": (("phantom-cardiac",), None),
-    "BraTS-2021": (("phantom-brain",), None),
+    "ACDC": (("acdc", "phantom-cardiac"), None),
+    "BraTS-2021": (("brats2021", "phantom-brain"), None),
     # REFUGE scores the disc with the cup inside it; our class "optic disc" is the rim (cup excluded).
-    "REFUGE2-Disc": (("phantom-fundus",), "optic disc"),
-    "REFUGE2-Cup": (("phantom-fundus",), "optic cup"),
-    "GlaS": (("phantom-gland",), None),
-    "CAMUS": (("phantom-echo",), None),
+    "REFUGE2-Disc": (("refuge2", "phantom-fundus"), "optic disc"),
+    "REFUGE2-Cup": (("refuge2", "phantom-fundus"), "optic cup"),
+    "GlaS": (("glas", "phantom-gland"), None),
+    "CAMUS": (("camus", "phantom-echo"), None),
+    "MoNuSeg": (("monuseg",), None),
 }
 # Paper row (any of the three papers) -> the registered method implementing it. A row missing here is
 # "not implemented". MedFlowSeg's Table 3 rows are its ablation variants; Table 4's "bone + ..." rows

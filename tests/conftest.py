@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ MEDFLOWSEG_TINY = {"channels": [8, 16], "num_res_blocks": 1, "time_embed_dim": 1
                    "fa_dim": 16, "fa_heads": 2, "steps": 2}
 TINY_PARAMS = {
     "profile": "test",
+    "launcher": "segbench",
     "datasets": ["phantom-cardiac"],
     "methods": ["unet"],
     "data": {"size": 32, "seed": 0, "n_subjects": 6, "split": {"train": 0.5, "val": 0.0, "test": 0.5}},
@@ -36,6 +38,24 @@ TINY_PARAMS = {
     "table4": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
     "claims": {"tolerance": {"%": 1.0, "mm": 1.0, "x100": 2.0, "M params": 11.0, "GFLOPs": 79.0}},
 }
+
+
+def copy_project(proj: Path) -> Path:
+    """The code, pipeline and DVC setup of this project in ``proj`` (no data, runs or results), as a git repo."""
+    for d in ("benchmark", "medflowseg", "baselines"):
+        shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("dvc.yaml", ".gitignore", "data.dvc", "paper/claims.yaml"):
+        (proj / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / f, proj / f)
+    shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    return proj
+
+
+def commit_all(proj: Path) -> None:
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["add", "-A"], cwd=proj, check=True, capture_output=True)
+    subprocess.run(git + ["commit", "-qm", "init"], cwd=proj, check=True, capture_output=True)
 
 
 def write_params(path: Path, **overrides) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from tests.conftest import ROOT, TINY_PARAMS, write_params
+from tests.conftest import ROOT, TINY_PARAMS, commit_all, copy_project, write_params
 
 METHODS = ["unet", "flowseg-plain", "medflowseg"]
 BASELINES = {"datasets": ["phantom-cardiac"], "methods": ["flowsdf"]}
@@ -25,17 +25,9 @@ def _run(cmd, cwd):
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory) -> Path:
     """A git + DVC copy of the project with two methods on one tiny dataset, reproduced once."""
-    proj = tmp_path_factory.mktemp("dvcproj")
-    for d in ("benchmark", "medflowseg", "baselines"):
-        shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("dvc.yaml", ".gitignore", "data.dvc", "paper/claims.yaml"):
-        (proj / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / f, proj / f)
-    shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    proj = copy_project(tmp_path_factory.mktemp("dvcproj"))
     write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4)
-    _run(["git", "init", "-q"], proj)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
-    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
+    commit_all(proj)
     out = _run(["dvc", "repro"], proj)
     assert "Running stage 'tables'" in out and "Running stage 'baseline-evaluate@phantom-cardiac-flowsdf'" in out
     return proj
@@ -106,6 +98,21 @@ def test_changing_one_method_reruns_only_that_method(dvc_project):
     stages = set(status) - {"data.dvc"}  # the hand-filled raw-data folder is absent here, by design
     assert "train@phantom-cardiac-unet" in stages
     assert all(name.endswith("-unet") for name in stages), sorted(stages)
+
+
+def test_the_launcher_starts_every_train_stage_and_only_those(dvc_project):
+    write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4,
+                 launcher="accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli")
+    try:
+        status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
+                                           text=True, check=True).stdout)
+    finally:
+        write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4)
+    stages = set(status) - {"data.dvc"}
+    trained = {f"train@phantom-cardiac-{m}" for m in METHODS} | {"baseline-train@phantom-cardiac-flowsdf",
+                                                                 "ablation-train@phantom-cardiac-medflowseg-backbone"}
+    assert stages == trained, sorted(stages)
+    assert all(status[name] == ["changed command"] for name in trained), status
 
 
 def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):

@@ -17,7 +17,7 @@ class DatasetInfo:
 
     Attributes:
         name: registry name, e.g. ``"phantom-cardiac"``.
-        modality: ``"MRI"``, ``"fundus"``, ``"histology"``, ``"ultrasound"`` or ``"CT"``.
+        modality: ``"MRI"``, ``"fundus"``, ``"histology"``, ``"ultrasound"``, ``"dermoscopy"`` or ``"CT"``.
         channels: image channels (1 for MRI/ultrasound, 3 for RGB).
         class_names: label names, index 0 is background.
         n_annotators: raters per case (1 for single-annotation data).
@@ -50,6 +50,7 @@ class Case:
         image: float32 ``(Z, C, H, W)``.
         label: uint8 ``(R, Z, H, W)``; R raters, values in ``[0, num_classes)``.
         spacing: ``(z, y, x)`` voxel size in mm, array-axis order.
+        extra: what split rules and provenance need (e.g. ``"source"``: the native file it came from).
     """
 
     case_id: str
@@ -58,3 +59,9 @@ class Case:
     label: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     extra: dict = field(default_factory=dict)
+
+    def header(self) -> "Case":
+        """This case without its pixels (zero slices): what split rules need, kept cheaply for thousands of cases."""
+        return Case(self.case_id, self.subject_id, np.empty((0, *self.image.shape[1:]), self.image.dtype),
+                    np.empty((self.label.shape[0], 0, *self.label.shape[2:]), self.label.dtype),
+                    self.spacing, dict(self.extra))

@@ -74,6 +74,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.imaging import nearest_index, resize_matrix
 from benchmark.data.manifest import file_sha256
 
 __all__ = ["INFO", "COARSE_CLASSES", "FetchError", "fetch", "load", "split",
@@ -328,8 +329,8 @@ def load(src: Path, size: int, block: int = 8, gap: int = 4) -> list[Case]:
     side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 + 2 * MARGIN
     r0 = (rows[0] + rows[-1] + 1 - side) // 2
     c0 = (cols[0] + cols[-1] + 1 - side) // 2
-    a_row, a_col = _resize_matrix(side, size), _resize_matrix(side, size)
-    near = _nearest_index(side, size)
+    a_row, a_col = resize_matrix(side, size), resize_matrix(side, size)
+    near = nearest_index(side, size)
     fill = float(vol.min())
 
     cases = []
@@ -374,24 +375,6 @@ def _crop(a: np.ndarray, r0: int, c0: int, side: int, fill) -> np.ndarray:
     a = np.pad(a, pad, constant_values=fill)
     r, c = r0 + pad[1][0], c0 + pad[2][0]
     return a[:, r:r + side, c:c + side]
-
-
-def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """``(n_out, n_in)`` linear interpolation, widened to a triangle (area-like) filter when shrinking.
-
-    Pixel centres are aligned (half-pixel convention); same weights as PIL's
-    and torch's antialiased bilinear resize.
-    """
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    centre = (np.arange(n_out) + 0.5) * scale - 0.5
-    w = np.clip(1.0 - np.abs(np.arange(n_in)[None, :] - centre[:, None]) / support, 0.0, None)
-    return w / w.sum(axis=1, keepdims=True)
-
-
-def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each output pixel for nearest-neighbour resizing (pixel centres aligned)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
 
 
 # --------------------------------------------------------------------------- split

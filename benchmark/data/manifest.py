@@ -81,17 +81,26 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"{path}: not a valid manifest ({type(e).__name__}: {e})") from e
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (any :mod:`hashlib` algorithm), read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+BLANK = "blank"  # the hash of a slice holding one value: real volumes have empty slices, and they leak nothing
+
+
 def slice_hashes(image: np.ndarray) -> list[str]:
-    """One short content hash per slice of a ``(Z, C, H, W)`` image."""
-    return [hashlib.sha1(np.ascontiguousarray(s).tobytes()).hexdigest()[:16] for s in image]
+    """One short content hash per slice of a ``(Z, C, H, W)`` image (:data:`BLANK` for a constant slice)."""
+    return [BLANK if s.size and s.min() == s.max() else hashlib.sha1(np.ascontiguousarray(s).tobytes()).hexdigest()[:16]
+            for s in image]
 
 
 def assign_splits(subject_ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
@@ -148,7 +157,8 @@ def check_leaks(manifest: Manifest) -> LeakReport:
     for c in manifest.cases:
         subject_splits[c.subject_id].add(c.split)
         for h in c.slice_hashes:
-            hash_cases[h].add((c.split, c.case_id))
+            if h != BLANK:
+                hash_cases[h].add((c.split, c.case_id))
     bad_subjects = {s: sorted(v) for s, v in subject_splits.items() if len(v) > 1}
     bad_slices = {h: sorted(cid for _, cid in v) for h, v in hash_cases.items()
                   if len({split for split, _ in v}) > 1}

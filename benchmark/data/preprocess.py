@@ -28,8 +28,9 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return ((image - mean) / std).astype(np.float32)
 
 
-def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig) -> Manifest:
-    source = get_source(name)
+def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig, source=None) -> Manifest:
+    """Convert the fetched dataset ``name`` into ``out``: case files, splits, manifest (``source``: tests)."""
+    source = source or get_source(name)
     info = source.info
     fetched, out = Path(fetched), Path(out)
     status = read_json(fetched / STATUS, "fetch status (run the fetch stage first)")
@@ -51,13 +52,12 @@ def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig) -> Manifest
 
 
 def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) -> Manifest:
+    """One case at a time (a real dataset does not fit in memory): validate, normalise, write; then split."""
     info = source.info
-    cases: list[Case] = source.load(fetched, cfg)
-    subject_split = source.split(cases, cfg)
-    entries = []
-    for case in cases:
+    entries, headers = [], []
+    for case in source.load(fetched, cfg):
         raw_file = fetched / f"{case.case_id}.npz"
-        where = raw_file if raw_file.is_file() else f"{fetched} (case {case.case_id})"
+        where = case.extra.get("source") or (raw_file if raw_file.is_file() else f"{fetched} (case {case.case_id})")
         validate_case(case, where, info.num_classes, info.channels)
         if case.image.shape[-2:] != (cfg.size, cfg.size):
             raise CaseFileError(where, f"slices are {case.image.shape[-2:]}, the profile expects {cfg.size}x{cfg.size}")
@@ -65,14 +65,23 @@ def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) 
             raise CaseFileError(where, f"{case.label.shape[0]} raters, dataset declares {info.n_annotators}")
         case.image = normalise(case.image)
         rel = f"cases/{case.case_id}.npz"
+        if (tmp / rel).exists():
+            raise CaseFileError(where, f"case id {case.case_id!r} occurs twice")
         save_case(tmp / rel, case)
         entries.append(CaseEntry(
-            case_id=case.case_id, subject_id=case.subject_id, split=subject_split[case.subject_id], file=rel,
+            case_id=case.case_id, subject_id=case.subject_id, split="", file=rel,
             modality=info.modality, channels=info.channels, spacing=list(case.spacing),
             class_names=list(info.class_names), n_annotators=info.n_annotators, n_slices=case.image.shape[0],
             sha256=file_sha256(tmp / rel), slice_hashes=slice_hashes(case.image)))
+        headers.append(case.header())
+    if not entries:
+        raise ManifestError(f"{info.name}: {fetched} holds no cases")
+    subject_split = source.split(headers, cfg)
+    for e in entries:
+        e.split = subject_split[e.subject_id]
     manifest = Manifest(info, "ok", provenance={**provenance, "size": cfg.size, "split_seed": cfg.seed,
-                                                 "split_fractions": cfg.split, "normalisation": NORMALISATION},
+                                                 "split_fractions": cfg.split, "splits": cfg.splits,
+                                                 "normalisation": NORMALISATION},
                         cases=entries)
     report = check_leaks(manifest)
     if not report.ok:

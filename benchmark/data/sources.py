@@ -2,11 +2,13 @@
 
 A source has ``info``; ``fetch(dest, cfg)`` writes its raw files into ``dest``;
 ``load(src, cfg)`` reads them back as :class:`Case` objects at the profile's size;
-``split(cases, cfg)`` maps subject ids to splits. Phantoms are generated at fetch
-time; the real Colin27 data comes from a Debian package.
+``split(cases, cfg)`` maps subject ids to splits (the cases it gets are headers: see
+:meth:`Case.header`). Phantoms are generated at fetch time; the real Colin27 data comes from
+a Debian package; the paper's datasets (:mod:`benchmark.data.real`) are downloaded or placed by hand.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,35 +67,52 @@ class Colin27Source:
 
 def get_source(name: str):
     from benchmark.data.phantoms import PHANTOMS
+    from benchmark.data.real import REAL_DATASETS, real_module
+    from benchmark.data.real.source import RealSource
 
     if name in PHANTOMS:
         return PhantomSource(PHANTOMS[name])
     if name == "colin27":
         return Colin27Source()
-    raise KeyError(f"unknown dataset {name!r}; known: {sorted(PHANTOMS) + ['colin27']}")
+    if name in REAL_DATASETS:
+        return RealSource(real_module(name))
+    raise KeyError(f"unknown dataset {name!r}; known: {known_datasets()}")
 
 
 def known_datasets() -> list[str]:
     from benchmark.data.phantoms import PHANTOMS
-    return sorted(PHANTOMS) + ["colin27"]
+    from benchmark.data.real import REAL_DATASETS
+    return sorted(PHANTOMS) + ["colin27"] + sorted(REAL_DATASETS)
 
 
-def fetch(name: str, dest: Path, cfg: DataConfig) -> dict:
-    """Fetch one dataset into ``dest``, always leaving ``dest/status.json``.
+def fetch(name: str, dest: Path, cfg: DataConfig, source=None) -> dict:
+    """Fetch one dataset into ``dest``, leaving ``dest/status.json``.
 
-    An unavailable dataset is not an error for the pipeline: it is announced loudly on
-    stderr and recorded, and every later stage marks it "not run".
+    The folder is built beside ``dest`` and renamed into place only when complete, so a failed
+    or interrupted fetch leaves the previous result (or nothing), never part of a dataset.
+    Colin27 unavailable on this machine is not an error for the pipeline: it is announced loudly
+    and recorded, and every later stage marks it "not run". A real dataset of the paper that is
+    missing stops the fetch with :class:`~benchmark.data.real.source.DatasetMissing`: its tables must
+    never be filled from anything else. ``source`` replaces the registered one (tests).
     """
-    source = get_source(name)
+    source = source or get_source(name)
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
-        provenance = source.fetch(dest, cfg)
-        status = {"dataset": name, "available": True, "provenance": provenance}
-    except DataUnavailable as e:
-        banner = "!" * 78
-        print(f"\n{banner}\n!! DATASET {name} IS NOT AVAILABLE ON THIS MACHINE; it will be marked "
-              f"'not run' in every table.\n!! {e}\n{banner}\n", file=sys.stderr)
-        status = {"dataset": name, "available": False, "reason": str(e)}
-    write_json(dest / STATUS, status)
+        try:
+            provenance = source.fetch(tmp, cfg)
+            status = {"dataset": name, "available": True, "provenance": provenance}
+        except DataUnavailable as e:
+            banner = "!" * 78
+            print(f"\n{banner}\n!! DATASET {name} IS NOT AVAILABLE ON THIS MACHINE; it will be marked "
+                  f"'not run' in every table.\n!! {e}\n{banner}\n", file=sys.stderr)
+            status = {"dataset": name, "available": False, "reason": str(e)}
+        write_json(tmp / STATUS, status)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return status

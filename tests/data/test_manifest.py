@@ -15,7 +15,7 @@ import benchmark.data.sources as sources
 from benchmark.cli import main
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
-from benchmark.data.manifest import (SPLITS, CaseEntry, Manifest, ManifestError, assign_splits, check_leaks,
+from benchmark.data.manifest import (BLANK, SPLITS, CaseEntry, Manifest, ManifestError, assign_splits, check_leaks,
                                      load_manifest, slice_hashes)
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import PhantomSource, fetch
@@ -122,6 +122,18 @@ def test_check_leaks_identical_slice_in_two_subjects():
 def test_identical_slice_within_one_split_is_not_a_leak():
     m = clean_manifest()
     m.cases[0].slice_hashes[0] = m.cases[2].slice_hashes[1]  # both train
+    assert check_leaks(m).ok
+
+
+def test_blank_slices_in_two_splits_are_not_a_leak():
+    """Empty slices (one value everywhere) occur in every real volume; sharing them leaks nothing."""
+    blank = np.full((3, 1, 8, 8), -0.5, np.float32)
+    blank[1, 0, 2, 3] = 1.0   # the middle slice has content
+    hashes = slice_hashes(blank)
+    assert hashes[0] == hashes[2] == BLANK != hashes[1]
+    m = clean_manifest()
+    for c in (m.cases[0], next(c for c in m.cases if c.split == "test")):
+        c.slice_hashes[0] = BLANK
     assert check_leaks(m).ok
 
 

@@ -1,0 +1,99 @@
+"""GlaS: gland segmentation in colon histology (MICCAI 2015 challenge; Warwick QU release).
+
+Native layout (one zip): ``Warwick QU Dataset (Released 2016_07_08)/`` holding ``{split}_{n}.bmp``
+(RGB H&E image, 20x objective) and ``{split}_{n}_anno.bmp`` (instance map: 0 background, 1..k one
+id per gland), with ``split`` one of ``train`` (85), ``testA`` (60), ``testB`` (20), and
+``Grade.csv`` (``name, patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)``).
+
+Conversion: instances -> gland (1) vs background (0), as MedFlowSeg and FlowSDF score GlaS; the
+image stays RGB (3 channels), both resized to the profile's size. Spacing: 0.620 um per pixel at
+20x (the challenge paper) -> mm, rescaled by the resize.
+
+Split: ``standard`` keeps the published one, ``train`` vs ``testA`` + ``testB`` (both scored as test;
+``extra["part"]`` keeps which), validation drawn from the training images. The subject is the
+patient ID of ``Grade.csv``; should a patient ever appear in both published parts, the split stage
+refuses it (a leak) and ``data.splits: seeded`` is the way out.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmark.config import DataConfig
+from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.real import splits
+from benchmark.data.real.source import RemoteFile
+
+INFO = DatasetInfo(name="glas", modality="histology", channels=3, class_names=("background", "gland"),
+                   n_annotators=1, stands_for="GlaS", phantom=False,
+                   note="GlaS (Warwick QU release): 165 H&E images, glands vs background.")
+FILES = (RemoteFile("warwick_qu_dataset_released_2016_07_08.zip",
+                    "https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/download/"
+                    "warwick_qu_dataset_released_2016_07_08.zip", checksum=None, size_mb=173),)
+HOMEPAGE = "https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/"
+LICENCE = ("Released by the Tissue Image Analytics Centre, University of Warwick, for research use in connection "
+           "with the GlaS challenge; read the terms on the homepage before use. No redistribution.")
+CITATION = ("K. Sirinukunwattana, J. P. W. Pluim, H. Chen et al. Gland segmentation in colon histology images: "
+            "The GlaS challenge contest. Medical Image Analysis 35:489-502, 2017.")
+HOW_TO_GET = ""
+UM_PER_PIXEL = 0.620
+_NAME = re.compile(r"^(train|testA|testB)_(\d+)\.bmp$")
+
+
+def _release_dir(root: Path) -> Path:
+    hits = sorted(root.rglob("Grade.csv"))
+    if not hits:
+        raise FileNotFoundError(f"{root}: no Grade.csv; not the Warwick QU GlaS release")
+    return hits[0].parent
+
+
+def _patients(folder: Path) -> dict[str, str]:
+    with open(folder / "Grade.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip().lower() for h in rows[0]]
+    if "name" not in header or "patient id" not in header:
+        raise ValueError(f"{folder / 'Grade.csv'}: expected columns 'name' and 'patient ID', got {rows[0]}")
+    i, j = header.index("name"), header.index("patient id")
+    return {r[i].strip(): r[j].strip() for r in rows[1:] if r}
+
+
+def load(root: Path, cfg: DataConfig):
+    """Yield one case per image: ``image`` ``(1, 3, S, S)``, ``label`` ``(1, 1, S, S)`` in {0, 1}."""
+    folder = _release_dir(root)
+    patients = _patients(folder)
+    names = sorted((p for p in folder.iterdir() if _NAME.match(p.name)),
+                   key=lambda p: (_NAME.match(p.name)[1], int(_NAME.match(p.name)[2])))
+    if not names:
+        raise FileNotFoundError(f"{folder}: no train_/testA_/testB_ images")
+    for path in names:
+        part, stem = _NAME.match(path.name)[1], path.stem
+        anno = path.with_name(f"{stem}_anno.bmp")
+        if not anno.is_file():
+            raise FileNotFoundError(f"{path}: its annotation {anno.name} is missing")
+        if stem not in patients:
+            raise ValueError(f"{folder / 'Grade.csv'}: no row for {stem}")
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+        inst = np.asarray(Image.open(anno))
+        if inst.ndim == 3:       # some readers give the 8-bit map as RGB: the instance id is in every channel
+            inst = inst[..., 0]
+        if inst.shape != rgb.shape[1:]:
+            raise ValueError(f"{anno}: annotation {inst.shape} and image {rgb.shape[1:]} differ in size")
+        mm = UM_PER_PIXEL / 1000
+        yield Case(case_id=f"glas-{stem}", subject_id=f"glas-patient{patients[stem]}",
+                   image=resize_image(rgb, cfg.size)[None], label=resize_label((inst > 0)[None, None], cfg.size),
+                   spacing=resized_spacing((1.0, mm, mm), inst.shape, cfg.size),
+                   extra={"source": str(path), "part": part})
+
+
+def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
+    train = [c.subject_id for c in cases if c.extra["part"] == "train"]
+    test = [c.subject_id for c in cases if c.extra["part"] != "train"]
+    try:
+        return splits.choose((train, test), [c.subject_id for c in cases], cfg)
+    except ValueError as e:
+        raise ValueError(f"glas: {e}; set data.splits: seeded to split by patient instead") from e

@@ -1,0 +1,205 @@
+"""A real dataset's source: where its files come from, how they are verified, extracted and converted.
+
+Each dataset is one module of this package declaring:
+
+- ``INFO``: its :class:`~benchmark.data.case.DatasetInfo` (``phantom=False``);
+- ``FILES``: the :class:`RemoteFile` s it needs (``url=None`` for registration-gated files); optionally
+  ``ALTERNATIVE_FILES``, other releases (tuples of files) the converter reads as well, used when all of
+  one such set is on this machine and ``FILES`` is not;
+- ``LICENCE``, ``CITATION``, ``HOMEPAGE``: printed at fetch and kept beside the data in ``LICENCE.txt``;
+- ``HOW_TO_GET``: the steps for files nobody may download automatically;
+- ``load(root, cfg)``: iterate the :class:`~benchmark.data.case.Case` s of the extracted files, at the
+  profile's size (each archive ``NAME.zip`` / ``NAME.tar.gz`` is extracted into ``root/NAME/``; other
+  files are linked into ``root``);
+- ``split(cases, cfg)``: ``subject_id -> "train" | "val" | "test"``.
+
+Where files are looked for, in order: ``data/raw/DATASET/NAME`` (placed by hand; ``data.dvc`` tracks
+``data/raw``), then ``data/downloads/DATASET/NAME`` (what earlier fetches downloaded), then the URL,
+downloaded resumably into ``data/downloads``. Every file is checked against its recorded checksum, hand-placed
+ones included; a mismatch is an error.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+
+from benchmark import paths
+from benchmark.config import DataConfig
+from benchmark.data.archive import ARCHIVE_SUFFIXES, extract, is_archive
+from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.download import ChecksumError, download, part_path, reachable
+from benchmark.data.manifest import file_digest
+
+LICENCE_FILE = "LICENCE.txt"
+
+
+class DatasetMissing(RuntimeError):
+    """A real dataset's files are neither on this machine nor downloadable from here."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a dataset needs.
+
+    Attributes:
+        name: file name under ``data/raw/DATASET/`` or ``data/downloads/DATASET/``.
+        url: where to download it; None when registration or terms forbid automated download.
+        checksum: ``"sha256:HEX"`` or ``"md5:HEX"`` as published or as the first real download recorded;
+            None while nobody has recorded it (the fetch then prints the SHA-256 to pin).
+        size_mb: approximate size, for the missing-data message and time estimates.
+    """
+    name: str
+    url: str | None
+    checksum: str | None = None
+    size_mb: float | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.url is None
+
+
+def check_file(path: Path, checksum: str | None) -> str:
+    """Verify ``path`` against ``"algo:hex"``; return its SHA-256. :class:`ChecksumError` on a mismatch."""
+    sha = file_digest(path, "sha256")
+    if checksum:
+        algo, _, want = checksum.partition(":")
+        got = sha if algo == "sha256" else file_digest(path, algo)
+        if got != want.lower():
+            raise ChecksumError(f"{path}: {algo} is {got}, expected {want}. The file is corrupt or not the "
+                                f"release this suite was written for; delete it and fetch again.")
+    return sha
+
+
+class RealSource:
+    """The fetch/load/split protocol of :mod:`benchmark.data.sources` for one real dataset module.
+
+    ``raw`` and ``downloads`` default to ``data/raw/DATASET`` and ``data/downloads/DATASET``; ``files``
+    replaces the module's ``FILES`` (tests serve fixtures from a local server this way).
+    """
+
+    def __init__(self, module: ModuleType, raw: Path | None = None, downloads: Path | None = None,
+                 files: tuple[RemoteFile, ...] | None = None):
+        self.module = module
+        self.info: DatasetInfo = module.INFO
+        self.raw = Path(raw) if raw is not None else paths.raw(self.info.name)
+        self.downloads = Path(downloads) if downloads is not None else paths.downloads(self.info.name)
+        self._files = tuple(files) if files is not None else None
+
+    @property
+    def files(self) -> tuple[RemoteFile, ...]:
+        """``FILES``, or the first of ``ALTERNATIVE_FILES`` wholly on this machine when ``FILES`` is not."""
+        if self._files is not None:
+            return self._files
+        main = tuple(self.module.FILES)
+        if all(self.local(f) for f in main):
+            return main
+        for alt in getattr(self.module, "ALTERNATIVE_FILES", ()):
+            if all(self.local(f) for f in alt):
+                return tuple(alt)
+        return main
+
+    # ------------------------------------------------------------------ where the files are
+    def local(self, f: RemoteFile) -> Path | None:
+        for folder in (self.raw, self.downloads):
+            if (folder / f.name).is_file():
+                return folder / f.name
+        return None
+
+    def missing(self, probe: bool = True) -> list[str]:
+        """One line per file that is neither here nor downloadable from here (empty: fetch can proceed).
+
+        ``probe``: ask each download host whether it answers (seconds; nothing is downloaded).
+        """
+        return [line for f in self.files if (line := self._gap(f, probe))]
+
+    def _gap(self, f: RemoteFile, probe: bool) -> str | None:
+        if self.local(f) is not None:
+            return None
+        if f.gated:
+            return f"{f.name}: registration required; place it in {self.raw}/"
+        if probe and not reachable(f.url):
+            return (f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere "
+                    f"and place it in {self.raw}/")
+        return None
+
+    def how_to_get(self) -> str:
+        size = sum(f.size_mb or 0 for f in self.files)
+        lines = [f"{self.info.name} ({self.info.stands_for}; {self.module.HOMEPAGE}; about {size / 1024:.1f} GB):"]
+        lines += ["  " + ln for ln in self.module.HOW_TO_GET.strip().splitlines()]
+        lines += [f"  segbench fetch {self.info.name}   # downloads {f.name} from {f.url}" for f in self.files if not f.gated]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the protocol
+    def fetch(self, dest: Path, cfg: DataConfig) -> dict:
+        """Obtain, verify and extract every file into ``dest`` (a fresh folder the caller renames into place)."""
+        gaps = [line for f in self.files if f.gated and (line := self._gap(f, probe=False))]
+        if gaps:   # before any long download: the hand-placed files must all be there
+            raise DatasetMissing(f"{self.info.name}: missing files\n  " + "\n  ".join(gaps) + "\n" + self.how_to_get())
+        records = []
+        for f in self.files:
+            path = self.local(f)
+            origin = "placed by hand" if path is not None and path.parent == self.raw else "downloaded"
+            if path is None:
+                print(f"fetch {self.info.name}: downloading {f.url} -> {self.downloads / f.name}", flush=True)
+                path = self.downloads / f.name
+                sha = _download_checked(f, path)
+            else:
+                sha = check_file(path, f.checksum)
+            if f.checksum is None:
+                print(f"fetch {self.info.name}: no checksum recorded for {f.name}; its SHA-256 is {sha}. Record "
+                      f"it in {self.module.__name__} so later fetches are verified.", flush=True)
+            records.append({"name": f.name, "url": f.url, "origin": origin, "sha256": sha,
+                            "checksum_recorded": f.checksum is not None})
+            if is_archive(path):   # each archive in a folder of its own: two archives may share top-level names
+                extract(path, dest / archive_stem(path.name))
+            else:
+                _link_or_copy(path, dest / f.name)
+        licence = licence_text(self.module)
+        (dest / LICENCE_FILE).write_text(licence)
+        print(licence, flush=True)
+        return {"source": self.module.HOMEPAGE, "files": records, "licence": self.module.LICENCE,
+                "citation": self.module.CITATION, "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def load(self, src: Path, cfg: DataConfig):
+        return self.module.load(Path(src), cfg)
+
+    def split(self, cases: list[Case], cfg: DataConfig) -> dict[str, str]:
+        return self.module.split(cases, cfg)
+
+
+def archive_stem(name: str) -> str:
+    """``"train.tar.gz"`` -> ``"train"``: the folder an archive is extracted into."""
+    lower = name.lower()
+    return next(name[: -len(s)] for s in ARCHIVE_SUFFIXES if lower.endswith(s))
+
+
+def licence_text(module: ModuleType) -> str:
+    info = module.INFO
+    return (f"{info.name}: {info.stands_for}\nHomepage: {module.HOMEPAGE}\n\nLicence / terms of use:\n"
+            f"{module.LICENCE.strip()}\n\nCite:\n{module.CITATION.strip()}\n")
+
+
+def _download_checked(f: RemoteFile, path: Path) -> str:
+    """Download ``f`` into ``path`` and verify it; return its SHA-256. A mismatch deletes every byte of it."""
+    algo, _, want = (f.checksum or "").partition(":")
+    try:
+        sha = download(f.url, path, sha256=want if algo == "sha256" else None)
+        if algo and algo != "sha256":
+            check_file(path, f.checksum)
+        return sha
+    except ChecksumError:
+        path.unlink(missing_ok=True)
+        part_path(path).unlink(missing_ok=True)
+        raise
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

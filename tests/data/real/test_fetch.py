@@ -1,0 +1,169 @@
+"""Download, resume, checksum, safe extraction and the no-partial-dataset rule, against a local server."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import DataConfig
+from benchmark.data.archive import UnsafeArchiveError, extract
+from benchmark.data.download import ChecksumError, DownloadError, download, part_path
+from benchmark.data.real import glas
+from benchmark.data.manifest import file_digest
+from benchmark.data.real.source import DatasetMissing, RealSource, RemoteFile
+from benchmark.data.sources import fetch
+from tests.data.real.test_glas import make_glas_zip
+
+NAME = glas.FILES[0].name
+
+
+def _payload(tmp_path: Path, n: int = 300_000) -> Path:
+    p = tmp_path / "payload.bin"
+    p.write_bytes(bytes(range(256)) * (n // 256))
+    return p
+
+
+def test_download_resumes_after_a_cut_connection(tmp_path, http_server):
+    src = _payload(tmp_path)
+    (http_server.root / "f.bin").write_bytes(src.read_bytes())
+    dest = tmp_path / "dl" / "f.bin"
+    sha = file_digest(src, "sha256")
+    http_server.cut_after["f.bin"] = 100_000
+    with pytest.raises(DownloadError, match="interrupted after 100000 of 299776 bytes.*run the same command again"):
+        download(http_server.file_url("f.bin"), dest, sha256=sha)
+    assert not dest.exists() and part_path(dest).stat().st_size == 100_000
+    assert download(http_server.file_url("f.bin"), dest, sha256=sha) == sha
+    assert dest.read_bytes() == src.read_bytes() and not part_path(dest).exists()
+    assert http_server.requests[-1] == ("f.bin", "bytes=100000-")      # only the rest was asked for
+
+
+def test_download_restarts_when_the_server_ignores_ranges(tmp_path, http_server):
+    src = _payload(tmp_path)
+    (http_server.root / "f.bin").write_bytes(src.read_bytes())
+    dest = tmp_path / "f.bin"
+    part_path(dest).write_bytes(b"x" * 5000)           # stale bytes that must not survive
+    http_server.ranges_honoured = False
+    download(http_server.file_url("f.bin"), dest, sha256=file_digest(src, "sha256"))
+    assert dest.read_bytes() == src.read_bytes()
+
+
+def test_checksum_mismatch_is_an_error_and_keeps_nothing(tmp_path, http_server):
+    (http_server.root / "f.bin").write_bytes(b"not the release")
+    dest = tmp_path / "f.bin"
+    with pytest.raises(ChecksumError, match="SHA-256 is .* expected 00"):
+        download(http_server.file_url("f.bin"), dest, sha256="00" * 32)
+    assert not dest.exists() and not part_path(dest).exists()
+
+
+def test_unreachable_server_names_the_url(tmp_path):
+    with pytest.raises(DownloadError, match=r"http://127\.0\.0\.1:9/x\.zip: cannot connect"):
+        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip")
+
+
+def _zip_with(member: str, tmp_path: Path) -> Path:
+    p = tmp_path / "evil.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("ok.txt", "fine")
+        z.writestr(member, "escaped")
+    return p
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "/tmp/escaped.txt", "a/../../escaped.txt"])
+def test_zip_members_escaping_the_target_are_refused(tmp_path, member):
+    with pytest.raises(UnsafeArchiveError, match="outside the target folder"):
+        extract(_zip_with(member, tmp_path), tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists() and not list((tmp_path / "out").rglob("*"))
+
+
+def _tar_with_link(tmp_path: Path, target: str, kind=tarfile.SYMTYPE) -> Path:
+    p = tmp_path / "evil.tar.gz"
+    with tarfile.open(p, "w:gz") as t:
+        info = tarfile.TarInfo("link")
+        info.type, info.linkname = kind, target
+        t.addfile(info)
+    return p
+
+
+def test_tar_links_out_of_the_target_are_refused(tmp_path):
+    for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        with pytest.raises(UnsafeArchiveError, match="member 'link' refused"):
+            extract(_tar_with_link(tmp_path, "/etc/passwd", kind), tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*"))
+
+
+def test_safe_archives_extract(tmp_path):
+    p = tmp_path / "good.tar"
+    with tarfile.open(p, "w") as t:
+        data = b"hello"
+        info = tarfile.TarInfo("d/a.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("d/b.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.txt"      # a link inside the target is fine
+        t.addfile(link)
+    assert extract(p, tmp_path / "out") == ["d/a.txt", "d/b.txt"]
+    assert (tmp_path / "out" / "d" / "b.txt").read_text() == "hello"
+
+
+def _source(tmp_path, server, checksum: str | None = "right") -> RealSource:
+    make_glas_zip(server.root / NAME)
+    sha = "sha256:" + file_digest(server.root / NAME, "sha256") if checksum == "right" else checksum
+    f = dataclasses.replace(glas.FILES[0], url=server.file_url(NAME), checksum=sha)
+    return RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "downloads", files=(f,))
+
+
+def test_fetch_failures_leave_no_partial_dataset(tmp_path, http_server):
+    cfg, dest = DataConfig(size=16), tmp_path / "fetched" / "glas"
+    source = _source(tmp_path, http_server)
+    http_server.cut_after[NAME] = 2000
+    with pytest.raises(DownloadError, match="interrupted"):
+        fetch("glas", dest, cfg, source=source)
+    assert not dest.exists() and not list(dest.parent.iterdir())           # no dataset, no temp folder
+    status = fetch("glas", dest, cfg, source=source)                       # resumes the download
+    assert http_server.requests[-1] == (NAME, "bytes=2000-")
+    assert status["available"] and status["provenance"]["files"][0]["checksum_recorded"]
+    assert (dest / "LICENCE.txt").is_file() and list(dest.rglob("train_1.bmp"))
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(ChecksumError):
+        fetch("glas", bad / "glas", cfg,
+              source=RealSource(glas, raw=bad / "raw", downloads=bad / "downloads",
+                                files=(dataclasses.replace(glas.FILES[0], url=http_server.file_url(NAME),
+                                                           checksum="md5:" + "0" * 32),)))
+    assert not (bad / "glas").exists() and not list((bad / "downloads").glob("*"))
+
+
+def test_an_unsafe_archive_leaves_no_partial_dataset_and_keeps_the_old_one(tmp_path, http_server):
+    cfg, dest = DataConfig(size=16), tmp_path / "fetched" / "glas"
+    fetch("glas", dest, cfg, source=_source(tmp_path, http_server))
+    evil = _zip_with("../../escaped.txt", tmp_path)
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    evil.rename(raw / NAME)                               # a hand-placed archive is checked as strictly
+    source = RealSource(glas, raw=raw, downloads=tmp_path / "dl2", files=(glas.FILES[0],))
+    with pytest.raises(UnsafeArchiveError):
+        fetch("glas", dest, cfg, source=source)
+    assert list(dest.rglob("train_1.bmp")) and not (tmp_path / "escaped.txt").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["glas"]
+
+
+def test_a_gated_file_missing_stops_with_how_to_get_it(tmp_path):
+    gated = RemoteFile("secret.zip", None, size_mb=2048)
+    source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "dl", files=(gated,))
+    assert source.missing(probe=False) == [f"secret.zip: registration required; place it in {tmp_path / 'raw'}/"]
+    with pytest.raises(DatasetMissing, match="secret.zip: registration required"):
+        fetch("glas", tmp_path / "fetched", DataConfig(), source=source)
+    assert not (tmp_path / "fetched").exists()
+
+
+def test_unreachable_downloads_count_as_missing(tmp_path, http_server):
+    here = RemoteFile("a.zip", http_server.file_url("a.zip"))
+    nowhere = RemoteFile("b.zip", "http://127.0.0.1:9/b.zip")
+    source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "dl", files=(here, nowhere))
+    assert source.missing() == [f"b.zip: http://127.0.0.1:9/b.zip cannot be reached from this machine; "
+                                f"download it elsewhere and place it in {tmp_path / 'raw'}/"]
