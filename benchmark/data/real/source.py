@@ -120,7 +120,7 @@ class RealSource:
         if self.local(f) is not None:
             return None
         if f.gated:
-            return f"{f.name}: registration required; place it in {self.raw}/"
+            return f"{f.name}: no automated download (registration or terms); place it in {self.raw}/"
         if probe and not reachable(f.url):
             return (f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere "
                     f"and place it in {self.raw}/")
@@ -130,7 +130,10 @@ class RealSource:
         size = sum(f.size_mb or 0 for f in self.files)
         lines = [f"{self.info.name} ({self.info.stands_for}; {self.module.HOMEPAGE}; about {size / 1024:.1f} GB):"]
         lines += ["  " + ln for ln in self.module.HOW_TO_GET.strip().splitlines()]
-        lines += [f"  segbench fetch {self.info.name}   # downloads {f.name} from {f.url}" for f in self.files if not f.gated]
+        remote = [f.name for f in self.files if not f.gated]
+        if remote:
+            lines.append(f"  where the source can be reached, `segbench fetch {self.info.name}` downloads "
+                         f"{', '.join(remote)}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ the protocol

@@ -38,7 +38,7 @@ def test_placed_files_make_a_gated_dataset_ready(tmp_path, monkeypatch):
     assert gated, "no gated dataset to test with"
     name = gated[0]
     _, message = check([name], probe=False)
-    assert f"{name} (" in message and "registration required" in message
+    assert f"{name} (" in message and "no automated download" in message
     for f in real_module(name).FILES:
         (tmp_path / "data/raw" / name).mkdir(parents=True, exist_ok=True)
         (tmp_path / "data/raw" / name / f.name).write_bytes(b"x")

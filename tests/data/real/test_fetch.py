@@ -155,8 +155,9 @@ def test_an_unsafe_archive_leaves_no_partial_dataset_and_keeps_the_old_one(tmp_p
 def test_a_gated_file_missing_stops_with_how_to_get_it(tmp_path):
     gated = RemoteFile("secret.zip", None, size_mb=2048)
     source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "dl", files=(gated,))
-    assert source.missing(probe=False) == [f"secret.zip: registration required; place it in {tmp_path / 'raw'}/"]
-    with pytest.raises(DatasetMissing, match="secret.zip: registration required"):
+    assert source.missing(probe=False) == [
+        f"secret.zip: no automated download (registration or terms); place it in {tmp_path / 'raw'}/"]
+    with pytest.raises(DatasetMissing, match=r"secret.zip: no automated download \(registration or terms\)"):
         fetch("glas", tmp_path / "fetched", DataConfig(), source=source)
     assert not (tmp_path / "fetched").exists()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmark.cli import main
 from benchmark.config import DataConfig
 from benchmark.data.case import Case
 from benchmark.data.manifest import check_leaks
@@ -74,3 +75,17 @@ def test_glas_refuses_a_patient_in_both_published_parts():
         glas.split(leaky, DataConfig())
     by_patient = glas.split(leaky, DataConfig(splits="seeded", split={"train": 0.5, "test": 0.5}))
     assert sorted(by_patient.values()) == ["test", "train"]
+
+
+def test_the_fixture_manifest_passes_the_leak_check_and_a_leaky_copy_fails(tmp_path, http_server, capsys):
+    make_glas_zip(tmp_path / glas.FILES[0].name)
+    cfg = DataConfig(size=16, split={"train": 0.8, "val": 0.2, "test": 0.0})
+    _, processed, manifest = fetch_and_preprocess(glas, {glas.FILES[0].name: tmp_path / glas.FILES[0].name},
+                                                  http_server, tmp_path, cfg)
+    assert main(["check-leaks", str(processed)]) == 0
+    # train_2 shares patient 1 with train_1: move it to test, as a split by image rather than patient would
+    leaky = next(c for c in manifest.cases if c.case_id == "glas-train_2")
+    leaky.split = "test"
+    manifest.save(tmp_path / "leaky")
+    assert main(["check-leaks", str(tmp_path / "leaky")]) == 1
+    assert "subject glas-patient1: test, train" in capsys.readouterr().out
