@@ -9,15 +9,16 @@ would only reproduce the mismatch.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
+import re
 import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from benchmark.data.manifest import file_sha256
 
 USER_AGENT = "segbench (MedFlowSeg benchmark suite)"
 
@@ -34,21 +35,21 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0,
+def download(url: str, dest: Path, *, checksum: str | None = None, timeout: float = 60.0,
              chunk: int = 1 << 20, progress: Callable[[int, int | None], None] | None = None) -> str:
     """Download ``url`` into ``dest`` (resuming ``dest.part``), verify, rename; return the SHA-256.
 
-    An existing ``dest`` is verified and kept. ``progress(done, total)`` is called after every chunk.
+    ``checksum``: ``"sha256:HEX"`` or ``"md5:HEX"``, or None when none is recorded. An existing ``dest`` is
+    verified and kept. ``progress(done, total)`` is called after every chunk.
 
     Raises:
-        DownloadError: the server could not be reached, refused, or closed the connection early
-            (the part file is kept; calling again resumes it).
-        ChecksumError: the whole file arrived with another SHA-256 than ``sha256``
-            (the part file is deleted).
+        DownloadError: the server could not be reached, refused, sent a web page instead of the file, or
+            closed the connection early (the part file is kept; calling again resumes it).
+        ChecksumError: the whole file arrived with another checksum (the part file is deleted).
     """
     dest = Path(dest)
     if dest.is_file():
-        return verify(dest, sha256, url)
+        return verify(dest, checksum, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     offset = part.stat().st_size if part.is_file() else 0
@@ -58,15 +59,24 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:     # nothing left to send: the part file already holds every byte
-            return _finish(part, dest, sha256, url)
+        if e.code == 416 and offset:     # nothing left to send, if the part file holds exactly the whole file
+            total = _total_of(e.headers.get("Content-Range", ""))
+            if total == offset:
+                return _finish(part, dest, checksum, url)
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: {part} ({offset} bytes) does not match the file on the server "
+                                f"({total if total is not None else 'unknown'} bytes); it was deleted, "
+                                f"run again to download from the start") from e
         raise DownloadError(f"{url}: the server answered HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(f"{url}: cannot connect ({reason})") from e
     with response:
-        if offset and response.status != 206:   # the server ignores ranges: start again from byte 0
-            offset = 0
+        if response.headers.get_content_type() == "text/html" and not dest.name.lower().endswith((".html", ".htm")):
+            raise DownloadError(f"{url}: the server sent a web page, not {dest.name} (a login, consent or "
+                                f"confirmation page?); download it in a browser and place it by hand")
+        if offset and (response.status != 206 or _start_of(response.headers.get("Content-Range", "")) != offset):
+            offset = 0                   # the server ignores (or misanswers) the range: start again from byte 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         done = offset
@@ -81,26 +91,50 @@ def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float 
             raise _cut(url, part, total, e) from e
     if total is not None and part.stat().st_size != total:
         raise _cut(url, part, total, "the connection closed early")
-    return _finish(part, dest, sha256, url)
+    return _finish(part, dest, checksum, url)
 
 
-def verify(path: Path, sha256: str | None, origin: str) -> str:
-    """SHA-256 of ``path``; :class:`ChecksumError` if it is not ``sha256`` (when given)."""
-    digest = file_sha256(path)
-    if sha256 is not None and digest != sha256.lower():
-        raise ChecksumError(f"{path} (from {origin}): SHA-256 is {digest}, expected {sha256}. "
-                            f"The file is corrupt or not the release this suite was written for.")
-    return digest
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (any :mod:`hashlib` algorithm), read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _finish(part: Path, dest: Path, sha256: str | None, url: str) -> str:
+def verify(path: Path, checksum: str | None, origin: str) -> str:
+    """SHA-256 of ``path``; :class:`ChecksumError` if it does not match ``checksum`` (``"algo:HEX"``, when given)."""
+    sha = file_digest(path, "sha256")
+    if checksum:
+        algo, _, want = checksum.partition(":")
+        got = sha if algo == "sha256" else file_digest(path, algo)
+        if got != want.lower():
+            raise ChecksumError(f"{path} (from {origin}): {algo} is {got}, expected {want}. The file is "
+                                f"corrupt or not the release this suite was written for; delete it and fetch again.")
+    return sha
+
+
+def _finish(part: Path, dest: Path, checksum: str | None, url: str) -> str:
     try:
-        digest = verify(part, sha256, url)
+        digest = verify(part, checksum, url)
     except ChecksumError:
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
     return digest
+
+
+def _start_of(content_range: str) -> int | None:
+    """First byte of ``"bytes START-END/TOTAL"``."""
+    m = re.match(r"bytes (\d+)-\d+/", content_range.strip())
+    return int(m[1]) if m else None
+
+
+def _total_of(content_range: str) -> int | None:
+    """TOTAL of ``"bytes */TOTAL"`` or ``"bytes START-END/TOTAL"``."""
+    m = re.search(r"/(\d+)$", content_range.strip())
+    return int(m[1]) if m else None
 
 
 def _cut(url: str, part: Path, total: int | None, why) -> DownloadError:
@@ -111,12 +145,15 @@ def _cut(url: str, part: Path, total: int | None, why) -> DownloadError:
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:
-    """Whether the host of ``url`` answers HTTP at all (any status counts; no body is read)."""
+    """Whether ``url`` looks downloadable: the host answers, and not with "no such file" (404/410).
+
+    Any other answer counts (e.g. 403 or 405 to a HEAD request a GET would pass); no body is read.
+    """
     try:
         req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
         urllib.request.urlopen(req, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
+    except urllib.error.HTTPError as e:
+        return e.code not in (404, 410)
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return True

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.case import DatasetInfo
+from benchmark.data.download import file_digest
 from benchmark.data.store import atomic_write
 
 SPLITS = ("train", "val", "test")
@@ -79,15 +80,6 @@ def load_manifest(path: Path) -> Manifest:
         return Manifest(info, d["status"], d.get("reason", ""), d.get("provenance", {}), cases)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ManifestError(f"{path}: not a valid manifest ({type(e).__name__}: {e})") from e
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (any :mod:`hashlib` algorithm), read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -16,7 +16,7 @@ from benchmark.data.case import Case
 from benchmark.data.manifest import (SPLITS, CaseEntry, Manifest, ManifestError, check_leaks, file_sha256,
                                      load_manifest, slice_hashes)
 from benchmark.data.sources import STATUS, get_source
-from benchmark.data.store import CaseFileError, load_case, read_json, save_case, validate_case
+from benchmark.data.store import CaseFileError, load_case, read_json, replace_folder, save_case, validate_case
 
 NORMALISATION = "z-score per case and channel over all slices (std floored at 1e-6)"
 
@@ -44,8 +44,7 @@ def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig, source=None
         else:
             manifest = _build(source, fetched, tmp, cfg, status.get("provenance", {}))
         manifest.save(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest

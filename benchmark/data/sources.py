@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import assign_splits
-from benchmark.data.store import load_case, read_json, save_case, write_json
+from benchmark.data.store import load_case, read_json, replace_folder, save_case, write_json
 
 STATUS = "status.json"
 
@@ -111,8 +111,8 @@ def fetch(name: str, dest: Path, cfg: DataConfig, source=None) -> dict:
                   f"'not run' in every table.\n!! {e}\n{banner}\n", file=sys.stderr)
             status = {"dataset": name, "available": False, "reason": str(e)}
         write_json(tmp / STATUS, status)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        replace_folder(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return status
+

@@ -367,3 +367,26 @@ def test_cli_preprocess_success(tmp_path, fetched, capsys):
     assert rc == 0, captured.err
     assert f"preprocess {NAME}: ok" in captured.out
     assert load_manifest(out).status == "ok"
+
+
+def test_replace_folder_keeps_the_old_folder_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    from benchmark.data.store import replace_folder
+    dest, new = tmp_path / "d", tmp_path / "new"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    real_rename = Path.rename
+
+    def failing(self, target):
+        if self == new:
+            raise OSError("disk went away")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="disk went away"):
+        replace_folder(new, dest)
+    assert (dest / "old.txt").read_text() == "old"          # put back
+    monkeypatch.setattr(Path, "rename", real_rename)
+    replace_folder(new, dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and (dest / "new.txt").is_file()

@@ -131,10 +131,4 @@ def load(root: Path, cfg: DataConfig):
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
-    train = [c.subject_id for c in cases if c.extra["part"] == "training"]
-    test = [c.subject_id for c in cases if c.extra["part"] == "testing"]
-    if cfg.splits == "standard" and not (train and test):
-        missing = "testing" if train else "training"
-        raise ValueError(f"acdc: no {missing}/ patients were loaded, so the published training/testing split "
-                         f"cannot be kept; extract the whole release or set data.splits: seeded")
-    return splits.choose((train, test), [c.subject_id for c in cases], cfg)
+    return splits.by_part("acdc", cases, ("training",), cfg)

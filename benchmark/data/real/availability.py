@@ -14,35 +14,35 @@ from benchmark.data.real.source import RealSource
 from benchmark.data.store import read_json
 
 
-def _state(name: str, probe: bool) -> tuple[dict, list[str], str]:
-    """(state recorded in availability.json, missing-file lines, how to get it)."""
+def _state(name: str, probe: bool) -> tuple[str, list[str], str]:
+    """(``"fetched"``, ``"here"``, ``"downloadable"`` or ``"missing"``; missing-file lines; how to get it)."""
     status_file = paths.fetched(name) / "status.json"
     if status_file.is_file() and read_json(status_file, "fetch status").get("available"):
-        return {"state": "fetched"}, [], ""
+        return "fetched", [], ""
     source = RealSource(real_module(name))
     gaps = source.missing(probe=probe)
-    files = {}
-    for f in source.files:
-        local = source.local(f)
-        files[f.name] = (f"{local.parent} ({local.stat().st_size} bytes)" if local is not None
-                         else f.url if not f.gated else "missing")
-    return {"state": "missing" if gaps else "ready", "files": files}, gaps, source.how_to_get()
+    if gaps:
+        return "missing", gaps, source.how_to_get()
+    return ("here" if all(source.local(f) for f in source.files) else "downloadable"), [], ""
 
 
 def check(datasets, probe: bool = True) -> tuple[dict, str | None]:
-    """``(record, message)``: the state of every real dataset in ``datasets``; ``message`` is None when none
-    is missing, else the text to show. Download hosts are probed in parallel (a few seconds at most)."""
+    """``(record, message)``. ``record``: the real datasets of ``datasets``, each ``"available"`` (the same
+    whether fetched, on this machine or downloadable, so the fetch stages that depend on it rerun only when
+    the set of datasets changes). ``message`` is None when none is missing, else the text to show. Download
+    hosts are probed in parallel (a few seconds at most)."""
     names = [d for d in dict.fromkeys(datasets) if d in REAL_DATASETS]
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         states = dict(zip(names, pool.map(lambda n: _state(n, probe), names)))
-    record = {n: s[0] for n, s in states.items()}
-    missing = [n for n, s in states.items() if s[1]]
+    missing = [n for n, s in states.items() if s[0] == "missing"]
     if not missing:
-        return record, None
+        for n, (state, _, _) in states.items():
+            print(f"  {n}: {state}")
+        return {n: "available" for n in names}, None
     parts = [f"{len(missing)} of the profile's datasets are not on this machine and cannot be downloaded from "
              f"here: {', '.join(missing)}.",
              "The suite never fills a real dataset's rows with other data. Get each as below, then run again.", ""]
     for n in missing:
         _, gaps, how = states[n]
         parts += [how, "  missing now:"] + [f"    {g}" for g in gaps] + [""]
-    return record, "\n".join(parts)
+    return {}, "\n".join(parts)

@@ -27,6 +27,7 @@ from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.real import splits
+from benchmark.data.real.medical_io import read_rgb
 from benchmark.data.real.source import RemoteFile
 
 INFO = DatasetInfo(name="glas", modality="histology", channels=3, class_names=("background", "gland"),
@@ -77,7 +78,7 @@ def load(root: Path, cfg: DataConfig):
             raise FileNotFoundError(f"{path}: its annotation {anno.name} is missing")
         if stem not in patients:
             raise ValueError(f"{folder / 'Grade.csv'}: no row for {stem}")
-        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+        rgb = read_rgb(path)
         inst = np.asarray(Image.open(anno))
         if inst.ndim == 3:       # some readers give the 8-bit map as RGB: the instance id is in every channel
             inst = inst[..., 0]
@@ -91,9 +92,4 @@ def load(root: Path, cfg: DataConfig):
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
-    train = [c.subject_id for c in cases if c.extra["part"] == "train"]
-    test = [c.subject_id for c in cases if c.extra["part"] != "train"]
-    try:
-        return splits.choose((train, test), [c.subject_id for c in cases], cfg)
-    except ValueError as e:
-        raise ValueError(f"glas: {e}; set data.splits: seeded to split by patient instead") from e
+    return splits.by_part("glas", cases, ("train",), cfg)

@@ -58,6 +58,7 @@ from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.real import splits
+from benchmark.data.real.medical_io import is_os_debris, read_rgb
 from benchmark.data.real.source import RemoteFile
 
 INFO = DatasetInfo(name="isic", modality="dermoscopy", channels=3, class_names=("background", "lesion"),
@@ -107,7 +108,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _find_csv(root: Path, preferred: str, needs: set[str], what: str) -> Path:
     """The CSV named ``preferred``, else any CSV under ``root`` whose header has the columns ``needs``."""
-    hits = sorted(p for p in root.rglob("*.csv") if "__MACOSX" not in p.parts)
+    hits = sorted(p for p in root.rglob("*.csv") if not is_os_debris(p))
     hits.sort(key=lambda p: p.name != preferred)
     for p in hits:
         with open(p, newline="", encoding="utf-8-sig") as f:
@@ -120,7 +121,7 @@ def _find_csv(root: Path, preferred: str, needs: set[str], what: str) -> Path:
 def _file_index(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in root.rglob("*"):
-        if p.suffix.lower() in suffixes and p.is_file() and "__MACOSX" not in p.parts and not p.name.startswith("._"):
+        if p.suffix.lower() in suffixes and p.is_file() and not is_os_debris(p):
             out.setdefault(p.name, p)
     return out
 
@@ -170,7 +171,7 @@ def load(root: Path, cfg: DataConfig):
         if img_path is None:
             raise FileNotFoundError(f"{root}: image {iid} (.jpg) not found; put it in {IMAGES_ZIP} "
                                     f"(data/raw/isic/), see HOW_TO_GET")
-        rgb = np.asarray(Image.open(img_path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+        rgb = read_rgb(img_path)
         shape = rgb.shape[1:]
         label = np.zeros((3, 1, *shape), np.uint8)
         for r, row in enumerate(rows):

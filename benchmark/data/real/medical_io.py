@@ -1,8 +1,8 @@
-"""Reading the medical-image files of the real datasets (NIfTI, MetaImage) and checking their label values.
+"""Reading the real datasets' image files (NIfTI, MetaImage, and RGB photographs) and checking label values.
 
 One place for the errors every converter owes its user: a missing file, an unreadable one, a
 multi-component image where a scalar is expected, and label values the release does not define, each
-naming the file.
+naming the file. Also what every converter skips while walking a release: macOS archive debris.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 
 def read_scalar(path: Path, what: str, orient: str | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -47,3 +48,21 @@ def map_labels(label: np.ndarray, path: Path, mapping: dict[int, int], meaning: 
     for value, cls in mapping.items():
         lut[value] = cls
     return lut[label.astype(np.int64)]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An RGB image (JPG, PNG, BMP, TIFF; grey or palette images are expanded) as float32 ``(3, H, W)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the image is missing")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    except OSError as e:
+        raise ValueError(f"{path}: unreadable image ({e})") from e
+
+
+def is_os_debris(path: Path) -> bool:
+    """macOS archive leftovers (``__MACOSX/`` folders, ``._*`` resource forks), never part of a release."""
+    path = Path(path)
+    return "__MACOSX" in path.parts or path.name.startswith("._")

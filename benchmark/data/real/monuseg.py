@@ -46,6 +46,7 @@ from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.real import splits
+from benchmark.data.real.medical_io import is_os_debris, read_rgb
 from benchmark.data.real.source import RemoteFile
 
 INFO = DatasetInfo(name="monuseg", modality="histology", channels=3, class_names=("background", "nucleus"),
@@ -138,7 +139,7 @@ def _images(root: Path) -> list[tuple[Path, Path, str]]:
     """``(tif, xml, part)`` for every MoNuSeg image under ``root``, macOS resource forks left out."""
     out = []
     for tif in sorted(root.rglob("TCGA-*.tif")):
-        if "__MACOSX" in tif.parts or tif.name.startswith("._"):
+        if is_os_debris(tif):
             continue
         if not _NAME.match(tif.name):
             raise ValueError(f"{tif}: not a MoNuSeg image name (TCGA-XX-XXXX-....tif)")
@@ -157,11 +158,7 @@ def load(root: Path, cfg: DataConfig):
     for tif, xml, part in _images(Path(root)):
         if not xml.is_file():
             raise FileNotFoundError(f"{tif}: its outline file {xml} is missing")
-        try:
-            with Image.open(tif) as im:
-                rgb = np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
-        except OSError as e:
-            raise ValueError(f"{tif}: unreadable TIFF ({e})") from e
+        rgb = read_rgb(tif)
         regions, facts = read_regions(xml)
         mask, skipped = rasterise(regions, rgb.shape[1:])
         if len(regions) == skipped:
@@ -175,9 +172,4 @@ def load(root: Path, cfg: DataConfig):
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
-    train = [c.subject_id for c in cases if c.extra["part"] == "train"]
-    test = [c.subject_id for c in cases if c.extra["part"] == "test"]
-    try:
-        return splits.choose((train, test), [c.subject_id for c in cases], cfg)
-    except ValueError as e:
-        raise ValueError(f"monuseg: {e}; set data.splits: seeded to split by patient instead") from e
+    return splits.by_part("monuseg", cases, ("train",), cfg)

@@ -50,6 +50,7 @@ from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.real import splits
+from benchmark.data.real.medical_io import is_os_debris, read_rgb
 from benchmark.data.real.source import RemoteFile
 
 INFO = DatasetInfo(name="refuge2", modality="fundus", channels=3,
@@ -83,13 +84,9 @@ PARTS = {"Training-400": "training", "Validation-400": "validation", "Test-400":
 TRAIN_PARTS = ("training", "validation")
 
 
-def _ignored(path: Path) -> bool:
-    return "__MACOSX" in path.parts or path.name.startswith("._")
-
-
 def _part_dirs(root: Path) -> list[tuple[str, Path]]:
     found = sorted((PARTS[p.name], p) for p in root.rglob("*-400") if p.is_dir() and p.name in PARTS
-                   and not _ignored(p.relative_to(root)))
+                   and not is_os_debris(p.relative_to(root)))
     if not found:
         raise FileNotFoundError(f"{root}: no Training-400/ or Test-400/ folder; not the REFUGE-Multirater release")
     seen: dict[str, Path] = {}
@@ -120,12 +117,12 @@ def load(root: Path, cfg: DataConfig):
     root = Path(root)
     n = 0
     for part, folder in _part_dirs(root):
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not _ignored(p)):
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not is_os_debris(p)):
             name = sub.name
             img_path = sub / f"{name}.jpg"
             if not img_path.is_file():
                 raise FileNotFoundError(f"{img_path}: image missing from its folder")
-            rgb = np.asarray(Image.open(img_path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+            rgb = read_rgb(img_path)
             shape = rgb.shape[1:]
             label = np.zeros((N_RATERS, 1, *shape), np.uint8)
             for k in range(1, N_RATERS + 1):
@@ -144,7 +141,4 @@ def load(root: Path, cfg: DataConfig):
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
-    train = [c.subject_id for c in cases if c.extra["part"] in TRAIN_PARTS]
-    test = [c.subject_id for c in cases if c.extra["part"] not in TRAIN_PARTS]
-    published = (train, test) if train and test else None
-    return splits.choose(published, [c.subject_id for c in cases], cfg)
+    return splits.by_part("refuge2", cases, TRAIN_PARTS, cfg)

@@ -20,7 +20,6 @@ ones included; a mismatch is an error.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,10 +28,9 @@ from types import ModuleType
 
 from benchmark import paths
 from benchmark.config import DataConfig
-from benchmark.data.archive import ARCHIVE_SUFFIXES, extract, is_archive
+from benchmark.data import download as dl
+from benchmark.data.archive import ARCHIVE_SUFFIXES, ArchiveError, extract, is_archive
 from benchmark.data.case import Case, DatasetInfo
-from benchmark.data.download import ChecksumError, download, part_path, reachable
-from benchmark.data.manifest import file_digest
 
 LICENCE_FILE = "LICENCE.txt"
 
@@ -60,18 +58,6 @@ class RemoteFile:
     @property
     def gated(self) -> bool:
         return self.url is None
-
-
-def check_file(path: Path, checksum: str | None) -> str:
-    """Verify ``path`` against ``"algo:hex"``; return its SHA-256. :class:`ChecksumError` on a mismatch."""
-    sha = file_digest(path, "sha256")
-    if checksum:
-        algo, _, want = checksum.partition(":")
-        got = sha if algo == "sha256" else file_digest(path, algo)
-        if got != want.lower():
-            raise ChecksumError(f"{path}: {algo} is {got}, expected {want}. The file is corrupt or not the "
-                                f"release this suite was written for; delete it and fetch again.")
-    return sha
 
 
 class RealSource:
@@ -121,7 +107,7 @@ class RealSource:
             return None
         if f.gated:
             return f"{f.name}: no automated download (registration or terms); place it in {self.raw}/"
-        if probe and not reachable(f.url):
+        if probe and not dl.reachable(f.url):
             return (f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere "
                     f"and place it in {self.raw}/")
         return None
@@ -149,18 +135,21 @@ class RealSource:
             if path is None:
                 print(f"fetch {self.info.name}: downloading {f.url} -> {self.downloads / f.name}", flush=True)
                 path = self.downloads / f.name
-                sha = _download_checked(f, path)
+                sha = dl.download(f.url, path, checksum=f.checksum)
             else:
-                sha = check_file(path, f.checksum)
+                sha = dl.verify(path, f.checksum, "placed by hand" if origin == "placed by hand" else f.url)
             if f.checksum is None:
                 print(f"fetch {self.info.name}: no checksum recorded for {f.name}; its SHA-256 is {sha}. Record "
                       f"it in {self.module.__name__} so later fetches are verified.", flush=True)
             records.append({"name": f.name, "url": f.url, "origin": origin, "sha256": sha,
                             "checksum_recorded": f.checksum is not None})
             if is_archive(path):   # each archive in a folder of its own: two archives may share top-level names
-                extract(path, dest / archive_stem(path.name))
+                try:
+                    extract(path, dest / archive_stem(path.name))
+                except ArchiveError as e:
+                    raise ArchiveError(f"{e}; delete {path} and fetch again") from e
             else:
-                _link_or_copy(path, dest / f.name)
+                _copy(path, dest / f.name)
         licence = licence_text(self.module)
         (dest / LICENCE_FILE).write_text(licence)
         print(licence, flush=True)
@@ -186,23 +175,7 @@ def licence_text(module: ModuleType) -> str:
             f"{module.LICENCE.strip()}\n\nCite:\n{module.CITATION.strip()}\n")
 
 
-def _download_checked(f: RemoteFile, path: Path) -> str:
-    """Download ``f`` into ``path`` and verify it; return its SHA-256. A mismatch deletes every byte of it."""
-    algo, _, want = (f.checksum or "").partition(":")
-    try:
-        sha = download(f.url, path, sha256=want if algo == "sha256" else None)
-        if algo and algo != "sha256":
-            check_file(path, f.checksum)
-        return sha
-    except ChecksumError:
-        path.unlink(missing_ok=True)
-        part_path(path).unlink(missing_ok=True)
-        raise
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _copy(src: Path, dst: Path) -> None:
+    """A copy, not a link: DVC may make its outputs read-only, and the hand-placed original must not change."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    shutil.copyfile(src, dst)

@@ -36,3 +36,19 @@ def choose(published: tuple[list[str], list[str]] | None, subjects, cfg: DataCon
     if published is not None and cfg.splits == "standard":
         return standard(*published, cfg)
     return seeded(subjects, cfg)
+
+
+def by_part(dataset: str, cases, train_parts, cfg: DataConfig) -> dict[str, str]:
+    """The published split a release encodes in its folders or names (``extra["part"]`` of each case):
+    cases of ``train_parts`` train (validation drawn from them), the others test. Under ``standard``, a
+    release missing one side, or a patient on both sides, is an error that names ``dataset`` and the way out."""
+    train = [c.subject_id for c in cases if c.extra["part"] in train_parts]
+    test = [c.subject_id for c in cases if c.extra["part"] not in train_parts]
+    hint = "set data.splits: seeded to split by patient instead"
+    if cfg.splits == "standard" and not (train and test):
+        raise ValueError(f"{dataset}: only {'training' if train else 'test'} cases were loaded, so the published "
+                         f"split cannot be kept; extract the whole release or {hint}")
+    try:
+        return choose((train, test), [c.subject_id for c in cases], cfg)
+    except ValueError as e:
+        raise ValueError(f"{dataset}: {e}; {hint}") from e

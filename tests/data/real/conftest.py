@@ -14,6 +14,7 @@ class Server:
         self.root = root
         self.cut_after: dict[str, int] = {}   # file name -> bytes sent before the next response is cut
         self.ranges_honoured = True
+        self.content_type = "application/octet-stream"
         self.requests: list[tuple[str, str | None]] = []   # (path, Range header)
         server = self
 
@@ -40,12 +41,16 @@ class Server:
                 if rng and server.ranges_honoured:
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
-                        self.send_error(416)
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
                         return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
+                self.send_header("Content-Type", server.content_type)
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 if not body:

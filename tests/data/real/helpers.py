@@ -9,7 +9,7 @@ from types import ModuleType
 from benchmark.config import DataConfig
 from benchmark.data.manifest import Manifest
 from benchmark.data.preprocess import preprocess
-from benchmark.data.manifest import file_digest
+from benchmark.data.download import file_digest
 from benchmark.data.real.source import RealSource
 from benchmark.data.sources import fetch
 

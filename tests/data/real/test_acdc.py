@@ -159,7 +159,7 @@ def test_acdc_bad_inputs_name_the_file(tmp_path):
 def test_acdc_partial_release_needs_seeded(tmp_path):
     make_acdc_tree(tmp_path, patients={k: PATIENTS[k] for k in ("patient001", "patient002")})
     headers = [c.header() for c in acdc.load(tmp_path, DataConfig(size=SIZE))]
-    with pytest.raises(ValueError, match="no testing/ patients.*data.splits: seeded"):
+    with pytest.raises(ValueError, match="acdc: only training cases were loaded.*data.splits: seeded"):
         acdc.split(headers, DataConfig(size=SIZE))
     got = acdc.split(headers, DataConfig(size=SIZE, splits="seeded", split={"train": 0.5, "test": 0.5}))
     assert sorted(got.values()) == ["test", "train"]

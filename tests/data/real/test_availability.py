@@ -24,9 +24,8 @@ def test_every_registered_dataset_declares_the_whole_contract():
 def test_downloadable_data_passes_and_unreachable_data_is_listed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     record, message = check(["glas", "phantom-cardiac"], probe=False)
-    assert message is None and record == {"glas": {"state": "ready", "files": {
-        "warwick_qu_dataset_released_2016_07_08.zip": real_module("glas").FILES[0].url}}}
-    monkeypatch.setattr("benchmark.data.real.source.reachable", lambda url, timeout=5.0: False)
+    assert message is None and record == {"glas": "available"}
+    monkeypatch.setattr("benchmark.data.download.reachable", lambda url, timeout=5.0: False)
     _, message = check(["glas"])
     assert message.startswith("1 of the profile's datasets are not on this machine") and "glas (GlaS;" in message
     assert "place it in data/raw/glas/" in message and "never fills a real dataset's rows with other data" in message
@@ -42,13 +41,12 @@ def test_placed_files_make_a_gated_dataset_ready(tmp_path, monkeypatch):
     for f in real_module(name).FILES:
         (tmp_path / "data/raw" / name).mkdir(parents=True, exist_ok=True)
         (tmp_path / "data/raw" / name / f.name).write_bytes(b"x")
-    record, message = check([name], probe=False)
-    assert message is None and record[name]["state"] == "ready"
+    assert check([name], probe=False) == ({name: "available"}, None)
 
 
 def test_cli_paper_profile_lists_every_missing_dataset(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("benchmark.data.real.source.reachable", lambda url, timeout=5.0: False)
+    monkeypatch.setattr("benchmark.data.download.reachable", lambda url, timeout=5.0: False)
     assert main(["--params", str(ROOT / "profiles/paper.yaml"), "check-data"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{len(REAL_DATASETS)} of the profile's datasets are not on this machine")
@@ -65,6 +63,6 @@ def test_dvc_repro_of_the_paper_profile_stops_before_any_fetch(tmp_path):
     r = subprocess.run(["dvc", "repro"], cwd=proj, capture_output=True, text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Running stage 'check-data'" in out
-    for name in ("brats2021", "monuseg", "lidc"):            # registration-gated: missing wherever this runs
+    for name in ("brats2021", "monuseg", "isic"):            # files placed by hand: missing wherever this runs
         assert f"{name} (" in out
     assert "Running stage 'fetch@" not in out and not (proj / "data" / "fetched").exists()

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import DataConfig
-from benchmark.data.archive import UnsafeArchiveError, extract
+from benchmark.data.archive import ArchiveError, UnsafeArchiveError, extract
 from benchmark.data.download import ChecksumError, DownloadError, download, part_path
 from benchmark.data.real import glas
-from benchmark.data.manifest import file_digest
+from benchmark.data.download import file_digest
 from benchmark.data.real.source import DatasetMissing, RealSource, RemoteFile
 from benchmark.data.sources import fetch
 from tests.data.real.test_glas import make_glas_zip
@@ -34,9 +34,9 @@ def test_download_resumes_after_a_cut_connection(tmp_path, http_server):
     sha = file_digest(src, "sha256")
     http_server.cut_after["f.bin"] = 100_000
     with pytest.raises(DownloadError, match="interrupted after 100000 of 299776 bytes.*run the same command again"):
-        download(http_server.file_url("f.bin"), dest, sha256=sha)
+        download(http_server.file_url("f.bin"), dest, checksum="sha256:" + sha)
     assert not dest.exists() and part_path(dest).stat().st_size == 100_000
-    assert download(http_server.file_url("f.bin"), dest, sha256=sha) == sha
+    assert download(http_server.file_url("f.bin"), dest, checksum="sha256:" + sha) == sha
     assert dest.read_bytes() == src.read_bytes() and not part_path(dest).exists()
     assert http_server.requests[-1] == ("f.bin", "bytes=100000-")      # only the rest was asked for
 
@@ -47,16 +47,37 @@ def test_download_restarts_when_the_server_ignores_ranges(tmp_path, http_server)
     dest = tmp_path / "f.bin"
     part_path(dest).write_bytes(b"x" * 5000)           # stale bytes that must not survive
     http_server.ranges_honoured = False
-    download(http_server.file_url("f.bin"), dest, sha256=file_digest(src, "sha256"))
+    download(http_server.file_url("f.bin"), dest, checksum="sha256:" + file_digest(src, "sha256"))
     assert dest.read_bytes() == src.read_bytes()
 
 
 def test_checksum_mismatch_is_an_error_and_keeps_nothing(tmp_path, http_server):
     (http_server.root / "f.bin").write_bytes(b"not the release")
     dest = tmp_path / "f.bin"
-    with pytest.raises(ChecksumError, match="SHA-256 is .* expected 00"):
-        download(http_server.file_url("f.bin"), dest, sha256="00" * 32)
+    with pytest.raises(ChecksumError, match="sha256 is .* expected 00"):
+        download(http_server.file_url("f.bin"), dest, checksum="sha256:" + "00" * 32)
     assert not dest.exists() and not part_path(dest).exists()
+
+
+def test_a_part_file_longer_than_the_remote_file_is_discarded(tmp_path, http_server):
+    (http_server.root / "f.bin").write_bytes(b"12345")
+    dest = tmp_path / "f.bin"
+    part_path(dest).write_bytes(b"1234567890")             # from an older, longer release
+    with pytest.raises(DownloadError, match=r"does not match the file on the server \(5 bytes\); it was deleted"):
+        download(http_server.file_url("f.bin"), dest)
+    assert download(http_server.file_url("f.bin"), dest) == file_digest(http_server.root / "f.bin")
+    part_path(dest).write_bytes(b"12345")                   # complete already: the server answers 416
+    dest.unlink()
+    download(http_server.file_url("f.bin"), dest)
+    assert dest.read_bytes() == b"12345" and http_server.requests[-1] == ("f.bin", "bytes=5-")
+
+
+def test_a_web_page_instead_of_the_file_is_an_error(tmp_path, http_server):
+    (http_server.root / "page.html").write_text("<html>please log in</html>")
+    http_server.content_type = "text/html"
+    with pytest.raises(DownloadError, match="sent a web page, not data.zip"):
+        download(http_server.file_url("page.html"), tmp_path / "data.zip")
+    assert not (tmp_path / "data.zip").exists()
 
 
 def test_unreachable_server_names_the_url(tmp_path):
@@ -88,25 +109,37 @@ def _tar_with_link(tmp_path: Path, target: str, kind=tarfile.SYMTYPE) -> Path:
     return p
 
 
-def test_tar_links_out_of_the_target_are_refused(tmp_path):
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside", "a.txt"])
+def test_tar_links_are_refused_wherever_they_point(tmp_path, target):
     for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
-        with pytest.raises(UnsafeArchiveError, match="member 'link' refused"):
-            extract(_tar_with_link(tmp_path, "/etc/passwd", kind), tmp_path / "out")
+        with pytest.raises(UnsafeArchiveError, match="member 'link' is a link"):
+            extract(_tar_with_link(tmp_path, target, kind), tmp_path / "out")
     assert not list((tmp_path / "out").rglob("*"))
 
 
-def test_safe_archives_extract(tmp_path):
-    p = tmp_path / "good.tar"
+def test_tar_device_files_are_refused(tmp_path):
+    p = tmp_path / "dev.tar"
     with tarfile.open(p, "w") as t:
-        data = b"hello"
+        info = tarfile.TarInfo("null")
+        info.type = tarfile.CHRTYPE
+        t.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match="member 'null' is a special file"):
+        extract(p, tmp_path / "out")
+
+
+def test_safe_archives_extract_and_truncated_ones_are_named(tmp_path):
+    p = tmp_path / "good.tar.gz"
+    with tarfile.open(p, "w:gz") as t:
+        data = b"hello" * 1000
         info = tarfile.TarInfo("d/a.txt")
         info.size = len(data)
         t.addfile(info, io.BytesIO(data))
-        link = tarfile.TarInfo("d/b.txt")
-        link.type, link.linkname = tarfile.SYMTYPE, "a.txt"      # a link inside the target is fine
-        t.addfile(link)
-    assert extract(p, tmp_path / "out") == ["d/a.txt", "d/b.txt"]
-    assert (tmp_path / "out" / "d" / "b.txt").read_text() == "hello"
+    assert extract(p, tmp_path / "out") == ["d/a.txt"]
+    assert (tmp_path / "out" / "d" / "a.txt").read_bytes() == data
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match=r"cut\.tar\.gz: unreadable or truncated archive"):
+        extract(cut, tmp_path / "out2")
 
 
 def _source(tmp_path, server, checksum: str | None = "right") -> RealSource:
@@ -163,8 +196,11 @@ def test_a_gated_file_missing_stops_with_how_to_get_it(tmp_path):
 
 
 def test_unreachable_downloads_count_as_missing(tmp_path, http_server):
+    (http_server.root / "a.zip").write_bytes(b"x")
     here = RemoteFile("a.zip", http_server.file_url("a.zip"))
     nowhere = RemoteFile("b.zip", "http://127.0.0.1:9/b.zip")
-    source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "dl", files=(here, nowhere))
-    assert source.missing() == [f"b.zip: http://127.0.0.1:9/b.zip cannot be reached from this machine; "
-                                f"download it elsewhere and place it in {tmp_path / 'raw'}/"]
+    not_there = RemoteFile("c.zip", http_server.file_url("c.zip"))       # the host answers 404
+    source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "dl", files=(here, nowhere, not_there))
+    assert source.missing() == [
+        f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere and place it in "
+        f"{tmp_path / 'raw'}/" for f in (nowhere, not_there)]
