@@ -27,6 +27,11 @@ Spacing: 0.25 um per pixel, the nominal pixel size of the 40x Aperio scans the t
 rescaled by the resize. An XML's own ``MicronsPerPixel`` attribute, when present, is recorded in
 ``extra["xml_microns_per_pixel"]`` but not used (it describes the whole slide, not the tile).
 
+Protocol gap (FlowSDF, section 4.1, the paper whose claims use MoNuSeg): it stain-normalises (Vahadane),
+resizes tiles to 500 x 500, trains on random 128 x 128 crops and merges overlapping patches at inference.
+The suite resizes whole tiles to ``data.size`` like every dataset and does neither, so nuclei are smaller
+here (1000 -> 256 px) and its MoNuSeg numbers are not FlowSDF's protocol.
+
 Subject: the TCGA patient, the first three dash-separated fields of the name (``TCGA-XX-XXXX``).
 Split: ``standard`` keeps the published one, training zip vs test zip (``extra["part"]``), validation
 drawn from the training patients; should a patient appear in both parts the split is refused and
