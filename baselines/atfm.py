@@ -70,8 +70,9 @@ Deviations, all ours:
   from its initial weights at the switch, so stage 2 must be long against 1 / (1 - ema_decay). The EMA
   copy also averages the integer ``trained_steps`` buffer, which makes it meaningless in the EMA weights
   (``model.pt``): nothing at inference reads it; resuming reads the raw model's buffer;
-- NFE: ``nfe`` counts SFM evaluations per returned sample; the GTR forward (once per image per ``sample``
-  call) and the logit draw (once per sample) are not network evaluations of the flow and are not counted.
+- NFE: ``Samples.nfe`` counts SFM evaluations per returned sample; the GTR forward (once per image per
+  ``sample`` call) and the logit draw (once per sample) are not network evaluations of the flow and are not
+  counted.
 
 Paper-scale values (seed 002, SPEC 2.3; public code for batch size and the 128 px crops): GTR 1000 epochs
 (LIDC) / 400 (ISIC), SFM 200 / 120 epochs, batch 6, lr 1e-4, alpha 1e-3 / 1e-4, Euler 25 / 50 steps. The
@@ -89,7 +90,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medflowseg.blocks import TimeEmbedding, group_norm
-from medflowseg.flow import ODESolver
+from medflowseg.flow import FlowMatchingMethod, ODESolver, velocity_mse
 from medflowseg.unet import UNet
 
 
@@ -213,7 +214,14 @@ def _every_parameter_needs_a_gradient() -> bool:
             and torch.distributed.get_world_size() > 1)
 
 
-class ATFM(nn.Module):
+@dataclass(frozen=True)
+class ATFMCondition:
+    """What the SFM reads besides x_t and t: images ``(B, C, H, W)`` and the frozen GTR's prior over their logits."""
+    images: torch.Tensor
+    prior: LogitGaussian
+
+
+class ATFM(FlowMatchingMethod):
     """Args:
         in_channels, num_classes: image channels C and label classes K (background included).
         gtr_filters: GTR UNet widths per level (paper: 32, 64, 128, 192).
@@ -233,7 +241,9 @@ class ATFM(nn.Module):
             0 heads: none).
         dice_weight: alpha, the weight of (1 - soft Dice) (paper: 1e-3 LIDC, 1e-4 ISIC).
         dice_smooth: the Dice's additive smoothing (not stated; the public code uses 1e-8 on hard masks).
-        solver, steps: ODE solver and its steps (paper: Euler, 25 LIDC / 50 ISIC).
+        solver, steps: the ``default_sampler``, an ODE solver and its steps (paper: Euler, 25 LIDC / 50 ISIC).
+
+    Stage 2 and sampling are the shared flow matching (``medflowseg.flow.matching``) with the prior as the start.
     """
 
     def __init__(self, in_channels: int, num_classes: int, gtr_filters=(32, 64, 128, 192), gtr_res_blocks: int = 1,
@@ -242,13 +252,13 @@ class ATFM(nn.Module):
                  time_embed_dim: int = 512, norm_groups: int = 1, attention_heads: int = 4,
                  attention_head_dim: int = 32, dice_weight: float = 1e-3, dice_smooth: float = 1e-6,
                  solver: str = "euler", steps: int = 25):
-        super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
         if antithetic and mc_samples % 2:
             raise ValueError(f"antithetic sampling needs an even mc_samples, got {mc_samples}")
+        # the paper's sigmoid channel for K = 2
+        super().__init__(1 if num_classes == 2 else num_classes, ODESolver(solver, steps))
         self.num_classes = num_classes
-        self.state_channels = 1 if num_classes == 2 else num_classes   # the paper's sigmoid channel for K = 2
         self.mc_samples, self.antithetic, self.gtr_steps = mc_samples, antithetic, gtr_steps
         self.dice_weight, self.dice_smooth = dice_weight, dice_smooth
         self.gtr = GTR(in_channels, self.state_channels, tuple(gtr_filters), gtr_res_blocks, gtr_norm_groups,
@@ -264,8 +274,6 @@ class ATFM(nn.Module):
                                  nn.Conv2d(channels[0], self.state_channels, 1))
         nn.init.zeros_(self.out[-1].weight)   # the untrained flow leaves x0 as it is (ours; module docstring)
         nn.init.zeros_(self.out[-1].bias)
-        self.solver = ODESolver(solver, steps)
-        self.nfe = 0
 
     # ---- pieces -------------------------------------------------------------------------------------
     def sfm_parameters(self) -> list[nn.Parameter]:
@@ -286,20 +294,29 @@ class ATFM(nn.Module):
         """GTR logits ``(B, Kc, H, W)`` -> the flow's start x0 in [0, 1]: sigmoid (K = 2) or softmax."""
         return torch.sigmoid(logits) if self.state_channels == 1 else torch.softmax(logits, dim=1)
 
+    # ---- the flow-matching hooks --------------------------------------------------------------------
+    def condition(self, images: torch.Tensor, in_loss: bool) -> ATFMCondition:
+        return ATFMCondition(images, self.frozen_prior(images))
+
     def target(self, labels: torch.Tensor) -> torch.Tensor:
         """int64 ``(B, H, W)`` -> x1 ``(B, Kc, H, W)``: the foreground mask (K = 2) or the one-hot label."""
         if self.state_channels == 1:
             return (labels == 1).float()[:, None]
         return F.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
 
-    def decode(self, x1: torch.Tensor) -> torch.Tensor:
+    def start(self, cond: ATFMCondition, shape: tuple[int, ...], generator: torch.Generator,
+              like: torch.Tensor) -> torch.Tensor:
+        """x0 ``(B, Kc, H, W)``: the activation of one logit draw of the frozen prior."""
+        return self.activate(cond.prior.rsample(1, generator)[0])
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: ATFMCondition) -> torch.Tensor:
+        """x_t ``(B, Kc, H, W)``, t ``(B,)`` -> ``(B, Kc, H, W)``; the images are concatenated to x_t."""
+        h = self.unet(torch.cat([x_t, cond.images], dim=1), self.time_embed(t), bottleneck=self.attention).decoder
+        return self.out(h)
+
+    def read_out(self, x1: torch.Tensor) -> torch.Tensor:
         """x1 ``(B, Kc, H, W)`` -> int64 labels: threshold 0.5 (K = 2) or argmax."""
         return (x1[:, 0] >= 0.5).long() if self.state_channels == 1 else x1.argmax(dim=1)
-
-    def velocity(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t ``(B, Kc, H, W)``, images ``(B, C, H, W)``, t ``(B,)`` -> ``(B, Kc, H, W)``."""
-        h = self.unet(torch.cat([x_t, images], dim=1), self.time_embed(t), bottleneck=self.attention).decoder
-        return self.out(h)
 
     # ---- the two losses -----------------------------------------------------------------------------
     def gtr_loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -309,16 +326,10 @@ class ATFM(nn.Module):
 
     def sfm_terms(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
         """Stage 2: (MSE of the velocity, soft Dice of the one-step prediction), from a frozen-GTR start."""
-        x0 = self.activate(self.frozen_prior(images).rsample(1, generator)[0])
-        x1 = self.target(labels).to(x0)
-        t = torch.rand(x0.shape[0], generator=generator, device=generator.device).to(x0)
-        tb = t[:, None, None, None]
-        x_t = (1 - tb) * x0 + tb * x1
-        v = self.velocity(x_t, images, t)
-        mse = torch.mean((v - (x1 - x0)) ** 2)
-        pred = (x_t + v * (1 - tb)).clamp(0, 1)
+        step = self.flow_step(images, labels, generator)
+        pred = (step.x_t + step.velocity * (1 - step.t[:, None, None, None])).clamp(0, 1)
         fg = slice(None) if self.state_channels == 1 else slice(1, None)   # foreground channels only
-        return mse, soft_dice(pred[:, fg], x1[:, fg], self.dice_smooth)
+        return velocity_mse(step.velocity, step.u), soft_dice(pred[:, fg], step.x1[:, fg], self.dice_smooth)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         done = int(self.trained_steps)
@@ -334,16 +345,3 @@ class ATFM(nn.Module):
         if _every_parameter_needs_a_gradient():   # DDP: zero gradients for the idle network (module docstring)
             loss = loss + 0.0 * sum(p.sum() for p in idle)
         return loss
-
-    @torch.no_grad()
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        b = images.shape[0]
-        prior = self.frozen_prior(images)           # once per image
-        out, nfe = [], 0
-        for _ in range(n):
-            x0 = self.activate(prior.rsample(1, generator)[0])
-            res = self.solver.solve(lambda t, x: self.velocity(x, images, t.expand(b)), x0)
-            nfe += res.nfe
-            out.append(self.decode(res.x1))
-        self.nfe = nfe // n   # SFM evaluations per returned sample; the GTR pass is not counted
-        return torch.stack(out)

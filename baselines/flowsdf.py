@@ -9,11 +9,14 @@ As the paper states it:
   (Algorithm 1);
 - image features added to the velocity network's features after its first convolution (SegDiff-style),
   from a residual-in-residual dense block (RRDB) encoder;
-- sampling by Algorithm 2: Euler steps of size 1 / ``nfe`` from noise to t = 1, optionally restarted
+- sampling by Algorithm 2: Euler steps of size 1 / ``steps`` from noise to t = 1, optionally restarted
   ``noise_injection_steps`` (T) times from t = k / T with fresh noise; T = 1 is plain ODE sampling. NFE is
   exact and stated: the paper's "NFE = 4" is 4 Euler steps here, where the released code's time grid
   gives 3;
 - MMSE: ``mmse_samples`` (K) SDF samples averaged before thresholding form one returned sample.
+
+Training and sampling are the suite's shared flow matching (``medflowseg.flow.matching``): the restarts
+and the MMSE average are its ``restarts`` and ``draws``; the image encoder runs once per SDF draw.
 
 Deviations, all named fields: the velocity network is the suite's time-conditioned residual UNet
 (``medflowseg.unet``), not guided-diffusion's UNet with attention; widths and RRDB depth are set per
@@ -27,7 +30,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import nn
 
 from medflowseg.blocks import TimeEmbedding, group_norm
-from medflowseg.flow import LinearPath, ODESolver
+from medflowseg.flow import FlowMatchingMethod, LinearPath, ODESolver, velocity_mse
 from medflowseg.unet import UNet
 
 
@@ -76,72 +79,50 @@ class RRDB(nn.Module):
         return x + 0.2 * h
 
 
-class FlowSDF(nn.Module):
+class FlowSDF(FlowMatchingMethod):
     """Args:
         in_channels, num_classes: image channels C and label classes K (background included).
         channels, num_res_blocks, time_embed_dim, norm_groups: the velocity UNet.
         rrdb_blocks, rrdb_growth: the image encoder (RRDBs after one convolution).
         delta: SDF truncation in pixels (official: 15 at 128 px crops).
         sigma_min: the OT path's width at t = 1 (paper: 1e-3 GlaS, 1e-5 MoNuSeg).
-        nfe: Euler steps from t = 0 to 1 (paper: 4).
+        steps: Euler steps from t = 0 to 1 (paper: 4); the ``default_sampler`` is Euler with these steps.
         noise_injection_steps: T of Algorithm 2 (1: plain ODE sampling; the paper's best rows: 100).
         mmse_samples: K SDF samples averaged into one returned sample (paper's table: 1 and 25).
     """
+    condition_each_draw = True   # the encoder runs once per SDF draw, as the complexity records count it
 
     def __init__(self, in_channels: int, num_classes: int, channels=(32, 64, 128), num_res_blocks: int = 2,
                  time_embed_dim: int = 128, norm_groups: int = 8, rrdb_blocks: int = 1, rrdb_growth: int = 16,
-                 delta: float = 15.0, sigma_min: float = 1e-3, nfe: int = 4, noise_injection_steps: int = 1,
+                 delta: float = 15.0, sigma_min: float = 1e-3, steps: int = 4, noise_injection_steps: int = 1,
                  mmse_samples: int = 1):
-        super().__init__()
         if noise_injection_steps < 1 or mmse_samples < 1:
             raise ValueError("noise_injection_steps and mmse_samples must be >= 1")
+        super().__init__(num_classes - 1, ODESolver("euler", steps), LinearPath(sigma_min))
         self.num_classes, self.delta = num_classes, delta
-        self.injections, self.mmse_samples = noise_injection_steps, mmse_samples
-        self.path = LinearPath(sigma_min)
-        self.solver = ODESolver("euler", nfe)
+        self.restarts, self.draws = noise_injection_steps, mmse_samples
         self.time_embed = TimeEmbedding(time_embed_dim)
         self.unet = UNet(num_classes - 1, tuple(channels), num_res_blocks, time_embed_dim, norm_groups)
         self.encoder = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, padding=1),
                                      *(RRDB(channels[0], rrdb_growth) for _ in range(rrdb_blocks)))
         self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
                                  nn.Conv2d(channels[0], num_classes - 1, 3, padding=1))
-        self.nfe = 0
 
-    def velocity(self, x_t: torch.Tensor, features: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t ``(B, K-1, H, W)``, image features ``(B, C_0, H, W)``, t ``(B,)`` -> ``(B, K-1, H, W)``."""
+    def condition(self, images: torch.Tensor, in_loss: bool) -> torch.Tensor:
+        """images ``(B, C, H, W)`` -> the encoder's features ``(B, C_0, H, W)``."""
+        return self.encoder(images)
+
+    def target(self, labels: torch.Tensor) -> torch.Tensor:
+        return signed_distance(labels, self.num_classes, self.delta)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """x_t ``(B, K-1, H, W)``, t ``(B,)``, image features ``(B, C_0, H, W)`` -> ``(B, K-1, H, W)``."""
         h = self.unet(x_t, self.time_embed(t), stem=lambda f: f + features).decoder
         return self.out(h)
 
+    def read_out(self, x1: torch.Tensor) -> torch.Tensor:
+        return sdf_to_labels(x1)
+
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x1 = signed_distance(labels, self.num_classes, self.delta).to(images.dtype)
-        x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
-        t = torch.rand(x1.shape[0], generator=generator, device=generator.device).to(x1)
-        p = self.path.sample(x0, x1, t)
-        return torch.mean((self.velocity(p.x_t, self.encoder(images), t) - p.u) ** 2)
-
-    def sample_sdf(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One SDF sample by Algorithm 2: ``(B, C, H, W)`` -> ``(B, K-1, H, W)``; sets ``self.nfe``."""
-        b, _, h, w = images.shape
-        features = self.encoder(images)
-        noise = lambda: torch.randn((b, self.num_classes - 1, h, w), generator=generator,  # noqa: E731
-                                    device=generator.device).to(images)
-        x, nfe = noise(), 0
-        for k in range(self.injections):
-            t0 = k / self.injections
-            steps = max(1, round((1 - t0) * self.solver.steps))   # step size 1 / nfe from t0 to 1
-            res = self.solver.solve(lambda t, x: self.velocity(x, features, t.expand(b)), x, t0=t0, steps=steps)
-            nfe += res.nfe
-            t_next = (k + 1) / self.injections
-            x = t_next * res.x1 + (1 - t_next) * noise() if k + 1 < self.injections else res.x1
-        self.nfe = nfe
-        return x
-
-    @torch.no_grad()
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        out, nfe = [], 0
-        for _ in range(n):
-            sdf = torch.stack([self.sample_sdf(images, generator) for _ in range(self.mmse_samples)]).mean(dim=0)
-            nfe += self.nfe * self.mmse_samples
-            out.append(sdf_to_labels(sdf))
-        self.nfe = nfe // n   # network evaluations per returned sample (MMSE included)
-        return torch.stack(out)
+        step = self.flow_step(images, labels, generator)
+        return velocity_mse(step.velocity, step.u)

@@ -40,7 +40,7 @@ copy stored under MedicineToken/MedSegDiff; V1 is its ``version='v1'`` network `
 
 Deviations, each a named field or stated here:
 
-- sampling is DDIM (``self.solver``: ``ddim_steps`` timesteps evenly spaced over the T, ``ddim_eta`` = 0 by
+- sampling is DDIM (``DDIMSampler``: ``steps`` timesteps evenly spaced over the T, ``eta`` = 0 by
   default); the official sampler is 1000-step ancestral DDPM with the learned variance of the README's
   ``learn_sigma=True`` (beta_t without it). eta = 1 here is ancestral sampling with the posterior variance;
 - the README's recommended ``learn_sigma=True`` (a learned variance trained by the variational bound, the
@@ -80,6 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medflowseg.blocks import TimeEmbedding, group_norm
+from medflowseg.sampling import Samples
 from medflowseg.unet import UNet
 
 SCHEDULES = ("linear", "cosine")
@@ -154,19 +155,17 @@ class NoiseSchedule:
 
 
 @dataclass(frozen=True)
-class DDIMSolver:
-    """The sampling rule, read at every ``sample`` call (the complexity counter swaps ``steps``).
+class DDIMSampler:
+    """MedSegDiff's step rule, a value ``sample`` takes (``default_sampler`` when it is passed none).
 
-    method: "ddim"; steps: network evaluations per sample, at timesteps evenly spaced from T - 1 down to 0;
+    steps: network evaluations per sample, at timesteps evenly spaced from T - 1 down to 0;
     eta: 0 deterministic DDIM, 1 DDPM-like ancestral sampling.
     """
-    method: str = "ddim"
     steps: int = 1000
     eta: float = 0.0
+    adaptive = False   # the evaluations are always ``steps`` (benchmark/methods/interface.py, Sampler)
 
     def __post_init__(self):
-        if self.method != "ddim":
-            raise ValueError(f"solver method must be 'ddim', got {self.method!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.eta < 0:
@@ -246,7 +245,7 @@ class MedSegDiff(nn.Module):
         clip_x0: clip x0 predictions to [-1, 1] while sampling (official ``clip_denoised=True``).
         cal_loss_weight: weight of the condition branch's MSE to the mask (official: 10; 0 turns it off).
         calibrated_output: return the official blend of the condition map and the sample (default), or the sample.
-        ddim_steps, ddim_eta: the DDIM sampler (official sampling: 1000 ancestral DDPM steps).
+        steps, eta: the ``default_sampler``, a ``DDIMSampler`` (official sampling: 1000 ancestral DDPM steps).
     """
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 256,
@@ -254,7 +253,7 @@ class MedSegDiff(nn.Module):
                  norm_groups: int = 32, cond_channels=(32, 64, 128, 256, 480, 480), cond_res_blocks: int = 1,
                  ff_init: str = "randn", num_timesteps: int = 1000, noise_schedule: str = "linear",
                  label_scale: str = "01", clip_x0: bool = True, cal_loss_weight: float = 10.0,
-                 calibrated_output: bool = True, ddim_steps: int = 1000, ddim_eta: float = 0.0):
+                 calibrated_output: bool = True, steps: int = 1000, eta: float = 0.0):
         super().__init__()
         channels, cond_channels = tuple(channels), tuple(cond_channels)
         if num_classes < 2:
@@ -271,8 +270,8 @@ class MedSegDiff(nn.Module):
         self.label_scale, self.clip_x0 = label_scale, clip_x0
         self.cal_loss_weight, self.calibrated_output = cal_loss_weight, calibrated_output
         self.schedule = NoiseSchedule(num_timesteps, noise_schedule)
-        self.solver = DDIMSolver("ddim", ddim_steps, ddim_eta)
-        self.solver.timesteps(num_timesteps)  # validates steps <= T
+        self._default_sampler = DDIMSampler(steps, eta)
+        self._default_sampler.timesteps(num_timesteps)  # validates steps <= T
 
         m = self.mask_channels
         self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
@@ -287,7 +286,11 @@ class MedSegDiff(nn.Module):
         self.merge = nn.Conv2d(cond_channels[-1], channels[-1], 1)
         self.cal_head = nn.Sequential(group_norm(cond_channels[0], norm_groups), nn.SiLU(),
                                       nn.Conv2d(cond_channels[0], m, 1))
-        self.nfe = 0
+
+    @property
+    def default_sampler(self) -> DDIMSampler:
+        """The DDIM schedule of the configuration (``steps``, ``eta``)."""
+        return self._default_sampler
 
     # ---- masks <-> diffusion space -------------------------------------------------------------------------
 
@@ -360,12 +363,13 @@ class MedSegDiff(nn.Module):
 
     # ---- sampling --------------------------------------------------------------------------------------------
 
-    def sample_x0(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One DDIM trajectory from pure noise: (x0 ``(B, M, H, W)`` in the diffusion range, the condition map at
-        the last step or None unless ``calibrated_output``); sets ``self.nfe``."""
+    def sample_x0(self, images: torch.Tensor, generator: torch.Generator,
+                  sampler: DDIMSampler) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One DDIM trajectory from pure noise, ``sampler.steps`` network evaluations: (x0 ``(B, M, H, W)`` in the
+        diffusion range, the condition map at the last step or None unless ``calibrated_output``)."""
         b, _, h, w = images.shape
         shape = (b, self.mask_channels, h, w)
-        solver, steps = self.solver, self.solver.timesteps(self.schedule.num_timesteps)
+        steps = sampler.timesteps(self.schedule.num_timesteps)
         x = torch.randn(shape, generator=generator, device=generator.device).to(images)
         cal = None
         for i, t in enumerate(steps):
@@ -374,10 +378,9 @@ class MedSegDiff(nn.Module):
             eps, cal = self.denoise(x, images, torch.full((b,), t, dtype=torch.long, device=images.device),
                                     with_cal=self.calibrated_output and last)
             noise = None
-            if solver.eta > 0 and not last:
+            if sampler.eta > 0 and not last:
                 noise = torch.randn(shape, generator=generator, device=generator.device).to(images)
-            x, _ = self.schedule.ddim_step(x, t, t_prev, eps, solver.eta, noise, clip=self.clip_x0)
-        self.nfe = len(steps)
+            x, _ = self.schedule.ddim_step(x, t, t_prev, eps, sampler.eta, noise, clip=self.clip_x0)
         return x, cal
 
     def calibrate(self, x0: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
@@ -390,10 +393,15 @@ class MedSegDiff(nn.Module):
         return torch.where(low, cal + 0.25 * s, 0.5 * cal + 0.5 * s).clamp(0, 1)
 
     @torch.no_grad()
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator,
+               sampler: DDIMSampler | None = None) -> Samples:
+        if sampler is None:
+            sampler = self.default_sampler
+        elif not isinstance(sampler, DDIMSampler):
+            raise TypeError(f"MedSegDiff samples with a baselines.medsegdiff.DDIMSampler, got {sampler!r}")
         out = []
         for _ in range(n):
-            x0, cal = self.sample_x0(images, generator)
+            x0, cal = self.sample_x0(images, generator, sampler)
             p = self.calibrate(x0, cal) if cal is not None else self.to_unit(x0)
             out.append(self.decode_unit(p))
-        return torch.stack(out)
+        return Samples(torch.stack(out), (sampler.steps,) * n)

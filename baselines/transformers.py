@@ -12,6 +12,7 @@ import torch
 from monai.networks.nets import UNETR, SwinUNETR
 
 from baselines.supervised import SupervisedSegmenter
+from medflowseg.sampling import Samples
 
 
 class UNETRMethod(SupervisedSegmenter):
@@ -35,9 +36,9 @@ class UNETRMethod(SupervisedSegmenter):
         self._check(images)
         return super().loss(images, labels, generator)
 
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator, sampler: None = None) -> Samples:
         self._check(images)
-        return super().sample(images, n, generator)
+        return super().sample(images, n, generator, sampler)
 
     def _check(self, images: torch.Tensor) -> None:
         if tuple(images.shape[-2:]) != (self.img_size, self.img_size):

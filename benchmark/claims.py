@@ -1,20 +1,27 @@
 """The papers' numeric claims as data: ``paper/claims.yaml`` and its loader.
 
-The file is a YAML list, one mapping per claim: a number the MedFlowSeg, FlowSDF or ATFM paper
-prints (a table cell or a setting in the text), where it is printed (``source``: table, row,
-column), its unit and whether higher is better. :func:`load_claims` reads and validates it so
-that a benchmark result can be set beside the claim it reproduces.
+The file is a YAML list, one mapping per claim: a number a paper of the catalogue
+(``paper/catalogue.yaml``: MedFlowSeg, FlowSDF, ATFM) prints (a table cell or a setting in the
+text), where it is printed (``source``: table, row, column), its unit and whether higher is
+better. :func:`load_claims` reads and validates it so that a benchmark result can be set beside
+the claim it reproduces.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-__all__ = ["PAPERS", "Claim", "load_claims"]
+from benchmark.errors import SegbenchError
 
-PAPERS = ("medflowseg", "flowsdf", "atfm")
+__all__ = ["Claim", "ClaimsError", "load_claims"]
+
+
+class ClaimsError(SegbenchError, ValueError):
+    """The claims file is malformed; the message names the file and the claim."""
+
 _REQUIRED = {"id", "paper", "source", "value", "unit", "higher_is_better"}
 _OPTIONAL = {"dataset", "method", "metric", "note"}
 _SOURCE = {"table", "row", "column"}
@@ -45,7 +52,7 @@ def _text(raw: dict, key: str, optional: bool = False) -> str | None:
     return value
 
 
-def _claim(raw: object) -> Claim:
+def _claim(raw: object, papers: Collection[str]) -> Claim:
     if not isinstance(raw, dict):
         raise ValueError(f"a claim must be a mapping, got {raw!r}")
     if unknown := set(raw) - _REQUIRED - _OPTIONAL:
@@ -55,8 +62,8 @@ def _claim(raw: object) -> Claim:
     source = raw["source"]
     if not isinstance(source, dict) or set(source) != _SOURCE:
         raise ValueError(f"'source' must have exactly the keys {sorted(_SOURCE)}, got {source!r}")
-    if raw["paper"] not in PAPERS:
-        raise ValueError(f"unknown paper {raw['paper']!r} (known: {', '.join(PAPERS)})")
+    if raw["paper"] not in papers:
+        raise ValueError(f"unknown paper {raw['paper']!r} (known: {', '.join(papers)})")
     value = raw["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"'value' must be a number, got {value!r}")
@@ -68,22 +75,25 @@ def _claim(raw: object) -> Claim:
                  **{key: _text(raw, key, optional=True) for key in sorted(_OPTIONAL)})
 
 
-def load_claims(path: Path = Path("paper/claims.yaml")) -> list[Claim]:
-    """Every claim of ``path``, in file order; ``ValueError`` naming the file and the claim on bad input."""
+def load_claims(path: Path, papers: Collection[str]) -> list[Claim]:
+    """Every claim of ``path``, in file order; :class:`ClaimsError` naming the file and the claim on bad input.
+
+    ``papers``: the paper ids a claim may name (the catalogue's ``papers``).
+    """
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(raw, list):
-        raise ValueError(f"{path}: expected a list of claims, got {type(raw).__name__}")
+        raise ClaimsError(f"{path}: expected a list of claims, got {type(raw).__name__}")
     claims: list[Claim] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
         name = item.get("id") if isinstance(item, dict) else None
         where = f"{path}: claim {name!r}" if name is not None else f"{path}: claim #{i + 1}"
         try:
-            claim = _claim(item)
+            claim = _claim(item, papers)
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise ClaimsError(f"{where}: {err}") from None
         if claim.id in seen:
-            raise ValueError(f"{where}: duplicate id")
+            raise ClaimsError(f"{where}: duplicate id")
         seen.add(claim.id)
         claims.append(claim)
     return claims

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from benchmark import paths
-from benchmark.data.download import DownloadError
-from benchmark.data.real.source import DatasetMissing
+from benchmark.cluster.cli import add_cluster_commands
+from benchmark.errors import USER_ERROR, SegbenchError
 
 
 def _config(args):
@@ -33,7 +33,7 @@ def cmd_check_data(args):
     if message:
         out.unlink(missing_ok=True)
         print(message, file=sys.stderr)
-        return 2
+        return USER_ERROR
     write_json(out, record)
     print(f"check-data: {len(record)} real datasets, none missing")
 
@@ -43,18 +43,20 @@ def cmd_preprocess(args):
     cfg = _config(args)
     m = preprocess(args.dataset, args.src or paths.fetched(args.dataset), args.out or paths.processed(args.dataset), cfg.data)
     counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
-    print(f"preprocess {args.dataset}: {m.status} {counts}")
+    print(f"preprocess {args.dataset}: {m.status.value} {counts}")
 
 
-def _external(method: str):
-    """A registered method that trains and predicts by itself (nnU-Net: ``baselines/nnunet.py``) takes over the
-    train and predict stages through its ``train_external``/``predict_external``; None for every other method."""
+def _trains_itself(method: str):
+    """The registered class of ``method`` when it trains and predicts by itself (a
+    :class:`~benchmark.methods.interface.TrainsItself`, nnU-Net), which takes over the train and predict stages;
+    None for every other method (an unknown name is reported by the stage itself)."""
+    from benchmark.methods.interface import TrainsItself
     from benchmark.methods.registry import UnknownMethodError, method_class
     try:
         cls = method_class(method)
     except UnknownMethodError:
         return None
-    return cls if hasattr(cls, "train_external") and hasattr(cls, "predict_external") else None
+    return cls if isinstance(cls, type) and issubclass(cls, TrainsItself) else None
 
 
 def cmd_train(args):
@@ -67,32 +69,32 @@ def cmd_train(args):
         write_not_run(out, manifest.reason)
         print(f"train {args.dataset}/{args.method}: not run ({manifest.reason.splitlines()[0] if manifest.reason else ''})")
         return
-    external = _external(args.method)
+    external = _trains_itself(args.method)
     if external and int(os.environ.get("RANK", "0")) != 0:
         # Under a multi-process launcher, a method that trains itself (nnU-Net) runs once, on rank 0.
         print(f"train {args.dataset}/{args.method}: trains in one process; rank {os.environ['RANK']} has nothing to do")
         return
     if external:
-        meta = external.train_external(paths.processed(args.dataset), out, cfg.method_config(args.method),
-                                       cfg.evaluation.reference, args.max_steps)
+        meta = external.train(paths.processed(args.dataset), out, cfg.method_config(args.method),
+                              cfg.evaluation.reference, args.max_steps)
     else:
         meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method), args.max_steps)
-    print(f"train {args.dataset}/{args.method}: {meta['status']} {meta['steps']} steps in {meta['seconds']:.1f} s, "
-          f"final loss {meta['final_loss']}")
+    print(f"train {args.dataset}/{args.method}: {meta.status.value} {meta.steps} steps in {meta.seconds:.1f} s, "
+          f"final loss {meta.final_loss}")
 
 
 def cmd_predict(args):
     from benchmark.inference import predict
     cfg = _config(args)
     mcfg = cfg.method_config(args.method)
-    external = _external(args.method)
+    external = _trains_itself(args.method)
     if external:
-        meta = external.predict_external(paths.processed(args.dataset), paths.model(args.dataset, args.method),
-                                         args.out or paths.predictions(args.dataset, args.method), mcfg)
+        meta = external.predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
+                                args.out or paths.predictions(args.dataset, args.method), mcfg)
     else:
         meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
                        args.out or paths.predictions(args.dataset, args.method), mcfg.predict, mcfg.train.threads)
-    print(f"predict {args.dataset}/{args.method}: {meta['status']}")
+    print(f"predict {args.dataset}/{args.method}: {meta.status.value}")
 
 
 def cmd_evaluate(args):
@@ -100,29 +102,29 @@ def cmd_evaluate(args):
     cfg = _config(args)
     m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method),
                  args.out or paths.results(args.dataset, args.method), cfg.evaluation, args.method)
-    summary = {k: round(v, 4) if v is not None else None for k, v in m.get("average", {}).items()}
-    print(f"evaluate {args.dataset}/{args.method}: {m['status']} {summary}")
+    summary = {k: round(v, 4) if v is not None else None for k, v in (m.average or {}).items()}
+    print(f"evaluate {args.dataset}/{args.method}: {m.status.value} {summary}")
 
 
 def cmd_complexity(args):
     from benchmark.complexity import complexity_record
     from benchmark.data.manifest import load_manifest
-    from benchmark.data.store import write_json
+    from benchmark.records import ComplexityRecord, write_record
     cfg = _config(args)
     mcfg = cfg.method_config(args.method)
     manifest = load_manifest(paths.processed(args.dataset))
     out = args.out or paths.results(args.dataset, args.method) / "complexity.json"
     if manifest.status != "ok":
-        record = {"status": "not_run", "method": args.method, "reason": manifest.reason}
+        record = ComplexityRecord.not_run(manifest.reason, method=args.method)
     else:
         info = manifest.dataset
         record = complexity_record(args.method, mcfg.model, info.channels, info.num_classes, cfg.data.size,
                                    mcfg.predict.n_samples)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, record)
-    print(f"complexity {args.dataset}/{args.method}: {record['status']}"
-          + (f" {record['params'] / 1e6:.2f} M params, {record['macs_per_evaluation'] / 1e6:.1f} MMACs per "
-             f"evaluation, {record['macs_protocol'] / 1e9:.2f} GMACs per protocol" if record["status"] == "ok" else ""))
+    write_record(out, record)
+    print(f"complexity {args.dataset}/{args.method}: {record.status.value}"
+          + (f" {record.params / 1e6:.2f} M params, {record.macs_per_evaluation / 1e6:.1f} MMACs per "
+             f"evaluation, {record.macs_protocol / 1e9:.2f} GMACs per protocol" if record.ok else ""))
 
 
 def cmd_nfe_sweep(args):
@@ -139,7 +141,7 @@ def cmd_nfe_sweep(args):
 
 
 def cmd_tables(args):
-    from benchmark.tables import render_all
+    from benchmark.tables_stage import render_all
     cfg = _config(args)
     for path in render_all(cfg, log_mlflow=not args.no_mlflow):
         print(path)
@@ -156,9 +158,9 @@ def cmd_check_leaks(args):
 
 
 def cmd_list(args):
-    from benchmark.data.sources import known_datasets
+    from benchmark.data.registry import available_datasets
     from benchmark.methods import available_methods
-    print("datasets:", ", ".join(known_datasets()))
+    print("datasets:", ", ".join(available_datasets()))
     print("methods: ", ", ".join(available_methods()))
 
 
@@ -210,17 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)
     s.add_argument("manifests", nargs="+", type=Path, help="manifest.json files or processed dataset folders")
     add("list", cmd_list, "list the registered datasets and methods", dataset=False)
+    add_cluster_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one stage and return the exit status: 0; 1 when ``check-leaks`` finds a leak; :data:`USER_ERROR` (2)
+    for a :class:`~benchmark.errors.SegbenchError`, printed as one ``segbench STAGE: error: ...`` message. Any
+    other exception is a bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
         rc = args.func(args) or 0
-    except (ValueError, KeyError, DownloadError, DatasetMissing) as e:  # our errors: bad input, config, names, data
+    except SegbenchError as e:  # an error the user can fix: the message says what; any other exception is a bug
         print(f"segbench {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     print(f"[{args.command} took {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
     return rc
 

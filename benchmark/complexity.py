@@ -11,12 +11,13 @@ handle for. Two kinds matter here and get handles:
 Elementwise operators (activations, additions, normalisation arithmetic) stay uncounted, as is
 fvcore's convention; ``Complexity.uncounted`` lists them so a reader sees what is left out.
 
-The cost of one sampling protocol is split by tracing ``sample`` three times at small step counts:
-``n = 1`` at 1 and at 2 solver steps (their difference over the difference in the method's reported
-``nfe`` is one network evaluation), and ``n = 2`` at 1 step (what a second sample adds besides its
+The cost of one sampling protocol is split by tracing ``sample`` three times at small step counts, each
+with the sampler passed in (``dataclasses.replace(method.default_sampler, steps=k)``; the model is not
+changed): ``n = 1`` at 1 and at 2 steps (their difference over the difference in the NFE the calls
+return is one network evaluation), and ``n = 2`` at 1 step (what a second sample adds besides its
 evaluations: ATFM's prior draw, FlowSDF's image encoder per MMSE draw). The rest is the fixed per-image
 cost (MedFlowSeg's Condition Network runs once per image). The evaluations per sample at the configured
-steps are the ``nfe`` an untraced ``sample`` call reports, so restarts (FlowSDF's noise injection) and
+steps are the NFE an untraced ``sample`` call returns, so restarts (FlowSDF's noise injection) and
 MMSE draws are counted as run. The protocol of K samples with E evaluations each is
 ``fixed + K * (per_sample + E * per_evaluation)``.
 """
@@ -31,6 +32,8 @@ from typing import Any
 import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
+
+from benchmark.config import ConfigError
 
 
 def _fft_handle(default_dims: int | None):
@@ -79,13 +82,19 @@ def count_macs(module: torch.nn.Module, inputs: tuple) -> tuple[float, Counter, 
     return float(analysis.total()), Counter(analysis.by_operator()), Counter(analysis.unsupported_ops())
 
 
-class _Samples(torch.nn.Module):
-    def __init__(self, method: torch.nn.Module, n: int):
+class _SampleLabels(torch.nn.Module):
+    """``method.sample`` as a module fvcore can trace (it returns the labels); ``nfe`` holds the NFE per sample
+    the traced call returned."""
+
+    def __init__(self, method: torch.nn.Module, n: int, sampler=None):
         super().__init__()
-        self.method, self.n = method, n
+        self.method, self.n, self.sampler = method, n, sampler
+        self.nfe: tuple[int, ...] = ()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method.sample(images, self.n, torch.Generator(images.device).manual_seed(0))
+        out = self.method.sample(images, self.n, torch.Generator(images.device).manual_seed(0), self.sampler)
+        self.nfe = out.nfe
+        return out.labels
 
 
 @dataclass
@@ -112,38 +121,33 @@ class Complexity:
 
 
 def _traced(method: torch.nn.Module, images: torch.Tensor, n: int, steps: int):
-    """MACs of ``sample(images, n)`` with the solver at ``steps``, and the NFE per sample it reported."""
-    method.solver = dataclasses.replace(method.solver, steps=steps)
-    total, by_op, uncounted = count_macs(_Samples(method, n), (images,))
-    return total, method.nfe, by_op, uncounted
+    """MACs of ``sample(images, n)`` with the default sampler at ``steps``, and the NFE of its first sample."""
+    traced = _SampleLabels(method, n, dataclasses.replace(method.default_sampler, steps=steps))
+    total, by_op, uncounted = count_macs(traced, (images,))
+    return total, traced.nfe[0], by_op, uncounted
 
 
 def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samples: int) -> Complexity:
     """Count one image ``(1, in_channels, size, size)`` through ``method``'s sampling protocol.
 
-    A method with a fixed-step ``solver`` (a frozen dataclass with ``method`` and ``steps``: the ODE
-    solver of the flow methods, MedSegDiff's DDIM sampler) is split as the module docstring says;
-    a method without one is one network evaluation.
+    A method with a fixed-step ``default_sampler`` (the ODE solver of the flow methods, MedSegDiff's DDIM
+    schedule) is split as the module docstring says; a method without one is one network evaluation.
     """
     method = method.eval()
     images = torch.zeros(1, in_channels, size, size)
     params = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    solver = getattr(method, "solver", None)
-    if solver is None:
-        total, by_op, uncounted = count_macs(_Samples(method, 1), (images,))
+    sampler = method.default_sampler
+    if sampler is None:
+        total, by_op, uncounted = count_macs(_SampleLabels(method, 1), (images,))
         return Complexity(params, 0.0, 0.0, total, total, 1, 1, dict(by_op), dict(uncounted))
-    if solver.method == "dopri5":
-        raise ValueError("count the protocol at a fixed-step solver: dopri5's evaluations depend on the data")
-    try:
-        one, nfe_one, by_one, uncounted = _traced(method, images, 1, 1)
-        two, nfe_two, by_two, _ = _traced(method, images, 1, 2)
-        pair, _, _, _ = _traced(method, images, 2, 1)
-        method.solver = solver
-        with torch.no_grad():
-            method.sample(images, 1, torch.Generator().manual_seed(0))
-        evaluations = method.nfe
-    finally:
-        method.solver = solver
+    if sampler.adaptive:
+        raise ConfigError(f"the complexity stage counts a fixed-step sampler; {sampler} is adaptive, so its "
+                          f"evaluations depend on the data (set the method's solver to a fixed-step one)")
+    one, nfe_one, by_one, uncounted = _traced(method, images, 1, 1)
+    two, nfe_two, by_two, _ = _traced(method, images, 1, 2)
+    pair, _, _, _ = _traced(method, images, 2, 1)
+    with torch.no_grad():
+        evaluations = method.sample(images, 1, torch.Generator().manual_seed(0)).nfe[0]
     per_eval = (two - one) / (nfe_two - nfe_one)
     per_sample = pair - one - nfe_one * per_eval
     fixed = one - per_sample - nfe_one * per_eval
@@ -153,19 +157,20 @@ def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samp
 
 
 def complexity_record(method_name: str, model_params: dict, in_channels: int, num_classes: int, size: int,
-                      samples: int) -> dict:
+                      samples: int) -> ComplexityRecord:
     """The complexity stage's record for one method as configured: parameters and MACs of one
     ``(1, in_channels, size, size)`` image through its protocol of ``samples`` samples."""
     from benchmark.methods import build_method
+    from benchmark.records import ComplexityRecord, Status
 
     torch.manual_seed(0)
     method = build_method(method_name, in_channels, num_classes, model_params)
     c = method_complexity(method, in_channels, size, samples)
-    return {"status": "ok", "method": method_name, "image": [in_channels, size, size], "num_classes": num_classes,
-            "params": c.params, "macs_fixed": c.macs_fixed, "macs_per_sample": c.macs_per_sample,
-            "macs_per_evaluation": c.macs_per_evaluation,
-            "macs_protocol": c.macs_protocol, "samples": c.samples,
-            "evaluations_per_sample": c.evaluations_per_sample,
-            "counted_by": "fvcore, 1 multiply-add = 1 MAC; FFT (2.5 n log2 n per transform) and fused attention "
-                          "counted by our handles; elementwise operators not counted",
-            "uncounted_operators": sorted(c.uncounted)}
+    return ComplexityRecord(Status.OK, method=method_name, image=[in_channels, size, size], num_classes=num_classes,
+                            params=c.params, macs_fixed=c.macs_fixed, macs_per_sample=c.macs_per_sample,
+                            macs_per_evaluation=c.macs_per_evaluation,
+                            macs_protocol=c.macs_protocol, samples=c.samples,
+                            evaluations_per_sample=c.evaluations_per_sample,
+                            counted_by="fvcore, 1 multiply-add = 1 MAC; FFT (2.5 n log2 n per transform) and fused "
+                                       "attention counted by our handles; elementwise operators not counted",
+                            uncounted_operators=sorted(c.uncounted))

@@ -3,81 +3,155 @@
 ``params.yaml`` holds one profile (the default, CPU-scale profile unless a user
 switched it). Each section maps onto a dataclass below; an unknown key is an
 error naming the file and the key, so a typo never silently falls back to a default.
+
+Each field declares the values it takes where it is defined, ``checked(default, rule)``
+(e.g. ``steps: int = checked(300, integer(1))``), and every value is checked when the
+file is loaded: ``params.yaml: method.unet.train.steps: must be an integer >= 1, got -5``.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from benchmark.errors import SegbenchError
 from benchmark.metrics.fusion import FUSIONS
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(SegbenchError, ValueError):
+    """A parameters file, or a value in it, the suite cannot run with."""
 
+
+class FieldError(ConfigError):
+    """One field's value breaks its rule; :func:`build_section` adds the file and the section to the key."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+# --------------------------------------------------------------------------- the rules a field's value follows
 
 @dataclass(frozen=True)
-class DataConfig:
-    size: int = 64                    # H = W of every processed slice, pixels
-    seed: int = 0                     # phantom generation and subject splits
-    n_subjects: int = 40              # per phantom dataset
-    split: dict = field(default_factory=lambda: {"train": 0.6, "val": 0.1, "test": 0.3})
-    splits: str = "standard"          # real datasets: "standard" (the published split where one exists, val
-                                      # drawn from its training part) or "seeded" (by-subject `split` fractions)
+class Rule:
+    """What a field's value must be: ``test(value)`` holds, and ``text`` says it in words."""
+    text: str
+    test: Callable[[Any], bool]
+
+
+def checked(default: Any = dataclasses.MISSING, r: Rule | None = None, *, factory: Any = dataclasses.MISSING):
+    """A dataclass field whose value must follow ``r`` (``factory``: a default built per instance)."""
+    return field(default=default, default_factory=factory, metadata={"rule": r})
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(low: int | None = None) -> Rule:
+    return Rule("an integer" + (f" >= {low}" if low is not None else ""),
+                lambda v: _int(v) and (low is None or v >= low))
+
+
+def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Rule:
+    if high is None:
+        text = f"a number {'>' if low_open else '>='} {low}"
+    else:
+        text = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return Rule(text, lambda v: _number(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule("one of " + ", ".join(repr(c) for c in choices), lambda v: isinstance(v, str) and v in choices)
+
+
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+NAMES = Rule("a list of names", lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v))
+NAME = Rule("a string", lambda v: isinstance(v, str))
+COUNTS = Rule("a list of integers >= 1", lambda v: isinstance(v, tuple) and all(_int(x) and x >= 1 for x in v))
+
+
+class Checked:
+    """A config dataclass whose fields are checked against their rules on construction."""
 
     def __post_init__(self):
-        if self.splits not in ("standard", "seeded"):
-            raise ConfigError(f"data.splits: {self.splits!r} is not 'standard' or 'seeded'")
+        for f in dataclasses.fields(self):
+            r = f.metadata.get("rule")
+            value = getattr(self, f.name)
+            if r is not None and not r.test(value):
+                raise FieldError(f.name, f"must be {r.text}, got {value!r}")
+
+
+def _split_fractions(v) -> bool:
+    return (isinstance(v, dict) and set(v) <= {"train", "val", "test"}
+            and all(_number(x) and x >= 0 for x in v.values()) and v.get("train", 0) > 0)
+
+
+# --------------------------------------------------------------------------- the sections
+
+@dataclass(frozen=True)
+class DataConfig(Checked):
+    size: int = checked(64, integer(1))               # H = W of every processed slice, pixels
+    seed: int = checked(0, integer())                 # phantom generation and subject splits
+    n_subjects: int = checked(40, integer(1))         # per phantom dataset
+    split: dict = checked(r=Rule("fractions of train, val and test, each >= 0, train > 0", _split_fractions),
+                          factory=lambda: {"train": 0.6, "val": 0.1, "test": 0.3})
+    splits: str = checked("standard", one_of("standard", "seeded"))
+    # real datasets: "standard" (the published split where one exists, val drawn from its training part)
+    # or "seeded" (by-subject `split` fractions)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 20            # linear warm-up, then constant (the paper names no schedule)
-    ema_decay: float = 0.99           # paper: 0.9999 over a long run; a short CPU run needs a shorter memory
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    seed: int = 0
-    threads: int = 2                  # torch intra-op threads per process
-    mixed_precision: str = "no"       # "no", "bf16" or "fp16" (passed to Accelerate)
+class TrainConfig(Checked):
+    steps: int = checked(300, integer(1))
+    batch_size: int = checked(16, integer(1))
+    lr: float = checked(1e-3, number(0, low_open=True))
+    weight_decay: float = checked(0.0, number(0))
+    warmup_steps: int = checked(20, integer(0))       # linear warm-up, then constant (the paper names no schedule)
+    ema_decay: float = checked(0.99, number(0, 1, high_open=True))
+    # paper: 0.9999 over a long run; a short CPU run needs a shorter memory
+    checkpoint_every: int = checked(100, integer(1))
+    keep_checkpoints: int = checked(2, integer(1))
+    seed: int = checked(0, integer())
+    threads: int = checked(2, integer(1))             # torch intra-op threads per process
+    mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))  # passed to Accelerate
 
 
 @dataclass(frozen=True)
-class PredictConfig:
-    n_samples: int = 1                # samples per case (deterministic methods always give 1)
-    batch_size: int = 32              # slices per forward pass
-    seed: int = 0
+class PredictConfig(Checked):
+    n_samples: int = checked(1, integer(1))           # samples per case (deterministic methods always give 1)
+    batch_size: int = checked(32, integer(1))         # slices per forward pass
+    seed: int = checked(0, integer())
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    hd95_convention: str = "pooled"   # "pooled" (medpy) or "max" (MONAI)
-    per_slice: bool = False           # False: a volume is one case (per-volume metrics)
-    both_empty: str = "nan"           # "nan": excluded from means and counted; "perfect": Dice 1, HD95 0
-    one_empty_hd95: str = "diagonal"  # "diagonal": the image diagonal in mm; "nan": excluded
-    fusion: str = "majority"          # how K samples become one prediction for Dice/IoU/HD95:
-                                      # "majority" (= the mean of hard samples) or "staple"
-    reference: str = "majority"       # how several raters become one reference (same names)
-    ged_samples: tuple[int, ...] = () # GED also on the first n samples for each n here (GED_16, GED_100);
-                                      # GED on all K samples is always reported, as ged_K
-    workers: int = 2                  # processes scoring cases in parallel (1: in this process)
+class EvalConfig(Checked):
+    hd95_convention: str = checked("pooled", one_of("pooled", "max"))  # "pooled" (medpy) or "max" (MONAI)
+    per_slice: bool = checked(False, BOOLEAN)         # False: a volume is one case (per-volume metrics)
+    both_empty: str = checked("nan", one_of("nan", "perfect"))
+    # "nan": excluded from means and counted; "perfect": Dice 1, HD95 0
+    one_empty_hd95: str = checked("diagonal", one_of("diagonal", "nan"))
+    # "diagonal": the image diagonal in mm; "nan": excluded
+    fusion: str = checked("majority", one_of(*sorted(FUSIONS)))
+    # how K samples become one prediction for Dice/IoU/HD95: "majority" (= the mean of hard samples) or "staple"
+    reference: str = checked("majority", one_of(*sorted(FUSIONS)))  # how several raters become one reference
+    ged_samples: tuple[int, ...] = checked((), COUNTS)
+    # GED also on the first n samples for each n here (GED_16, GED_100); GED on all K samples is always
+    # reported, as ged_K
+    workers: int = checked(2, integer(1))             # processes scoring cases in parallel (1: in this process)
 
     def __post_init__(self):
-        for key in ("fusion", "reference"):
-            if getattr(self, key) not in FUSIONS:
-                raise ConfigError(f"evaluation.{key}: {getattr(self, key)!r} is not one of {sorted(FUSIONS)}")
-        object.__setattr__(self, "ged_samples", tuple(self.ged_samples))
-        if any(not isinstance(n, int) or n < 1 for n in self.ged_samples):
-            raise ConfigError(f"evaluation.ged_samples: sample counts must be positive integers, got {self.ged_samples}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigError(f"evaluation.workers: must be an integer >= 1, got {self.workers!r}")
+        if isinstance(self.ged_samples, list):
+            object.__setattr__(self, "ged_samples", tuple(self.ged_samples))
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -89,28 +163,28 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class MatrixConfig:
+class MatrixConfig(Checked):
     """A matrix of ``datasets`` x ``methods`` run by train/predict/evaluate stages of its own, beside the
     main matrix: MedFlowSeg's ablation variants (paper Tables 3 and 4; the full model comes from the main
     ``methods``) and the baselines, each on the datasets that bound its time at the profile."""
-    datasets: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = checked((), NAMES)
+    methods: tuple[str, ...] = checked((), NAMES)
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Checked):
     """The Dice-vs-NFE sweep of one flow-matching method (``segbench nfe-sweep``)."""
-    datasets: tuple[str, ...] = ()
-    method: str = "medflowseg"
+    datasets: tuple[str, ...] = checked((), NAMES)
+    method: str = checked("medflowseg", NAME)
 
 
 @dataclass(frozen=True)
-class Table4Config:
+class Table4Config(Checked):
     """The complexity-and-uncertainty table (the shape of the paper's Table 4): parameters, MACs, CI,
     GED and Dice of each method on each dataset here. Every pair must be evaluated by the main
     matrix (``datasets`` x ``methods``) or the ablation matrix."""
-    datasets: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = checked((), NAMES)
+    methods: tuple[str, ...] = checked((), NAMES)
 
 
 def _default_tolerance() -> dict:
@@ -120,21 +194,18 @@ def _default_tolerance() -> dict:
 
 
 @dataclass(frozen=True)
-class ClaimsConfig:
+class ClaimsConfig(Checked):
     """How the claims report (benchmark/reproduction.py) judges a result against the paper's number."""
-    tolerance: dict = field(default_factory=_default_tolerance)   # claim unit -> largest |ours - paper|
-
-    def __post_init__(self):
-        bad = {u: t for u, t in self.tolerance.items() if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0}
-        if bad:
-            raise ConfigError(f"claims.tolerance: tolerances must be numbers >= 0, got {bad}")
+    tolerance: dict = checked(r=Rule("a mapping of claim units to numbers >= 0", lambda v: isinstance(v, dict) and all(
+        isinstance(u, str) and _number(t) and t >= 0 for u, t in v.items())), factory=_default_tolerance)
+    # claim unit -> largest |ours - paper|
 
 
 @dataclass(frozen=True)
-class Config:
-    profile: str
-    datasets: tuple[str, ...]
-    methods: tuple[str, ...]
+class Config(Checked):
+    profile: str = checked(r=NAME)
+    datasets: tuple[str, ...] = checked(r=NAMES)
+    methods: tuple[str, ...] = checked(r=NAMES)
     data: DataConfig
     evaluation: EvalConfig
     method: dict[str, MethodConfig]
@@ -145,7 +216,7 @@ class Config:
     claims: ClaimsConfig = ClaimsConfig()
     # How the train stages start `segbench`: "segbench" (one process), or an Accelerate launch for several GPUs
     # or nodes, e.g. "accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli" (README "Training").
-    launcher: str = "segbench"
+    launcher: str = checked("segbench", NAME)
     source: str = "params.yaml"
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -170,20 +241,39 @@ class Config:
         return self.method[name]
 
 
-def _build(cls, d: dict | None, where: str, source: str):
-    d = dict(d or {})
+def build_section(cls, d: dict | None, where: str, source: str | None = None):
+    """The dataclass ``cls`` from the mapping ``d`` found at key path ``where`` of the file ``source``; an
+    unknown key, a value that is not a mapping, or a field that breaks its rule is a :class:`ConfigError`
+    naming the file and the key path."""
+    prefix = f"{source}: " if source else ""
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"{prefix}{where}: must be a mapping of keys to values, got {d!r}")
+    d = {k: tuple(v) if isinstance(v, list) and _tuple_field(cls, k) else v for k, v in (d or {}).items()}
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    unknown = sorted(set(d) - names, key=str)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} in {where} (allowed: {sorted(names)})")
-    return cls(**d)
+        raise ConfigError(f"{prefix}{where}: unknown key(s) {unknown} (allowed: {sorted(names)})")
+    try:
+        return cls(**d)
+    except FieldError as e:
+        raise ConfigError(f"{prefix}{where + '.' if where else ''}{e.key}: {e.problem}") from None
+
+
+def _tuple_field(cls, key: str) -> bool:
+    """Whether field ``key`` of ``cls`` holds a tuple (YAML gives lists)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}.get(key)
+    return f is not None and str(f.type).startswith("tuple")
 
 
 def _merge(base: Any, override: dict | None, where: str, source: str):
-    return _build(type(base), {**dataclasses.asdict(base), **(override or {})}, where, source)
+    if override is not None and not isinstance(override, dict):
+        raise ConfigError(f"{source}: {where}: must be a mapping of keys to values, got {override!r}")
+    return build_section(type(base), {**dataclasses.asdict(base), **(override or {})}, where, source)
 
 
-def load_config(path: Path | str = "params.yaml") -> Config:
+def read_params(path: Path | str) -> dict:
+    """The parameters file ``path`` as a mapping of sections; a missing file, invalid YAML or anything but a
+    mapping is a :class:`ConfigError` naming the file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -191,35 +281,51 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{path}: parameters file is missing") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections (profile, datasets, methods, ...), got {raw!r}")
+    return raw
+
+
+def load_config(path: Path | str = "params.yaml") -> Config:
+    raw = read_params(path)
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "baselines",
-               "ablations", "nfe_sweep", "table4", "claims", "launcher"}
-    unknown = sorted(set(raw) - allowed)
+               "ablations", "nfe_sweep", "table4", "claims", "launcher",
+               "cluster"}  # validated by benchmark/cluster/resources.py (segbench cluster)
+    unknown = sorted(set(raw) - allowed, key=str)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
-    train = _build(TrainConfig, raw.get("train"), "train", src)
-    predict = _build(PredictConfig, raw.get("predict"), "predict", src)
+    train = build_section(TrainConfig, raw.get("train"), "train", src)
+    predict = build_section(PredictConfig, raw.get("predict"), "predict", src)
+    method_sections = raw.get("method") or {}
+    if not isinstance(method_sections, dict):
+        raise ConfigError(f"{src}: method: must be a mapping of method names to sections, got {method_sections!r}")
     methods = {}
-    for name, m in (raw.get("method") or {}).items():
+    for name, m in method_sections.items():
+        if m is not None and not isinstance(m, dict):
+            raise ConfigError(f"{src}: method.{name}: must be a mapping of keys to values, got {m!r}")
         m = dict(m or {})
-        extra = sorted(set(m) - {"model", "train", "predict"})
+        extra = sorted(set(m) - {"model", "train", "predict"}, key=str)
         if extra:
-            raise ConfigError(f"{src}: unknown key(s) {extra} in method.{name} (allowed: model, train, predict)")
+            raise ConfigError(f"{src}: method.{name}: unknown key(s) {extra} (allowed: model, train, predict)")
+        if m.get("model") is not None and not isinstance(m["model"], dict):
+            raise ConfigError(f"{src}: method.{name}.model: must be a mapping of the method's parameters, "
+                              f"got {m['model']!r}")
         methods[name] = MethodConfig(
             model=dict(m.get("model") or {}),
             train=_merge(train, m.get("train"), f"method.{name}.train", src),
             predict=_merge(predict, m.get("predict"), f"method.{name}.predict", src))
-    cfg = Config(profile=str(raw.get("profile", "default")),
-                 datasets=tuple(raw.get("datasets") or ()), methods=tuple(raw.get("methods") or ()),
-                 data=_build(DataConfig, raw.get("data"), "data", src),
-                 evaluation=_build(EvalConfig, raw.get("evaluation"), "evaluation", src),
-                 method=methods, source=src,
-                 baselines=_build(MatrixConfig, _tuples(raw.get("baselines")), "baselines", src),
-                 ablations=_build(MatrixConfig, _tuples(raw.get("ablations")), "ablations", src),
-                 nfe_sweep=_build(SweepConfig, _tuples(raw.get("nfe_sweep")), "nfe_sweep", src),
-                 table4=_build(Table4Config, _tuples(raw.get("table4")), "table4", src),
-                 claims=_build(ClaimsConfig, raw.get("claims"), "claims", src),
-                 launcher=str(raw.get("launcher", "segbench")))
+    cfg = build_section(Config, {
+        "profile": raw.get("profile", "default"), "datasets": raw.get("datasets") or [],
+        "methods": raw.get("methods") or [], "launcher": raw.get("launcher", "segbench"), "source": src,
+        "method": methods,
+        "data": build_section(DataConfig, raw.get("data"), "data", src),
+        "evaluation": build_section(EvalConfig, raw.get("evaluation"), "evaluation", src),
+        "baselines": build_section(MatrixConfig, raw.get("baselines"), "baselines", src),
+        "ablations": build_section(MatrixConfig, raw.get("ablations"), "ablations", src),
+        "nfe_sweep": build_section(SweepConfig, raw.get("nfe_sweep"), "nfe_sweep", src),
+        "table4": build_section(Table4Config, raw.get("table4"), "table4", src),
+        "claims": build_section(ClaimsConfig, raw.get("claims"), "claims", src)}, "", src)
     for name in cfg.methods + cfg.baselines.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
         cfg.method_config(name)
     for section in ("baselines", "ablations"):
@@ -232,6 +338,3 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                           f"(add them to datasets x methods, baselines or ablations)")
     return cfg
 
-
-def _tuples(d: dict | None) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items()}

@@ -22,10 +22,11 @@ import SimpleITK as sitk
 
 from benchmark.config import EvalConfig
 from benchmark.data.manifest import load_manifest
-from benchmark.data.store import CaseFileError, atomic_write, load_arrays, load_case, read_json, write_json
+from benchmark.data.store import CaseFileError, atomic_write, load_arrays, load_case, write_json
 from benchmark.metrics import EmptyPolicy, case_metrics
 from benchmark.metrics.fusion import STAPLE_MAX_ITERATIONS, fuse
 from benchmark.metrics.multirater import SET_CONVENTIONS, set_metrics
+from benchmark.records import EvaluationRecord, PredictionRecord, Status, read_record, write_record
 
 METRICS = ("dice", "iou", "hd95")
 CSV_COLUMNS = ["case_id", "subject_id", "class", "dice", "iou", "hd95"]
@@ -47,30 +48,30 @@ def conventions(cfg: EvalConfig, n_annotators: int) -> dict:
                             "case": case, "aggregate": "mean over cases"}}
 
 
-def headline(record: dict) -> dict:
+def headline(record: EvaluationRecord) -> dict:
     """Numbers only: average and per-class Dice/IoU/HD95 and the set metrics (empty for a dataset not run)."""
-    if record.get("status") != "ok":
+    if not record.ok:
         return {}
-    out = {f"avg_{k}": v for k, v in record["average"].items()}
-    for cls, block in record["per_class"].items():
+    out = {f"avg_{k}": v for k, v in record.average.items()}
+    for cls, block in record.per_class.items():
         out.update({f"{cls}_{k}": block[k] for k in METRICS})
-    out.update(record["set_metrics"]["mean"])
+    out.update(record.set_metrics["mean"])
     return out
 
 
-def _write(out: Path, record: dict, rows: list[dict], set_rows: list[dict]) -> None:
+def _write(out: Path, record: EvaluationRecord, rows: list[dict], set_rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "evaluation.json", record)
+    write_record(out / "evaluation.json", record)
     write_json(out / "metrics.json", headline(record))
     atomic_write(out / "per_case.csv", lambda t: pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(t, index=False))
     atomic_write(out / "per_case_sets.csv", lambda t: pd.DataFrame(set_rows).to_csv(t, index=False))
 
 
-def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, method: str) -> dict:
+def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, method: str) -> EvaluationRecord:
     processed, predictions, out = Path(processed), Path(predictions), Path(out)
-    pred_meta = read_json(predictions / "meta.json", "prediction metadata (run the predict stage)")
-    if pred_meta.get("status") == "not_run":
-        metrics = {"status": "not_run", "method": method, "reason": pred_meta.get("reason", "")}
+    pred_meta = read_record(predictions / "meta.json", PredictionRecord)
+    if pred_meta.status is Status.NOT_RUN:
+        metrics = EvaluationRecord.not_run(pred_meta.reason, method=method)
         _write(out, metrics, [], [])
         return metrics
 
@@ -95,14 +96,14 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
                           "n_excluded": {name: int(d[name].isna().sum()) for name in METRICS}}
     average = {name: _mean(pd.Series([per_class[c][name] for c in per_class])) for name in METRICS}
     sets = pd.DataFrame(set_rows)
-    n_samples = int(pred_meta["n_samples"])
+    n_samples = int(pred_meta.n_samples)
     set_summary = {"n_samples": n_samples, "n_raters": info.n_annotators,
                    "ged_counts_not_available": sorted(n for n in cfg.ged_samples if n > n_samples),
                    "mean": {k: _mean(sets[k]) for k in sets.columns if k not in ("case_id", "subject_id")}}
-    metrics = {"status": "ok", "dataset": info.name, "method": method, "phantom": info.phantom,
-               "n_cases": len(entries), "n_samples": n_samples, "nfe_per_sample": pred_meta["nfe_per_sample"],
-               "seconds_per_case": pred_meta["seconds_per_case"], "average": average, "per_class": per_class,
-               "set_metrics": set_summary, "conventions": conventions(cfg, info.n_annotators)}
+    metrics = EvaluationRecord(Status.OK, dataset=info.name, method=method, phantom=info.phantom,
+                               n_cases=len(entries), n_samples=n_samples, nfe_per_sample=pred_meta.nfe_per_sample,
+                               seconds_per_case=pred_meta.seconds_per_case, average=average, per_class=per_class,
+                               set_metrics=set_summary, conventions=conventions(cfg, info.n_annotators))
     _write(out, metrics, rows, set_rows)
     return metrics
 

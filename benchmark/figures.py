@@ -1,4 +1,8 @@
-"""The paper's figures: test examples (qualitative), the samples' uncertainty, training loss curves."""
+"""The paper's figures: test examples (qualitative), the samples' uncertainty, training loss curves.
+
+Each figure is a function of the tables stage's :class:`benchmark.evidence.Evidence`; the first two also read
+the test images and the predicted samples they show.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmark import paths
-from benchmark.config import Config
 from benchmark.data.case import Case
 from benchmark.data.store import atomic_write, load_arrays
+from benchmark.evidence import Evidence
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                     [145, 30, 180], [70, 240, 240]], dtype=np.float32) / 255
@@ -56,13 +60,14 @@ def _not_run(ax) -> None:
     ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="red")
 
 
-def qualitative_figure(cfg: Config, out: Path) -> Path:
+def qualitative_figure(ev: Evidence, out: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from benchmark.metrics.fusion import majority_vote
 
+    cfg = ev.cfg
     methods = list(cfg.compared_methods)
     rows = []
     for ds in cfg.datasets:
@@ -121,7 +126,7 @@ def _raters(ax, rgb: np.ndarray, label: np.ndarray) -> None:
                        linewidths=1.2)
 
 
-def uncertainty_figure(cfg: Config, out: Path) -> Path:
+def uncertainty_figure(ev: Evidence, out: Path) -> Path:
     """One row per (dataset, method) of ``table4`` (the generative methods on the multi-rater data):
     image, raters, foreground probability and entropy of the method's K unfused samples on one test slice."""
     import matplotlib
@@ -132,6 +137,7 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
 
     from benchmark.metrics.fusion import sample_entropy
 
+    cfg = ev.cfg
     datasets = cfg.table4.datasets or cfg.datasets
     examples = {ds: example_slice(ds) for ds in datasets}
     rows = [(ds, m, load_samples(ds, m, ex[1].case_id) if ex else None)
@@ -181,16 +187,16 @@ def uncertainty_figure(cfg: Config, out: Path) -> Path:
 SMOOTHING = 10  # steps of the rolling mean drawn for each loss curve
 
 
-def training_curves_figure(cfg: Config, out: Path) -> Path:
+def training_curves_figure(ev: Evidence, out: Path) -> Path:
     """One panel per dataset (``datasets``, then any other ``ablations.datasets``), a line per method with a
-    ``loss.csv``: the training loss divided by its value at step 1 (Dice + CE and velocity losses have
+    ``loss.csv`` (``ev.losses``): the training loss divided by its value at step 1 (Dice + CE and velocity losses have
     different scales), rolling mean over :data:`SMOOTHING` steps, log y axis; ablation variants dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+    cfg = ev.cfg
     datasets = list(dict.fromkeys(d for d, _ in cfg.pairs()))
     methods = list(dict.fromkeys(m for _, m in cfg.pairs()))
     colours = dict(zip(methods, plt.get_cmap("tab10").colors * 2))
@@ -203,8 +209,7 @@ def training_curves_figure(cfg: Config, out: Path) -> Path:
         drawn = [m for d, m in cfg.pairs() if d == ds]
         n_lines = 0
         for m in drawn:
-            csv = paths.run(ds, m) / "loss.csv"
-            df = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+            df = ev.losses[(ds, m)]
             if df.empty:
                 continue
             curve = df["loss"].rolling(SMOOTHING, min_periods=1).mean() / df["loss"].iloc[0]

@@ -6,8 +6,6 @@ float16 ``(Z, H, W)`` (the samples' per-pixel disagreement, :data:`UNCERTAINTY`)
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,9 +15,10 @@ import torch
 
 from benchmark.config import PredictConfig
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, save_arrays, write_json
+from benchmark.data.store import CaseFileError, save_arrays, staged_folder
 from benchmark.methods import build_method
 from benchmark.metrics.fusion import sample_spread
+from benchmark.records import PredictionRecord, RunRecord, Status, read_record, write_record
 
 UNCERTAINTY = "1 - (count of the modal label) / n per pixel over the n samples; 0 where all agree (always for n = 1)"
 
@@ -43,48 +42,54 @@ def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> dict:
+def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> PredictionRecord:
     torch.set_num_threads(threads)
     return write_predictions(model_dir, out, lambda tmp: _predict_cases(processed, model_dir, tmp, cfg))
 
 
-def write_predictions(model_dir: Path, out: Path, predict_cases: Callable[[Path], dict]) -> dict:
+def write_predictions(model_dir: Path, out: Path,
+                      predict_cases: Callable[[Path], PredictionRecord]) -> PredictionRecord:
     """The predict stage's folder, for any method: ``predict_cases(folder)`` writes the cases' files into a
     temporary folder and returns the meta; the folder replaces ``out`` only when complete. A model whose
     training was not run gives a not-run folder."""
     model_dir, out = Path(model_dir), Path(out)
-    train_meta = json.loads((model_dir / "meta.json").read_text()) if (model_dir / "meta.json").is_file() else {}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if train_meta.get("status") == "not_run":
-        meta = {"status": "not_run", "reason": train_meta.get("reason", "")}
-    else:
-        meta = predict_cases(tmp)
-    write_json(tmp / "meta.json", meta)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    train_meta = read_record(model_dir / "meta.json", RunRecord, missing_ok=True)
+    with staged_folder(out) as tmp:
+        if train_meta.status is Status.NOT_RUN:
+            meta = PredictionRecord.not_run(train_meta.reason)
+        else:
+            meta = predict_cases(tmp)
+        write_record(tmp / "meta.json", meta)
     return meta
 
 
-def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig) -> dict:
+def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig) -> PredictionRecord:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_trained(model_dir, device)
     manifest, cases = load_split(processed, "test")
-    seconds, nfe, n_out = [], 0, 0
+    seconds, nfe, n_out = [], [], 0
     for i, case in enumerate(cases):
         g = case_generator(cfg.seed, i)
         t0 = time.perf_counter()
         parts = []
         for s in range(0, case.image.shape[0], cfg.batch_size):
             images = torch.from_numpy(case.image[s:s + cfg.batch_size]).to(device)
-            parts.append(model.sample(images, cfg.n_samples, g).cpu().numpy().astype(np.uint8))
+            out_batch = model.sample(images, cfg.n_samples, g)
+            parts.append(out_batch.labels.cpu().numpy().astype(np.uint8))
+            nfe += out_batch.nfe
         samples = np.concatenate(parts, axis=1)  # (n, Z, H, W)
         seconds.append(time.perf_counter() - t0)
-        nfe, n_out = model.nfe, samples.shape[0]
+        n_out = samples.shape[0]
         uncertainty = sample_spread(samples, manifest.dataset.num_classes).astype(np.float16)
         save_arrays(out / f"{case.case_id}.npz", samples=samples, uncertainty=uncertainty)
-    return {"status": "ok", "dataset": manifest.dataset.name, "n_cases": len(cases),
-            "n_samples_requested": cfg.n_samples, "n_samples": n_out, "nfe_per_sample": nfe,
-            "seconds_per_case": float(np.mean(seconds)), "seconds_total": float(np.sum(seconds)),
-            "device": device, "seed": cfg.seed, "uncertainty": UNCERTAINTY}
+    return PredictionRecord(Status.OK, dataset=manifest.dataset.name, n_cases=len(cases),
+                            n_samples_requested=cfg.n_samples, n_samples=n_out, nfe_per_sample=_nfe_per_sample(nfe),
+                            seconds_per_case=float(np.mean(seconds)), seconds_total=float(np.sum(seconds)),
+                            device=device, seed=cfg.seed, uncertainty=UNCERTAINTY)
+
+
+def _nfe_per_sample(nfe: list[int]) -> float:
+    """The NFE of every returned sample -> their count when all are equal (fixed-step samplers), else the mean."""
+    if not nfe:
+        return 0
+    return nfe[0] if len(set(nfe)) == 1 else float(np.mean(nfe))

@@ -1,15 +1,14 @@
 """Dice against NFE: one trained flow-matching model sampled with several ODE solver settings.
 
-A method is sweepable when its model has an attribute ``solver`` holding a
-``medflowseg.flow.ODESolver``; ``sample`` integrates with it and sets ``nfe``. Every setting
-samples every test case from the same per-case seeds as the predict stage, so settings
+A method is sweepable when its ``default_sampler`` is a ``medflowseg.flow.ODESolver``: each
+setting is passed to ``sample`` as its sampler, and the NFE is what ``sample`` returns. Every
+setting samples every test case from the same per-case seeds as the predict stage, so settings
 differ only by the solver. Dice follows the evaluate stage: the same sample fusion,
 multi-rater reference, empty-mask policy and "Average" (mean over foreground classes of the
 mean over cases). Writes ``nfe_sweep.csv``, ``nfe_sweep.md`` and ``nfe_sweep.png``.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -22,16 +21,18 @@ from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import load_manifest
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import atomic_write
+from benchmark.errors import SegbenchError
 from benchmark.inference import case_generator, load_trained
 from benchmark.metrics import EmptyPolicy, case_metrics
 from benchmark.metrics.fusion import fuse
-from medflowseg.flow import FIXED_STEP_SOLVERS, ODESolver
+from benchmark.records import RunRecord, Status, read_record
+from medflowseg.flow import ODESolver
 
 STEM = "nfe_sweep"
 COLUMNS = ["solver", "steps", "rtol", "atol", "nfe", "dice", "seconds_per_case"]
 
 
-class NotSweepableError(ValueError):
+class NotSweepableError(SegbenchError, ValueError):
     """The trained method has no ODE solver to vary."""
 
 
@@ -58,74 +59,67 @@ def nfe_sweep(processed: Path, model_dir: Path, out: Path, settings: list[ODESol
         measured NFE per sample, Dice average, seconds of sampling per case. Empty when
         the trained model's status is ``not_run``.
     Raises:
-        NotSweepableError: the model has no ``solver`` attribute holding an ``ODESolver``.
+        NotSweepableError: the model's ``default_sampler`` is not an ``ODESolver``.
     """
     if not settings:
         raise ValueError("no solver settings to sweep")
     torch.set_num_threads(threads)
     processed, model_dir, out = Path(processed), Path(model_dir), Path(out)
-    meta = json.loads((model_dir / "meta.json").read_text()) if (model_dir / "meta.json").is_file() else {}
-    method = meta.get("method", model_dir.parent.name)
-    if meta.get("status") == "not_run":
-        return _write_not_run(out, load_manifest(processed).dataset.name, method, meta.get("reason", ""))
+    meta = read_record(model_dir / "meta.json", RunRecord, missing_ok=True)
+    method = meta.method or model_dir.parent.name
+    if meta.status is Status.NOT_RUN:
+        return _write_not_run(out, load_manifest(processed).dataset.name, method, meta.reason)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_trained(model_dir, device)
-    if not isinstance(getattr(model, "solver", None), ODESolver):
-        raise NotSweepableError(f"{model_dir}: method {method!r} ({type(model).__name__}) has no attribute "
-                                f"`solver` holding a medflowseg.flow.ODESolver, so it has no NFE to sweep "
-                                f"(only flow-matching methods are sweepable)")
+    if not isinstance(model.default_sampler, ODESolver):
+        raise NotSweepableError(f"{model_dir}: method {method!r} ({type(model).__name__}) does not sample with a "
+                                f"medflowseg.flow.ODESolver (its default_sampler is {model.default_sampler!r}), so "
+                                f"it has no NFE to sweep (only flow-matching methods are sweepable)")
     manifest, cases = load_split(processed, "test")
     info = manifest.dataset
     refs = [fuse(c.label, info.num_classes, evaluation.reference) for c in cases]
     rows = []
     for solver in settings:
-        model.solver = solver
-        rows.append(_score_setting(model, cases, refs, info, n_samples, seed, batch_size, evaluation, device))
+        rows.append(_score_setting(model, solver, cases, refs, info, n_samples, seed, batch_size, evaluation,
+                                   device))
     df = pd.DataFrame(rows, columns=COLUMNS).astype({"steps": "Int64"})
     _write(out, df, f"Dice against NFE: {info.name} / {method}",
            _caption(info, method, len(cases), n_samples, settings, evaluation))
     return df
 
 
-def _score_setting(model: torch.nn.Module, cases: list[Case], refs: list[np.ndarray], info: DatasetInfo,
-                   n_samples: int, seed: int, batch_size: int, evaluation: EvalConfig, device: str) -> dict:
-    """One row: sample and score every case with ``model.solver``."""
+def _score_setting(model: torch.nn.Module, solver: ODESolver, cases: list[Case], refs: list[np.ndarray],
+                   info: DatasetInfo, n_samples: int, seed: int, batch_size: int, evaluation: EvalConfig,
+                   device: str) -> dict:
+    """One row: sample and score every case with ``solver``."""
     policy = EmptyPolicy(evaluation.both_empty, evaluation.one_empty_hd95)
     nfe, seconds, dice = [], [], []
     for i, (case, ref) in enumerate(zip(cases, refs)):
         g = case_generator(seed, i)
         t0 = time.perf_counter()
-        samples, case_nfe = _sample_case(model, case.image, n_samples, g, batch_size, device)
+        samples, case_nfe = _sample_case(model, solver, case.image, n_samples, g, batch_size, device)
         seconds.append(time.perf_counter() - t0)
         nfe += case_nfe
         pred = fuse(samples, info.num_classes, evaluation.fusion)
         dice.append(case_metrics(pred, ref, case.spacing, info.num_classes, policy,
                                  evaluation.hd95_convention, evaluation.per_slice)["dice"])
-    solver = model.solver
-    adaptive = solver.method not in FIXED_STEP_SOLVERS
+    adaptive = solver.adaptive
     return {"solver": solver.method, "steps": None if adaptive else solver.steps,
             "rtol": solver.rtol if adaptive else None, "atol": solver.atol if adaptive else None,
             "nfe": float(np.mean(nfe)), "dice": _average(np.array(dice, dtype=np.float64)),
             "seconds_per_case": float(np.mean(seconds))}
 
 
-def _sample_case(model: torch.nn.Module, image: np.ndarray, n: int, g: torch.Generator, batch_size: int,
-                 device: str) -> tuple[np.ndarray, list[int]]:
-    """``(n, Z, H, W)`` samples of one case and the NFE of each ``sample`` call.
-
-    One call per sample, because ``model.nfe`` reports only the last sample of a call and an
-    adaptive solver's NFE varies from sample to sample. Batches outside, samples inside, so
-    the generator is drawn in the same order as by predict's ``sample(images, n, g)``.
-    """
+def _sample_case(model: torch.nn.Module, solver: ODESolver, image: np.ndarray, n: int, g: torch.Generator,
+                 batch_size: int, device: str) -> tuple[np.ndarray, list[int]]:
+    """``(n, Z, H, W)`` samples of one case and the NFE of each sample of each batch of slices, drawn
+    in the order of predict's ``sample(images, n, g)``."""
     parts, nfe = [], []
     for s in range(0, image.shape[0], batch_size):
-        images = torch.from_numpy(image[s:s + batch_size]).to(device)
-        batch = []
-        for _ in range(n):
-            batch.append(model.sample(images, 1, g).cpu().numpy().astype(np.uint8))
-            nfe.append(model.nfe)
-        parts.append(np.concatenate(batch, axis=0))
+        out = model.sample(torch.from_numpy(image[s:s + batch_size]).to(device), n, g, solver)
+        parts.append(out.labels.cpu().numpy().astype(np.uint8))
+        nfe += out.nfe
     return np.concatenate(parts, axis=1), nfe
 
 
@@ -136,7 +130,7 @@ def _average(per_case: np.ndarray) -> float:
 
 def _caption(info: DatasetInfo, method: str, n_cases: int, n_samples: int, settings: list[ODESolver],
              evaluation: EvalConfig) -> str:
-    adaptive = sorted({(s.method, s.rtol, s.atol) for s in settings if s.method not in FIXED_STEP_SOLVERS})
+    adaptive = sorted({(s.method, s.rtol, s.atol) for s in settings if s.adaptive})
     tolerances = "; ".join(f"{m} rtol={r:g}, atol={a:g}" for m, r, a in adaptive) or "no adaptive solver"
     return (f"{info.name}, method {method}: {n_cases} test cases, {n_samples} sample(s) per case and setting "
             f"({evaluation.fusion} fusion), the same seeds for every setting; {tolerances}. NFE: measured "

@@ -13,14 +13,12 @@ import markdown
 import pandas as pd
 
 from benchmark import paths
-from benchmark.claims import PAPERS
-from benchmark.data.manifest import MANIFEST, check_leaks, file_sha256, load_manifest
+from benchmark.data.manifest import check_leaks
 from benchmark.data.store import atomic_write
-from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Evidence, Line
+from benchmark.evidence import Evidence
+from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Line
 
 STEM = "claims_report"
-PAPER_TITLES = {"medflowseg": "MedFlowSeg (arXiv 2604.19675 v2)", "flowsdf": "FlowSDF (IJCV 2025)",
-                "atfm": "ATFM (AAAI 2026; from a summary of the paper)"}
 FIGURES = ("qualitative.png", "uncertainty.png", "nfe_sweep.png", "training_curves.png")
 
 
@@ -50,11 +48,11 @@ def headline(ev: Evidence, lines: list[Line]) -> str:
             f"Claims with a measured counterpart: {counts}.")
 
 
-def verdict_counts(lines: list[Line]) -> pd.DataFrame:
+def verdict_counts(ev: Evidence, lines: list[Line]) -> pd.DataFrame:
     counts = Counter((ln.claim.paper, ln.verdict) for ln in lines)
     verdicts = list(RESULT_VERDICTS) + [v for v in SETTING_VERDICTS if v != NOT_RUN]
-    rows = [{"paper": PAPER_TITLES[p], **{v: counts.get((p, v), 0) for v in verdicts},
-             "claims": sum(n for (q, _), n in counts.items() if q == p)} for p in PAPERS]
+    rows = [{"paper": title, **{v: counts.get((p, v), 0) for v in verdicts},
+             "claims": sum(n for (q, _), n in counts.items() if q == p)} for p, title in ev.catalogue.papers.items()]
     return pd.DataFrame(rows)
 
 
@@ -69,11 +67,10 @@ def claim_rows(lines: list[Line]) -> pd.DataFrame:
 def leak_audit(ev: Evidence) -> pd.DataFrame:
     rows = []
     for ds in ev.datasets:
-        try:
-            report = check_leaks(load_manifest(paths.processed(ds)))
-        except (ValueError, OSError) as err:
-            rows.append({"dataset": ds, "split leaks": f"manifest unreadable: {err}"})
+        if ds not in ev.manifests:
+            rows.append({"dataset": ds, "split leaks": f"manifest unreadable: {ev.manifest_errors[ds]}"})
             continue
+        report = check_leaks(ev.manifests[ds])
         rows.append({"dataset": ds, "split leaks": "none (subjects and image slices)" if report.ok
                      else report.summary().splitlines()[0]})
     return pd.DataFrame(rows)
@@ -83,9 +80,9 @@ def protocol_audit(ev: Evidence) -> pd.DataFrame:
     """Samples and network evaluations of every evaluated method, one row per distinct protocol."""
     rows: dict[tuple, list[str]] = {}
     for (ds, m), r in sorted(ev.results.items()):
-        if r.get("status") == "ok":
-            k, nfe = r["n_samples"], r["nfe_per_sample"]
-            key = (m, k, nfe, k * nfe, r["conventions"]["fusion"])
+        if r.ok:
+            k, nfe = r.n_samples, r.nfe_per_sample
+            key = (m, k, nfe, k * nfe, r.conventions["fusion"])
         else:
             key = (m, NOT_RUN, "", "", "")
         rows.setdefault(key, []).append(ds)
@@ -96,27 +93,22 @@ def protocol_audit(ev: Evidence) -> pd.DataFrame:
 def dataset_audit(ev: Evidence) -> pd.DataFrame:
     rows = []
     for ds in ev.datasets:
-        try:
-            man = load_manifest(paths.processed(ds))
-        except (ValueError, OSError):
+        if ds not in ev.manifests:
             rows.append({"dataset": ds, "kind": NOT_RUN})
             continue
+        man = ev.manifests[ds]
         prov = man.provenance
         version = prov.get("version") or prov.get("generator", "")
         splits = ", ".join(f"{s} {len(man.split(s))}" for s in ("train", "val", "test"))
         rows.append({"dataset": ds, "kind": "phantom" if man.dataset.phantom else "real",
                      "stands for": man.dataset.stands_for, "version / source": f"{prov.get('package', '')} {version}".strip(),
                      "cases": splits, "raters": man.dataset.n_annotators,
-                     "manifest sha256": _manifest_hash(ds)})
+                     "manifest sha256": ev.manifest_sha256[ds][:16]})
     return pd.DataFrame(rows)
 
 
-def _manifest_hash(ds: str) -> str:
-    return file_sha256(paths.processed(ds) / MANIFEST)[:16]
-
-
 def conventions(ev: Evidence) -> str:
-    conv = next((r["conventions"] for r in ev.results.values() if r.get("status") == "ok"), {})
+    conv = next((r.conventions for r in ev.results.values() if r.ok), {})
     flat = {k: v for k, v in conv.items() if not isinstance(v, dict)}
     flat.update({f"set_metrics.{k}": v for k, v in conv.get("set_metrics", {}).items()})
     return "\n".join(f"- `{k}`: {v}" for k, v in flat.items()) or "(no evaluation ran)"
@@ -131,16 +123,16 @@ def render_markdown(ev: Evidence, lines: list[Line]) -> str:
         "(no implementation, no dataset standing for the paper's, or no output). Verdicts on a setting of the "
         f"paper: **same**, **differs** (this profile's value in *ours*), **not run**. Tolerances (`claims.tolerance` "
         f"in `params.yaml`): {tol}. Claims: `paper/claims.yaml`; verdict logic: `benchmark/reproduction.py`.",
-        "## Verdicts", _md_table(verdict_counts(lines)),
+        "## Verdicts", _md_table(verdict_counts(ev, lines)),
         "## Protocol audit", "### Split leaks", _md_table(leak_audit(ev)),
         "### Samples and network evaluations (NFE)", _md_table(protocol_audit(ev)),
         "### Metric conventions", conventions(ev),
         "### Datasets", _md_table(dataset_audit(ev)),
         "## Figures", "\n\n".join(f"![{f}](figures/{f})" for f in FIGURES if (paths.PAPER / "figures" / f).is_file()),
     ]
-    for paper in PAPERS:
+    for paper, title in ev.catalogue.papers.items():
         mine = [ln for ln in lines if ln.claim.paper == paper]
-        parts += [f"## {PAPER_TITLES[paper]}: {len(mine)} claims", _md_table(claim_rows(mine))]
+        parts += [f"## {title}: {len(mine)} claims", _md_table(claim_rows(mine))]
     return "\n\n".join(parts) + "\n"
 
 

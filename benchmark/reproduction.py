@@ -2,8 +2,9 @@
 
 A *result* claim (a table cell: Dice, IoU, HD95, CI, GED, parameters, GFLOPs) is matched to the
 evaluation of the registered method that implements the paper's row, on the dataset of the profile
-that stands for the paper's dataset. A *setting* claim (sampling steps, samples, batch size,
-widths) is matched to the value the profile configures.
+that stands for the paper's dataset (both as the catalogue, ``paper/catalogue.yaml``, says). A
+*setting* claim (sampling steps, samples, batch size, widths) is matched to the value the profile
+configures.
 
 Verdicts of a result: ``reproduced`` (|ours - paper| within the tolerance of the claim's unit,
 ``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable`` (measured, but on
@@ -15,44 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
-from benchmark import paths
 from benchmark.claims import Claim
 from benchmark.config import Config
-from benchmark.data.manifest import load_manifest
+from benchmark.evidence import Evidence
 
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN = "reproduced", "not reproduced", "not comparable", "not run"
 SAME, DIFFERS = "same", "differs"
 RESULT_VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN)
 SETTING_VERDICTS = (SAME, DIFFERS, NOT_RUN)
 
-# Paper dataset -> (datasets of the suite standing for it, most faithful first; the class scored, or None
-# for the mean over foreground classes). The real datasets (benchmark/data/real) come before their phantoms.
-PAPER_DATASETS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "ACDC": (("acdc", "phantom-cardiac"), None),
-    "BraTS-2021": (("brats2021", "phantom-brain"), None),
-    # REFUGE scores the disc with the cup inside it; our class "optic disc" is the rim (cup excluded).
-    "REFUGE2-Disc": (("refuge2", "phantom-fundus"), "optic disc"),
-    "REFUGE2-Cup": (("refuge2", "phantom-fundus"), "optic cup"),
-    "GlaS": (("glas", "phantom-gland"), None),
-    "CAMUS": (("camus", "phantom-echo"), None),
-    "MoNuSeg": (("monuseg",), None),
-}
-# Paper row (any of the three papers) -> the registered method implementing it. A row missing here is
-# "not implemented". MedFlowSeg's Table 3 rows are its ablation variants; Table 4's "bone + ..." rows
-# are the backbone with one conditioning module.
-PAPER_METHODS: dict[str, str] = {
-    "UNet": "unet", "U-Net": "unet",
-    "MedFlowSeg": "medflowseg", "+ DB-SA + FA-A. + Neural Mod.": "medflowseg",
-    "backbone": "medflowseg-backbone", "+ SA": "medflowseg-sa", "+ DB-SA": "medflowseg-dbsa",
-    "+ DB-SA + FA-A. (w/o Mod.)": "medflowseg-nomod",
-    "bone + DB-SA": "medflowseg-dbsa", "bone + FA-A.": "medflowseg-fa",
-    "UNetr": "unetr", "Swin-UNetr": "swin-unetr", "nnUNet": "nnunet", "MedSegDiff": "medsegdiff",
-    # FlowSDF's K = 1 row is its plain protocol; the MMSE rows (K = 25, T = 100) are other configurations.
-    "FlowSDF": "flowsdf", "FlowSDF (K=1)": "flowsdf", "ATFM": "atfm",
-}
 # Metrics not tied to a dataset's evaluation.
 _COMPLEXITY_METRICS = {"params", "gflops"}
 # Claim metric -> how it is read from our evaluation.json, in the claim's unit.
@@ -61,11 +35,13 @@ _EVALUATION_METRICS = {"dice", "iou", "hd95", "f1", "ci", "ged"}
 
 @dataclass(frozen=True)
 class Measured:
-    """What the suite has for one claim: ``value`` in the claim's unit, or ``None`` with ``missing``."""
+    """What the suite has for one claim: ``value`` in the claim's unit, or ``None`` with ``missing`` (and
+    ``implemented`` False where no registered method implements the claim's row)."""
     value: float | None
     dataset: str | None = None
     method: str | None = None
     missing: str = ""
+    implemented: bool = True
     caveats: tuple[str, ...] = ()     # why the value is not comparable with the paper's
     same_data: bool = True            # measured on data standing for the claim's dataset
 
@@ -99,52 +75,17 @@ def verdict(paper: float, measured: Measured, tolerance: float) -> str:
     return REPRODUCED if abs(measured.value - paper) <= tolerance else NOT_REPRODUCED
 
 
-@dataclass
-class Evidence:
-    """Everything a claim is matched against: the profile, its evaluations and complexity counts."""
-    cfg: Config
-    results: dict[tuple[str, str], dict]
-    complexity: dict[tuple[str, str], dict] = field(default_factory=dict)
-
-    @cached_property
-    def datasets(self) -> dict[str, object]:
-        """Dataset name -> its manifest's ``DatasetInfo`` (None where not preprocessed)."""
-        names = {d for d, _ in self.results} | {d for d, _ in self.cfg.pairs()} | set(self.cfg.table4.datasets)
-        out = {}
-        for ds in sorted(names):
-            try:
-                out[ds] = load_manifest(paths.processed(ds)).dataset
-            except (ValueError, OSError):
-                out[ds] = None
-        return out
-
-    def structure(self, dataset: str, column: str) -> str | None:
-        """The class a per-structure column scores ("LV Dice" -> "LV"), or None for an average."""
-        info = self.datasets.get(dataset)
-        names = info.class_names[1:] if info is not None else ()
-        return next((c for c in names if column.startswith(f"{c} ")), None)
-
-    def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
-        info = self.datasets.get(dataset)
-        caveats = []
-        if info is None or getattr(info, "phantom", True):
-            caveats.append(f"{dataset} is a synthetic phantom" + (f" standing in for {paper_dataset}"
-                                                                   if paper_dataset else ""))
-        if self.cfg.profile != "paper":
-            caveats.append(f"profile '{self.cfg.profile}' is CPU-scale, not the paper's training")
-        return tuple(caveats)
-
-
 def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str | None = None) -> Measured:
     """Our value for ``claim`` (a table cell), optionally for another ``method`` or on another ``dataset``."""
-    method = method or PAPER_METHODS.get(claim.row)
+    method = method or ev.catalogue.row_method(claim.row)
     if method is None:
-        return Measured(None, missing=f"{claim.row} is not implemented")
+        return Measured(None, missing=f"{claim.row} is not implemented", implemented=False)
     if claim.metric in _COMPLEXITY_METRICS:
         return _measure_complexity(claim, ev, method, dataset)
     if claim.metric not in _EVALUATION_METRICS:
         return Measured(None, method=method, missing=f"the suite does not compute {claim.column}")
-    stand_ins, cls = PAPER_DATASETS.get(claim.dataset, ((), None))
+    paper_dataset = ev.catalogue.stand_ins(claim.dataset)
+    stand_ins, cls = paper_dataset.stand_ins, paper_dataset.cls
     same_data = True
     if dataset is None:
         pool = ev.cfg.table4.datasets if claim.table == "Table 4" and claim.paper == "medflowseg" else None
@@ -157,22 +98,22 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
         dataset = candidates[0]
     else:
         same_data = dataset in stand_ins
-    result = ev.results.get((dataset, method), {})
-    if result.get("status") != "ok":
+    result = ev.results.get((dataset, method))
+    if result is None or not result.ok:
         return Measured(None, dataset, method, missing=f"{dataset}/{method} has no evaluation")
     cls = cls or ev.structure(dataset, claim.column)
     caveats = list(ev.data_caveats(dataset, claim.dataset if same_data else None))
     if not same_data:
         caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
     if claim.metric in ("ci", "ged"):
-        sm = result["set_metrics"]
+        sm = result.set_metrics
         key = "ci_paper" if claim.metric == "ci" else f"ged_{sm['n_samples']}"
         if cls is not None and same_data:
             caveats.append(f"our {claim.metric.upper()} averages all foreground classes, not {cls} alone")
         value = 100 * sm["mean"][key]
     else:
         key = "dice" if claim.metric == "f1" else claim.metric
-        block = result["per_class"].get(cls) if cls is not None and same_data else result["average"]
+        block = result.per_class.get(cls) if cls is not None and same_data else result.average
         if block is None or block.get(key) is None:
             return Measured(None, dataset, method, missing=f"{dataset}/{method} has no {key} for {cls or 'the average'}")
         value = block[key] if key == "hd95" else 100 * block[key]
@@ -182,7 +123,7 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
 
 
 def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | None) -> Measured:
-    pairs = [(d, m) for (d, m), c in ev.complexity.items() if m == method and c.get("status") == "ok"
+    pairs = [(d, m) for (d, m), c in ev.complexity.items() if m == method and c.ok
              and (dataset is None or d == dataset)]
     if not pairs:
         return Measured(None, dataset, method, missing=f"no complexity count for {method}")
@@ -191,10 +132,10 @@ def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | 
     caveats = [] if ev.cfg.profile == "paper" else [f"counted at profile '{ev.cfg.profile}''s configuration "
                                                     f"and image size, not the paper's"]
     if claim.metric == "params":
-        return Measured(c["params"] / 1e6, d, method, caveats=tuple(caveats))
+        return Measured(c.params / 1e6, d, method, caveats=tuple(caveats))
     caveats.append("ours: fvcore multiply-adds of the inference protocol (samples x NFE); the paper counts "
                    "GFLOPs until its samples converge (§4.4)")
-    return Measured(c["macs_protocol"] / 1e9, d, method, caveats=tuple(caveats))
+    return Measured(c.macs_protocol / 1e9, d, method, caveats=tuple(caveats))
 
 
 def _medflowseg(cfg: Config):
@@ -237,11 +178,13 @@ SETTINGS = {
 }
 
 
-def judge_setting(claim: Claim, cfg: Config) -> Line:
+def judge_setting(claim: Claim, ev: Evidence) -> Line:
+    cfg = ev.cfg
     if claim.id not in SETTINGS or "medflowseg" not in cfg.method:
-        why = (f"{claim.method} is not implemented" if claim.method and claim.method not in PAPER_METHODS
+        implemented = not claim.method or ev.catalogue.row_method(claim.method) is not None
+        why = (f"{claim.method} is not implemented" if not implemented
                else "not a setting of the suite (hardware, or how the paper counted)")
-        return Line(claim, Measured(None, missing=why), NOT_RUN, setting=True)
+        return Line(claim, Measured(None, missing=why, implemented=implemented), NOT_RUN, setting=True)
     where, get = SETTINGS[claim.id]
     value = get(cfg)
     if value is None:
@@ -257,7 +200,7 @@ def judge_setting(claim: Claim, cfg: Config) -> Line:
 def judge(claim: Claim, ev: Evidence) -> Line:
     """The report line of one claim."""
     if claim.higher_is_better is None and claim.metric not in _COMPLEXITY_METRICS:
-        return judge_setting(claim, ev.cfg)
+        return judge_setting(claim, ev)
     m = measure(claim, ev)
     tolerance = ev.cfg.claims.tolerance.get(claim.unit)
     if m.value is not None and tolerance is None:
@@ -266,5 +209,6 @@ def judge(claim: Claim, ev: Evidence) -> Line:
     return Line(claim, m, verdict(claim.value, m, tolerance if tolerance is not None else 0.0), where=where)
 
 
-def judge_all(claims: list[Claim], ev: Evidence) -> list[Line]:
-    return [judge(c, ev) for c in claims]
+def judge_all(ev: Evidence) -> list[Line]:
+    """The report line of every claim of ``ev``, in file order."""
+    return [judge(c, ev) for c in ev.claims]

@@ -1,57 +1,33 @@
-"""The tables stage: paper-shaped tables (Markdown, LaTeX, CSV), the qualitative figure, MLflow.
+"""The tables of the tables stage: paper-shaped tables (Markdown, LaTeX, CSV) rendered from the evidence.
 
-Table 1 has the shape of the MedFlowSeg paper's Table 1 (multi-class cardiac: average
-Dice/IoU/HD95, then Dice/IoU per structure); Table 2 the shape of its Table 2 (methods x
-modalities). Dice and IoU are percentages, HD95 is in mm. A dataset that could not be
-obtained shows "not run"; a paper row with no implementation yet shows "not implemented".
+Each table has the shape of one of the MedFlowSeg paper's tables (its layout: ``benchmark/layouts.py``):
+Table 1 multi-class cardiac (average Dice/IoU/HD95, then Dice/IoU per structure), Table 2 methods x
+modalities, Table 3 the ablation, Table 4 complexity and uncertainty. Dice and IoU are percentages, HD95 is
+in mm. A dataset that could not be obtained shows "not run"; a paper row with no implementation yet shows
+"not implemented".
 """
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from benchmark import paths
-from benchmark.claims import Claim, load_claims
-from benchmark.config import Config
-from benchmark.data.manifest import load_manifest
+from benchmark.claims import Claim
 from benchmark.data.store import atomic_write
-from benchmark.reproduction import PAPER_DATASETS, PAPER_METHODS, Evidence, Measured, measure
+from benchmark.evidence import Evidence
+from benchmark.layouts import DATASET_GROUPS, TABLES, TableLayout
+from benchmark.reproduction import Measured, measure
 
-# What stands on a paper's row where it is not the authors' code: shown beside the method's name.
-STAND_INS = {"flowsdf": "suite reimplementation", "atfm": "suite reimplementation",
-             "medsegdiff": "MedSegDiff-V1, suite reimplementation", "nnunet": "nnunetv2, 2d configuration",
-             "unetr": "MONAI UNETR in 2D", "swin-unetr": "MONAI Swin UNETR in 2D"}
-# A method's name on a row of its own (a table without its paper row).
-METHOD_LABELS = {"unet": "UNet (MONAI)", "flowseg-plain": "flowseg-plain (flow-matching scaffold, not MedFlowSeg)",
-                 "medflowseg": "MedFlowSeg", "flowsdf": "FlowSDF (suite reimplementation)",
-                 "atfm": "ATFM (suite reimplementation)", "medsegdiff": "MedSegDiff-V1 (suite reimplementation)",
-                 "nnunet": "nnU-Net (nnunetv2, 2d)", "unetr": "UNETR (MONAI, 2D)", "swin-unetr": "Swin UNETR (MONAI, 2D)"}
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given where our dataset stands for the "
              "paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` gives "
              "the verdict on every cell.")
 
 
-def load_results(cfg: Config) -> dict[tuple[str, str], dict]:
-    return {(ds, m): _read(paths.results(ds, m) / "evaluation.json") for ds, m in cfg.pairs()}
-
-
-def load_complexity(cfg: Config) -> dict[tuple[str, str], dict]:
-    return {(ds, m): _read(paths.results(ds, m) / "complexity.json")
-            for ds in cfg.table4.datasets for m in cfg.table4.methods}
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
-
-
-def _row_label(method: str, cfg: Config) -> str:
+def _row_label(method: str, ev: Evidence) -> str:
     """The method's display name, plus any velocity loss other than the paper's L1."""
-    label = METHOD_LABELS.get(method, method)
-    loss = cfg.method_config(method).model.get("velocity_loss", "l1") if method in cfg.method else "l1"
+    label = ev.catalogue.label(method)
+    loss = ev.cfg.method_config(method).model.get("velocity_loss", "l1") if method in ev.cfg.method else "l1"
     return label if loss == "l1" else f"{label} [{loss.upper()} velocity loss]"
 
 
@@ -66,7 +42,7 @@ def claim_cell(claim: Claim, m: Measured, with_paper: bool = True) -> str:
     """One table cell: ours, and the paper's value with the difference (see ``CELL_NOTE``)."""
     paper = f"{claim.value:g}"
     if m.value is None:
-        status = NOT_IMPLEMENTED if m.missing.endswith("not implemented") else NOT_RUN
+        status = NOT_RUN if m.implemented else NOT_IMPLEMENTED
         return f"{status} (paper {paper})" if with_paper else status
     ours = _number(m.value, claim.unit)
     if not with_paper:
@@ -80,34 +56,35 @@ def _unique(items) -> list:
     return list(dict.fromkeys(items))
 
 
-def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[str, ...],
-                 extra_datasets: tuple[str, ...] = (), dataset: str | None = None) -> pd.DataFrame:
+def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datasets: tuple[str, ...] = (),
+                 extra_metrics: tuple[tuple[str, str], ...] = (), dataset: str | None = None) -> pd.DataFrame:
     """A table of the MedFlowSeg paper in its own shape: its rows and columns, each cell ours beside the paper's.
 
     ``methods`` are the registered methods this table covers in the profile: a paper row whose method is
     not among them shows "not implemented" or "not run", and a method of ours with no paper row gets a row
     of its own, without paper values. ``extra_datasets`` (datasets of ours standing for none of the
-    table's) add columns of our values; ``dataset`` measures every row on that dataset.
+    table's) add a column per ``extra_metrics`` entry of our values; ``dataset`` measures every row on it.
     """
-    cells = [c for c in claims if c.paper == "medflowseg" and c.table == table]
+    cells = [c for c in ev.claims if c.paper == "medflowseg" and c.table == table]
     columns = _unique(c.column for c in cells)
     template = {c.column: c for c in reversed(cells)}     # one claim per column: its dataset, metric, unit
     by_cell = {(c.row, c.column): c for c in cells}
-    mapped = {PAPER_METHODS.get(r) for r in _unique(c.row for c in cells)}
-    extra_cols = [(f"{ds} {name}", ds, metric) for ds in extra_datasets
-                  for metric, name in _EXTRA_METRICS.get(table, ())]
+    mapped = {ev.catalogue.row_method(r) for r in _unique(c.row for c in cells)}
+    extra_cols = [(f"{ds} {name}", ds, metric) for ds in extra_datasets for metric, name in extra_metrics]
     index, rows, row_methods, live_rows = [], [], [], []
 
     def measured(col: str, method: str) -> Measured:
         return measure(template[col], ev, method=method, dataset=dataset)
 
     for row in _unique(c.row for c in cells):
-        method = PAPER_METHODS.get(row)
+        method = ev.catalogue.row_method(row)
         live = method in methods
-        index.append(row + (f" [ours: {', '.join(filter(None, (method, STAND_INS.get(method))))}]" if live else ""))
+        ours = ", ".join(filter(None, (method, ev.catalogue.stand_in(method))))
+        index.append(row + (f" [ours: {ours}]" if live else ""))
         row_methods.append(method)
         live_rows.append(live)
-        absent = Measured(None, missing=f"{row} is not implemented" if method is None else f"{method} not run")
+        absent = (Measured(None, missing=f"{row} is not implemented", implemented=False) if method is None
+                  else Measured(None, missing=f"{method} not run"))
         cells_row = []
         for col in columns:
             claim = by_cell.get((row, col))
@@ -119,7 +96,7 @@ def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[s
     for method in methods:
         if method in mapped:
             continue
-        index.append(_row_label(method, ev.cfg))
+        index.append(_row_label(method, ev))
         row_methods.append(method)
         live_rows.append(True)
         rows.append([claim_cell(template[col], measured(col, method), with_paper=False) for col in columns]
@@ -130,95 +107,65 @@ def claims_table(ev: Evidence, claims: list[Claim], table: str, methods: tuple[s
     return df
 
 
-# Columns added for a dataset of ours that stands for none of a table's: (metric key, column name).
-_EXTRA_METRICS = {"Table 2": (("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95")), "Table 3": (("dice", "Dice"),)}
-
-
 def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str) -> str:
-    r = ev.results.get((dataset, method), {})
-    if r.get("status") != "ok" or r["average"].get(metric) is None:
+    r = ev.results.get((dataset, method))
+    if r is None or not r.ok or r.average.get(metric) is None:
         return NOT_RUN
-    v = r["average"][metric]
+    v = r.average[metric]
     return f"{v:.2f}" if metric == "hd95" else f"{100 * v:.2f}"
 
 
-def _unclaimed(datasets: tuple[str, ...], table_datasets: set[str]) -> tuple[str, ...]:
+def layout_datasets(layout: TableLayout, ev: Evidence) -> tuple[str, ...]:
+    """The profile's datasets of ``layout``: a group of the profile, or those standing for a paper dataset."""
+    if layout.datasets in DATASET_GROUPS:
+        return tuple(DATASET_GROUPS[layout.datasets](ev.cfg))
+    return tuple(d for d in ev.catalogue.stand_ins(layout.datasets).stand_ins if d in ev.cfg.datasets)
+
+
+def _unclaimed(ev: Evidence, datasets: tuple[str, ...], table: str) -> tuple[str, ...]:
     """Datasets of ours standing for none of a table's paper datasets."""
-    standing = {d for name in table_datasets for d in PAPER_DATASETS.get(name, ((), None))[0]}
+    table_datasets = {c.dataset for c in ev.claims if c.paper == "medflowseg" and c.table == table and c.dataset}
+    standing = {d for name in table_datasets for d in ev.catalogue.stand_ins(name).stand_ins}
     return tuple(d for d in datasets if d not in standing)
 
 
-def _table_datasets(claims: list[Claim], table: str) -> set[str]:
-    return {c.dataset for c in claims if c.paper == "medflowseg" and c.table == table and c.dataset}
-
-
-def table1(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
-    """Paper Table 1: multi-class cardiac segmentation (ACDC), average and per-structure Dice/IoU, HD95."""
-    return claims_table(ev, claims, "Table 1", ev.cfg.compared_methods)
-
-
-def table2(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
-    """Paper Table 2: methods across modalities; datasets of ours with no paper column are added."""
-    extra = _unclaimed(ev.cfg.datasets, _table_datasets(claims, "Table 2"))
-    return claims_table(ev, claims, "Table 2", ev.cfg.compared_methods, extra_datasets=extra)
-
-
-def table3(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
-    """Paper Table 3: MedFlowSeg's ablation, Dice; our ablation datasets without a paper column are added."""
-    methods = ev.cfg.ablations.methods + tuple(m for m in ("medflowseg",) if m in ev.cfg.methods)
-    extra = _unclaimed(ev.cfg.ablations.datasets, _table_datasets(claims, "Table 3"))
-    return claims_table(ev, claims, "Table 3", methods, extra_datasets=extra)
-
-
-TABLE4_EXTRA = ["GMACs per evaluation", "Samples x NFE", "CI (harmonic)", "HM-IoU"]
-
-
-def table4(ev: Evidence, claims: list[Claim]) -> pd.DataFrame:
-    """Paper Table 4: complexity and uncertainty, one block of rows per dataset of ``table4``.
-
-    The paper's columns (Params in M, GFLOPs, CI and GED x100, Dice %), then ours alone: GMACs per network
-    evaluation, the protocol (samples x NFE), CI as a harmonic mean, and HM-IoU x100.
-    """
+def build_table(layout: TableLayout, ev: Evidence) -> pd.DataFrame:
+    """The table ``layout`` declares, from the evidence."""
+    methods = layout.row_methods(ev.cfg)
+    if not layout.blocks:
+        extra = _unclaimed(ev, layout_datasets(layout, ev), layout.table) if layout.extra_metrics else ()
+        return claims_table(ev, layout.table, methods, extra_datasets=extra, extra_metrics=layout.extra_metrics)
     blocks = []
-    for ds in ev.cfg.table4.datasets:
-        df = claims_table(ev, claims, "Table 4", ev.cfg.table4.methods, dataset=ds)
+    for ds in layout_datasets(layout, ev):
+        df = claims_table(ev, layout.table, methods, dataset=ds)
         rows = list(zip(df.attrs["methods"], df.attrs["live"]))
-        getters = (_gmacs_eval, _protocol, lambda ev, ds, m: _set_metric(ev, ds, m, "ci_harmonic"),
-                   lambda ev, ds, m: _set_metric(ev, ds, m, "hm_iou"))
-        for col, get in zip(TABLE4_EXTRA, getters):
-            df[col] = [get(ev, ds, m) if live else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
+        for col, value in layout.our_columns:
+            df[col] = [_our_value(ev, ds, m, value) if live else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
         df.index = pd.MultiIndex.from_tuples([(ds, i) for i in df.index], names=["Dataset", "Method"])
         blocks.append(df)
     return pd.concat(blocks) if blocks else pd.DataFrame()
 
 
-def _complexity(ev: Evidence, ds: str, m: str) -> dict | None:
-    c = ev.complexity.get((ds, m), {})
-    return c if c.get("status") == "ok" else None
+def _our_value(ev: Evidence, ds: str, m: str, value: str) -> str:
+    """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``)."""
+    if value in ("gmacs_per_evaluation", "protocol"):
+        c = ev.complexity.get((ds, m))
+        if c is None or not c.ok:
+            return NOT_RUN
+        return f"{c.macs_per_evaluation / 1e9:.3f}" if value == "gmacs_per_evaluation" else \
+            f"{c.samples} x {c.evaluations_per_sample}"
+    r = ev.results.get((ds, m))
+    return f"{100 * r.set_metrics['mean'][value]:.1f}" if r is not None and r.ok else NOT_RUN
 
 
-def _set_metric(ev: Evidence, ds: str, m: str, key: str) -> str:
-    r = ev.results.get((ds, m), {})
-    return f"{100 * r['set_metrics']['mean'][key]:.1f}" if r.get("status") == "ok" else NOT_RUN
-
-
-def _gmacs_eval(ev, ds, m):
-    c = _complexity(ev, ds, m)
-    return f"{c['macs_per_evaluation'] / 1e9:.3f}" if c else NOT_RUN
-
-
-def _protocol(ev, ds, m):
-    c = _complexity(ev, ds, m)
-    return f"{c['samples']} x {c['evaluations_per_sample']}" if c else NOT_RUN
-
-
-def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
-    pairs = [(d, m) for d in cfg.table4.datasets for m in cfg.table4.methods]
-    ok = [(d, m) for d, m in pairs if results.get((d, m), {}).get("status") == "ok"]
-    samples = {m: results[(d, m)]["set_metrics"]["n_samples"] for d, m in ok}
-    raters = {d: results[(d, m)]["set_metrics"]["n_raters"] for d, m in ok}
-    counted = next((c for c in complexity.values() if c.get("status") == "ok"), {})
-    size = "x".join(str(v) for v in counted.get("image", [])[1:]) or "?"
+def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
+    cfg, results = ev.cfg, ev.results
+    pairs = [(d, m) for d in layout_datasets(layout, ev) for m in layout.row_methods(cfg)]
+    ok = [(d, m) for d, m in pairs if (d, m) in results and results[(d, m)].ok]
+    samples = {m: results[(d, m)].set_metrics["n_samples"] for d, m in ok}
+    raters = {d: results[(d, m)].set_metrics["n_raters"] for d, m in ok}
+    counted = next((c for c in ev.complexity.values() if c.ok), None)
+    size = "x".join(str(v) for v in (counted.image[1:] if counted else [])) or "?"
     return (f"Profile `{cfg.profile}`: parameters and MACs are those of this profile's configuration at {size} "
             f"pixels (not the paper's 256x256 models; `benchmarks/NOTES.md` counts those). Our \"Gflops\" are "
             f"fvcore multiply-adds (1 multiply-add = 1; FFT and fused attention included) of the whole protocol: "
@@ -226,24 +173,25 @@ def table4_caption(cfg: Config, results: dict, complexity: dict) -> str:
             f"Samples per case K (GED_K and CI use all K, unfused): {samples}; raters per case: "
             f"{raters}. CI (the paper's column) is combined as the CIMD paper prints it (3SDA/(S+D+A)), CI (harmonic) "
             f"as 3/(1/S+1/D+1/A); GED x100 with d = 1 - IoU and the diagonal included; Dice of the samples fused by "
-            f"{next((results[p]['conventions']['fusion'] for p in ok), '?')} against the raters' "
-            f"{next((results[p]['conventions']['reference'] for p in ok), '?')}. With several foreground classes each "
+            f"{next((results[p].conventions['fusion'] for p in ok), '?')} against the raters' "
+            f"{next((results[p].conventions['reference'] for p in ok), '?')}. With several foreground classes each "
             f"pairwise score is the mean over classes. Each figure is the mean over the test cases of one training run "
             f"(one seed). The paper's values are on REFUGE2-Cup. " + CELL_NOTE)
 
 
-def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] | None = None) -> str:
-    conv = next((r["conventions"] for r in results.values() if r.get("status") == "ok"), {})
-    methods = list(cfg.compared_methods) if methods is None else methods
-    ok = [(d, m) for d in datasets for m in methods if results.get((d, m), {}).get("status") == "ok"]
-    samples = {m: results[(d, m)]["n_samples"] for d, m in ok}
-    nfe = {m: results[(d, m)]["nfe_per_sample"] for d, m in ok}
+def results_caption(ev: Evidence, layout: TableLayout) -> str:
+    cfg, results = ev.cfg, ev.results
+    conv = next((r.conventions for r in results.values() if r.ok), {})
+    methods = layout.caption_methods(cfg)
+    datasets = layout_datasets(layout, ev)
+    ok = [(d, m) for d in datasets for m in methods if (d, m) in results and results[(d, m)].ok]
+    samples = {m: results[(d, m)].n_samples for d, m in ok}
+    nfe = {m: results[(d, m)].nfe_per_sample for d, m in ok}
     notes = []
     for ds in datasets:
-        try:
-            info = load_manifest(paths.processed(ds)).dataset
-        except ValueError:
+        if ds not in ev.manifests:
             continue
+        info = ev.manifests[ds].dataset
         kind = "phantom" if info.phantom else "real"
         notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else ""))
     scale = "paper-scale" if cfg.profile == "paper" else "CPU-scale: not comparable with the paper's numbers"
@@ -256,21 +204,7 @@ def caption(cfg: Config, results: dict, datasets: list[str], methods: list[str] 
             f"{conv.get('one_empty_hd95', '?')}. {CELL_NOTE}\n\n" + "\n".join(f"- {n}" for n in notes))
 
 
-def nfe_sweep_outputs(cfg: Config, tables: Path, figures: Path) -> list[Path]:
-    """Gather the sweep stage's per-dataset tables into one Markdown file, and one figure."""
-    from benchmark.nfe_sweep import STEM, plot_datasets
-
-    method = cfg.nfe_sweep.method
-    found = {ds: paths.results(ds, method) / STEM for ds in cfg.nfe_sweep.datasets
-             if (paths.results(ds, method) / STEM / f"{STEM}.csv").is_file()}
-    if not found:
-        return []
-    text = "\n".join((d / f"{STEM}.md").read_text() for d in found.values())
-    md = tables / f"{STEM}.md"
-    atomic_write(md, lambda t: t.write_text(text))
-    sweeps = {ds: pd.read_csv(d / f"{STEM}.csv") for ds, d in found.items()}
-    sweeps = {ds: df for ds, df in sweeps.items() if not df.empty}
-    return [md] + ([plot_datasets(sweeps, method, figures / f"{STEM}.png")] if sweeps else [])
+CAPTIONS = {"results": results_caption, "complexity": complexity_caption}
 
 
 def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> list[Path]:
@@ -290,67 +224,24 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
     return out
 
 
-def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
-    from benchmark.figures import qualitative_figure, training_curves_figure, uncertainty_figure
-    from benchmark.report import write_report
-    from benchmark.reproduction import judge_all
-
-    results = load_results(cfg)
-    ev = Evidence(cfg, results, load_complexity(cfg))
-    claims = load_claims(paths.PAPER / "claims.yaml")
-    tables = paths.PAPER / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    written = write_table(table1(ev, claims), tables / "table1_cardiac",
-                          "Table 1: multi-class cardiac segmentation (ACDC in the paper)",
-                          caption(cfg, results, [d for d in PAPER_DATASETS["ACDC"][0] if d in cfg.datasets]))
-    written += write_table(table2(ev, claims), tables / "table2_modalities",
-                           "Table 2: methods across modalities", caption(cfg, results, list(cfg.datasets)))
-    written += write_table(table3(ev, claims), tables / "table3_ablation", "Table 3: MedFlowSeg ablation (Dice %)",
-                           caption(cfg, results, list(cfg.ablations.datasets),
-                                   list(cfg.ablations.methods) + ["medflowseg"]))
-    written += write_table(table4(ev, claims), tables / "table4_complexity_uncertainty",
-                           "Table 4: model complexity and sample uncertainty",
-                           table4_caption(cfg, results, ev.complexity))
-    written += nfe_sweep_outputs(cfg, tables, paths.PAPER / "figures")
-    figures = paths.PAPER / "figures"
-    written.append(qualitative_figure(cfg, figures / "qualitative.png"))
-    written.append(uncertainty_figure(cfg, figures / "uncertainty.png"))
-    written.append(training_curves_figure(cfg, figures / "training_curves.png"))
-    lines = judge_all(claims, ev)
-    written += write_report(ev, lines, paths.PAPER)
-    headline = flat_metrics(headline_metrics(cfg, results, lines))
-    metrics_file = paths.PAPER / "metrics.json"
-    atomic_write(metrics_file, lambda t: t.write_text(json.dumps(headline, indent=1, sort_keys=True)))
-    if log_mlflow:
-        from benchmark.tracking import log_all
-        log_all(cfg, results, written, summary_metrics=headline)
-    return written + [metrics_file]
+def write_tables(ev: Evidence, folder: Path) -> list[Path]:
+    """Every table of :data:`benchmark.layouts.TABLES` as ``folder/<file>.{md,tex,csv}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for layout in TABLES:
+        written += write_table(build_table(layout, ev), folder / layout.file, layout.title,
+                               CAPTIONS[layout.caption](ev, layout))
+    return written
 
 
-def headline_metrics(cfg: Config, results: dict, lines: list) -> dict[str, dict[str, float]]:
-    """What ``dvc metrics show`` lists for the tables stage: each main method's Dice (%) averaged over the
-    main matrix's datasets (the ablation variants have Table 3); each compared method's Dice averaged over
-    the baselines' datasets, where it has all of them, so the baselines compare on equal data; and how many
-    claims got each verdict."""
-    def dice(ds: str, m: str) -> float | None:
-        r = results.get((ds, m), {})
-        return 100 * r["average"]["dice"] if r.get("status") == "ok" and r["average"]["dice"] is not None else None
+def write_nfe_sweeps(ev: Evidence, tables: Path, figures: Path) -> list[Path]:
+    """Gather the sweep stage's per-dataset tables into one Markdown file, and one figure."""
+    from benchmark.nfe_sweep import STEM, plot_datasets
 
-    def mean_over(datasets: tuple[str, ...], methods: tuple[str, ...], complete: bool) -> dict[str, float]:
-        out = {}
-        for m in methods:
-            values = [v for ds in datasets if (v := dice(ds, m)) is not None]
-            if values and (not complete or len(values) == len(datasets)):
-                out[m] = sum(values) / len(values)
-        return out
-
-    verdicts = Counter(ln.verdict.replace(" ", "_") for ln in lines)
-    out = {"dice_mean": mean_over(cfg.datasets, cfg.methods, complete=False)}
-    if cfg.baselines.datasets:
-        out["dice_mean_baseline_datasets"] = mean_over(cfg.baselines.datasets, cfg.compared_methods, complete=True)
-    out["claims"] = dict(verdicts)
-    return out
-
-
-def flat_metrics(nested: dict[str, dict[str, float]]) -> dict[str, float]:
-    return {f"{group}.{key}": value for group, d in nested.items() for key, value in d.items()}
+    if not ev.sweeps:
+        return []
+    text = "\n".join(s.markdown for s in ev.sweeps.values())
+    md = tables / f"{STEM}.md"
+    atomic_write(md, lambda t: t.write_text(text))
+    sweeps = {ds: s.rows for ds, s in ev.sweeps.items() if not s.rows.empty}
+    return [md] + ([plot_datasets(sweeps, ev.cfg.nfe_sweep.method, figures / f"{STEM}.png")] if sweeps else [])

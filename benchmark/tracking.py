@@ -19,7 +19,6 @@ mirror the files given (and ``log_table``, which appends to an existing table, s
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import paths
-from benchmark.config import Config
+from benchmark.evidence import Evidence
 
 KEY_TAG = "segbench.key"
 SUMMARY_DIRS = ("tables", "figures", "report")
@@ -121,37 +120,37 @@ def preview(example, dataset: str, method: str, fusion: str, out: Path) -> Path 
     return out
 
 
-def log_all(cfg: Config, results: dict, files: list[Path], summary_metrics: dict[str, float] | None = None,
+def log_all(ev: Evidence, files: list[Path], summary_metrics: dict[str, float] | None = None,
             root: Path | None = None) -> list[str]:
-    """Log ``results`` (``(dataset, method) -> evaluation.json`` record), the tables stage's ``files``
-    and its headline ``summary_metrics``; returns the run ids, the summary run's last."""
+    """Log the evaluations and runs of ``ev``, the tables stage's ``files`` and its headline
+    ``summary_metrics``; returns the run ids, the summary run's last."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import MlflowClient
 
     from benchmark.evaluation import headline
     from benchmark.figures import example_slice
 
+    cfg = ev.cfg
     root = (root or Path.cwd()).resolve()
     client = MlflowClient(tracking_uri(root))
     exp = _experiment(client, f"segbench-{cfg.profile}", root)
     run_ids, examples = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for (ds, m), metrics in results.items():
-            if metrics.get("status") != "ok":
+        for (ds, m), metrics in ev.results.items():
+            if not metrics.ok:
                 continue
             mc = cfg.method_config(m)
-            meta_path = paths.model(ds, m) / "meta.json"
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            meta = ev.runs[(ds, m)]
             params = _flatten({"dataset": ds, "method": m, "model": mc.model, "train": mc.train.__dict__,
-                               "predict": mc.predict.__dict__, "evaluation": metrics["conventions"]})
+                               "predict": mc.predict.__dict__, "evaluation": metrics.conventions})
             rid = _run(client, exp, f"{ds}/{m}", params)
-            _log_metrics(client, rid, {**headline(metrics), "nfe_per_sample": metrics["nfe_per_sample"]})
-            client.set_tag(rid, "git_revision", meta.get("git_revision", "unknown"))
-            client.set_tag(rid, "manifest_sha256", meta.get("manifest_sha256", "unknown"))
+            _log_metrics(client, rid, {**headline(metrics), "nfe_per_sample": metrics.nfe_per_sample})
+            client.set_tag(rid, "git_revision", meta.git_revision or "unknown")
+            client.set_tag(rid, "manifest_sha256", meta.manifest_sha256 or "unknown")
             client.log_artifact(rid, str(paths.results(ds, m) / "evaluation.json"))
             if ds not in examples:
                 examples[ds] = example_slice(ds)
-            png = preview(examples[ds], ds, m, metrics["conventions"]["fusion"], Path(tmp) / "preview.png")
+            png = preview(examples[ds], ds, m, metrics.conventions["fusion"], Path(tmp) / "preview.png")
             if png is not None:
                 client.log_artifact(rid, str(png))
             client.set_terminated(rid)

@@ -73,8 +73,9 @@ def time_sampling(method, mc, args) -> str:
     slices = torch.randn(mc.predict.batch_size, 1, args.size, args.size, device=dev)
     with torch.no_grad(), autocast(args):
         sample_s = timed(lambda: method.sample(slices, 1, g), 3, dev, warmup=1)
-    return (f"one sample of {mc.predict.batch_size} slices {1000 * sample_s:.0f} ms ({method.nfe} network "
-            f"evaluations, {1000 * sample_s / method.nfe:.0f} ms each)")
+        nfe = method.sample(slices, 1, g).nfe[0]
+    return (f"one sample of {mc.predict.batch_size} slices {1000 * sample_s:.0f} ms ({nfe} network "
+            f"evaluations, {1000 * sample_s / nfe:.0f} ms each)")
 
 
 def main() -> None:

@@ -85,8 +85,9 @@ def evaluate_stage(size: int, n_cases: int, samples: int) -> None:
     from benchmark.config import DataConfig, EvalConfig
     from benchmark.data.preprocess import load_split, preprocess
     from benchmark.data.sources import fetch
-    from benchmark.data.store import save_arrays, write_json
+    from benchmark.data.store import save_arrays
     from benchmark.evaluation import evaluate
+    from benchmark.records import PredictionRecord, Status, write_record
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,8 +100,9 @@ def evaluate_stage(size: int, n_cases: int, samples: int) -> None:
             pool = case.label[rng.integers(0, case.label.shape[0], samples)]
             noise = rng.random(pool.shape) < 0.02
             save_arrays(tmp / "pred" / f"{case.case_id}.npz", samples=(pool ^ noise).astype(np.uint8))
-        write_json(tmp / "pred" / "meta.json", {"status": "ok", "n_samples": samples, "nfe_per_sample": 1,
-                                                "seconds_per_case": 0.0})
+        write_record(tmp / "pred" / "meta.json", PredictionRecord(
+            Status.OK, dataset="phantom-lesion", n_cases=len(cases), n_samples_requested=samples, n_samples=samples,
+            nfe_per_sample=1, seconds_per_case=0.0, seconds_total=0.0, device="cpu", seed=0, uncertainty="not written"))
         print(f"\nevaluate stage, phantom-lesion {size}x{size}, {len(cases)} test cases, K = {samples} samples, "
               f"4 raters, STAPLE fusion, all metrics:")
         for workers in (1, 2):

@@ -4,7 +4,8 @@
 """
 import time
 
-from benchmark.data.phantoms import PHANTOMS
+from benchmark.data.phantoms import PhantomSource
+from benchmark.data.registry import available_datasets, dataset_source
 
 
 def best_time(generate, size: int, repeats: int = 2) -> float:
@@ -18,5 +19,6 @@ def best_time(generate, size: int, repeats: int = 2) -> float:
 
 if __name__ == "__main__":
     for size in (64, 96, 128):
-        cells = [f"{name}: {best_time(m.generate, size):.2f} s" for name, m in sorted(PHANTOMS.items())]
+        cells = [f"{name}: {best_time(s.generate, size):.2f} s" for name in available_datasets()
+                 if isinstance(s := dataset_source(name), PhantomSource)]
         print(f"{size} px | " + " | ".join(cells))

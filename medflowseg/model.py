@@ -3,23 +3,23 @@
 
 Training loss (Eqs. 3-5): L1 between the predicted and the target velocity, plus
 lambda * (Dice + alpha * CE) on the Condition Network's auxiliary head, lambda = 0.1, alpha = 10.
-Sampling: the Condition Network runs once per batch (its decoder only where a structural
-module reads it); each of the ``n`` samples starts from
-fresh noise and integrates the Flow Network's velocity from t = 0 to 1 with ``solver``; the
-label is the argmax over classes. ``nfe`` counts Flow Network evaluations per sample.
+Training and sampling are the shared flow-matching ones (``medflowseg.flow.matching``): the
+Condition Network runs once per batch (at sampling, its decoder only where a structural module
+reads it); each of the ``n`` samples starts from fresh noise and integrates the Flow Network's
+velocity from t = 0 to 1 with the ODE solver; the label is the argmax over classes. NFE counts
+Flow Network evaluations.
 """
 from __future__ import annotations
 
 import torch
 from monai.losses import DiceCELoss
-from torch import nn
 
 from medflowseg.config import MedFlowSegConfig
-from medflowseg.flow import VELOCITY_LOSSES, LinearPath, ODESolver, decode_labels, encode_labels
+from medflowseg.flow import VELOCITY_LOSSES, FlowMatchingMethod, ODESolver, decode_labels, encode_labels
 from medflowseg.networks import ConditionFeatures, ConditionNetwork, FlowNetwork
 
 
-class MedFlowSeg(nn.Module):
+class MedFlowSeg(FlowMatchingMethod):
     """The full model (Table 3 row 5). Built as ``MedFlowSeg(in_channels=C, num_classes=K, **fields)``
     with the fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
 
@@ -28,55 +28,43 @@ class MedFlowSeg(nn.Module):
     method name always means one architecture (Table 3's rows are the subclasses below)."""
 
     def __init__(self, in_channels: int, num_classes: int, **fields):
-        super().__init__()
         clash = {k: v for k, v in fields.items() if k in self.variant and v != self.variant[k]}
         if clash:
             raise ValueError(f"{type(self).__name__} fixes {self.variant}; cannot override {clash}")
-        self.config = MedFlowSegConfig(**{**fields, **self.variant})
+        config = MedFlowSegConfig(**{**fields, **self.variant})
+        super().__init__(num_classes, ODESolver(config.solver, config.steps, config.rtol, config.atol))
+        self.config = config
         self.num_classes = num_classes
         self.condition_net = ConditionNetwork(in_channels, num_classes, self.config)
         self.flow_net = FlowNetwork(num_classes, self.config)
-        self.path = LinearPath()
         self.velocity_loss = VELOCITY_LOSSES[self.config.velocity_loss]
         self.aux_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0,
                                    lambda_ce=self.config.aux_ce_weight)
-        self.solver = ODESolver(self.config.solver, self.config.steps, self.config.rtol, self.config.atol)
-        self.nfe = 0
 
-    def condition(self, images: torch.Tensor, decode: bool = True) -> ConditionFeatures:
-        """images ``(B, C, H, W)`` with H, W multiples of ``config.size_multiple``."""
+    def condition(self, images: torch.Tensor, in_loss: bool) -> ConditionFeatures:
+        """images ``(B, C, H, W)`` with H, W multiples of ``config.size_multiple``. The decoder runs for
+        the loss (the auxiliary head reads it) and otherwise only where a structural module reads it."""
         m = self.config.size_multiple
         if images.shape[-1] % m or images.shape[-2] % m:
             raise ValueError(f"MedFlowSeg needs image sides divisible by {m} (bottleneck stride x FA patch); "
                              f"got {tuple(images.shape[-2:])}")
-        return self.condition_net(images, decode)
+        return self.condition_net(images, in_loss or self.config.structural != "none")
+
+    def target(self, labels: torch.Tensor) -> torch.Tensor:
+        return encode_labels(labels, self.num_classes, self.config.label_scale)
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: ConditionFeatures) -> torch.Tensor:
         """One network evaluation: x_t ``(B, K, H, W)``, t ``(B,)`` -> ``(B, K, H, W)``."""
         return self.flow_net(x_t, t, cond)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        cond = self.condition(images)
-        x1 = encode_labels(labels, self.num_classes, self.config.label_scale)
-        x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
-        t = torch.rand(x1.shape[0], generator=generator, device=generator.device).to(x1)
-        p = self.path.sample(x0, x1, t)
-        l_vel = self.velocity_loss(self.velocity(p.x_t, t, cond), p.u)
-        l_aux = self.aux_loss(cond.aux_logits.float(), labels[:, None])
-        return l_vel + self.config.aux_weight * l_aux
+    def read_out(self, x1: torch.Tensor) -> torch.Tensor:
+        return decode_labels(x1)
 
-    @torch.no_grad()
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` samples per image: images ``(B, C, H, W)`` -> int64 ``(n, B, H, W)``."""
-        b, _, h, w = images.shape
-        cond = self.condition(images, decode=self.config.structural != "none")
-        out = []
-        for _ in range(n):
-            x0 = torch.randn((b, self.num_classes, h, w), generator=generator, device=generator.device).to(images)
-            res = self.solver.solve(lambda t, x: self.velocity(x, t.expand(b), cond), x0)
-            out.append(decode_labels(res.x1))
-            self.nfe = res.nfe
-        return torch.stack(out)
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        step = self.flow_step(images, labels, generator)
+        l_vel = self.velocity_loss(step.velocity, step.u)
+        l_aux = self.aux_loss(step.cond.aux_logits.float(), labels[:, None])
+        return l_vel + self.config.aux_weight * l_aux
 
 
 class MedFlowSegBackbone(MedFlowSeg):

@@ -27,12 +27,12 @@ TINY_PARAMS = {
     "predict": {"n_samples": 1, "batch_size": 8},
     "evaluation": {"hd95_convention": "pooled"},
     "method": {"unet": {"model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}},
-               "flowseg-plain": {"model": {"channels": [8, 16], "norm_num_groups": 4, "steps": 2},
+               "flowseg-plain": {"model": {"channels": [8, 16], "norm_groups": 4, "steps": 2},
                                  "predict": {"n_samples": 2}},
                "medflowseg": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}},
                "medflowseg-backbone": {"model": MEDFLOWSEG_TINY, "predict": {"n_samples": 2}},
                "flowsdf": {"model": {"channels": [8, 16], "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4,
-                                     "rrdb_growth": 4, "delta": 4.0, "nfe": 2}, "predict": {"n_samples": 2}}},
+                                     "rrdb_growth": 4, "delta": 4.0, "steps": 2}, "predict": {"n_samples": 2}}},
     "ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
     "nfe_sweep": {"datasets": ["phantom-cardiac"], "method": "medflowseg"},
     "table4": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-backbone"]},
@@ -44,7 +44,7 @@ def copy_project(proj: Path) -> Path:
     """The code, pipeline and DVC setup of this project in ``proj`` (no data, runs or results), as a git repo."""
     for d in ("benchmark", "medflowseg", "baselines"):
         shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("dvc.yaml", ".gitignore", "data.dvc", "paper/claims.yaml"):
+    for f in ("dvc.yaml", ".gitignore", "data.dvc", "paper/claims.yaml", "paper/catalogue.yaml"):
         (proj / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, proj / f)
     shutil.copytree(ROOT / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))

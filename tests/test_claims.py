@@ -6,10 +6,12 @@ from itertools import product
 
 import pytest
 
-from benchmark.claims import PAPERS, Claim, load_claims
+from benchmark.catalogue import load_catalogue
+from benchmark.claims import Claim, load_claims
 from tests.conftest import ROOT
 
 CLAIMS = ROOT / "paper" / "claims.yaml"
+PAPERS = tuple(load_catalogue(ROOT / "paper" / "catalogue.yaml").papers)
 
 # Claims per (paper, source table). Table cells are counted as rows x numeric columns minus the cells the
 # paper leaves empty:
@@ -69,7 +71,7 @@ MEDFLOWSEG_CELLS = {
 
 @pytest.fixture(scope="module")
 def claims() -> list[Claim]:
-    return load_claims(CLAIMS)
+    return load_claims(CLAIMS, PAPERS)
 
 
 def _value(claims: list[Claim], paper: str, table: str, row: str, column: str) -> float:
@@ -155,11 +157,12 @@ def test_loader_rejects(tmp_path, text, claim_id, message):
     path = tmp_path / "claims.yaml"
     path.write_text(text)
     with pytest.raises(ValueError) as err:
-        load_claims(path)
+        load_claims(path, PAPERS)
     assert str(path) in str(err.value) and repr(claim_id) in str(err.value) and message in str(err.value)
 
 
 def test_loader_reads_a_valid_claim(tmp_path):
     path = tmp_path / "claims.yaml"
     path.write_text(GOOD)
-    assert load_claims(path) == [Claim("a.one", "medflowseg", "Table 1", "UNet", "Average Dice", 87.55, "%", True)]
+    assert load_claims(path, PAPERS) == [
+        Claim("a.one", "medflowseg", "Table 1", "UNet", "Average Dice", 87.55, "%", True)]

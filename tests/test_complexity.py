@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from benchmark.complexity import _Samples, count_macs, method_complexity
+from benchmark.complexity import _SampleLabels, count_macs, method_complexity
 from benchmark.methods import build_method
 
 TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "fa_depth": 1,
@@ -54,15 +55,16 @@ def test_attention_products_are_counted():
 def test_protocol_is_fixed_plus_samples_times_evaluations():
     torch.manual_seed(0)
     m = build_method("medflowseg", 1, 3, TINY)
+    default = m.default_sampler
     c = method_complexity(m, in_channels=1, size=16, samples=5)
-    assert c.evaluations_per_sample == 7 and m.solver.steps == 7, "the solver is restored"
+    assert c.evaluations_per_sample == 7 and m.default_sampler is default, "counted without touching the model"
     assert c.macs_fixed > 0 and c.macs_per_evaluation > 0
     assert c.macs_per_sample == 0, "the Condition Network runs once per image, not per sample"
     assert c.macs_protocol == c.macs_fixed + 5 * 7 * c.macs_per_evaluation
     assert c.by_operator["fft_fft2"] > 0 and c.by_operator["scaled_dot_product_attention"] > 0
     # one evaluation counted directly equals the difference of the two traced protocols
     with torch.no_grad():
-        cond = m.condition(torch.zeros(1, 1, 16, 16))
+        cond = m.condition(torch.zeros(1, 1, 16, 16), in_loss=False)
 
     class Velocity(torch.nn.Module):
         def __init__(self):
@@ -95,12 +97,29 @@ def test_flowsdf_protocol_counts_restarts_and_mmse_draws_as_run():
     whole sampling call, and the evaluations per sample are the NFE sampling reports."""
     torch.manual_seed(0)
     m = build_method("flowsdf", 1, 3, {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16,
-                                       "norm_groups": 4, "rrdb_blocks": 1, "rrdb_growth": 4, "nfe": 6,
+                                       "norm_groups": 4, "rrdb_blocks": 1, "rrdb_growth": 4, "steps": 6,
                                        "noise_injection_steps": 3, "mmse_samples": 2})
     c = method_complexity(m, in_channels=1, size=16, samples=3)
     with torch.no_grad():
-        m.sample(torch.zeros(1, 1, 16, 16), 1, torch.Generator().manual_seed(0))
-    assert c.evaluations_per_sample == m.nfe == 2 * (6 + 4 + 2)
+        out = m.sample(torch.zeros(1, 1, 16, 16), 1, torch.Generator().manual_seed(0))
+    assert (c.evaluations_per_sample,) == out.nfe == (2 * (6 + 4 + 2),)
     assert c.macs_per_sample > 0, "the image encoder runs once per MMSE draw"
-    direct, _, _ = count_macs(_Samples(m.eval(), 3), (torch.zeros(1, 1, 16, 16),))
+    direct, _, _ = count_macs(_SampleLabels(m.eval(), 3), (torch.zeros(1, 1, 16, 16),))
     assert math.isclose(c.macs_protocol, direct, rel_tol=1e-9)
+
+
+def test_medsegdiff_is_split_by_its_own_ddim_sampler():
+    torch.manual_seed(0)
+    m = build_method("medsegdiff", 1, 2, {"image_size": 16, "channels": (8, 16, 16), "num_res_blocks": 1,
+                                          "time_embed_dim": 16, "norm_groups": 4, "cond_channels": (4, 8, 8),
+                                          "num_timesteps": 20, "steps": 5})
+    c = method_complexity(m, 1, 16, samples=2)
+    assert c.evaluations_per_sample == 5 and m.default_sampler.steps == 5
+    direct, _, _ = count_macs(_SampleLabels(m.eval(), 2), (torch.zeros(1, 1, 16, 16),))
+    assert math.isclose(c.macs_protocol, direct, rel_tol=1e-9)
+
+
+def test_an_adaptive_default_sampler_is_refused():
+    m = build_method("medflowseg", 1, 3, {**TINY, "solver": "dopri5"})
+    with pytest.raises(ValueError, match="fixed-step sampler"):
+        method_complexity(m, 1, 16, 1)

@@ -10,9 +10,10 @@ import pytest
 
 from benchmark.config import EvalConfig
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import CaseFileError, save_arrays, write_json
+from benchmark.data.store import CaseFileError, save_arrays
 from benchmark.evaluation import evaluate
 from benchmark.metrics.multirater import set_metrics
+from benchmark.records import EvaluationRecord, PredictionRecord, Status, read_record, write_record
 
 
 @pytest.fixture
@@ -25,7 +26,10 @@ def predictions(tiny_processed, tmp_path):
         samples = np.where(rng.random((3, *case.label.shape[1:])) < 0.8, case.label[0],
                            rng.integers(0, manifest.dataset.num_classes, (3, *case.label.shape[1:])))
         save_arrays(out / f"{case.case_id}.npz", samples=samples.astype(np.uint8))
-    write_json(out / "meta.json", {"status": "ok", "n_samples": 3, "nfe_per_sample": 2, "seconds_per_case": 0.1})
+    write_record(out / "meta.json", PredictionRecord(
+        Status.OK, dataset=manifest.dataset.name, n_cases=len(cases), n_samples_requested=3, n_samples=3,
+        nfe_per_sample=2, seconds_per_case=0.1, seconds_total=0.1 * len(cases), device="cpu", seed=0,
+        uncertainty="test"))
     return out
 
 
@@ -40,14 +44,17 @@ def test_set_metrics_are_written_per_case_and_averaged(tiny_processed, predictio
             direct = set_metrics(z["samples"], case.label, manifest.dataset.num_classes, (2,))
         for key, value in direct.items():
             assert row[key] == pytest.approx(value, abs=1e-12), key
-    u = record["set_metrics"]
+    back = read_record(tmp_path / "r" / "evaluation.json", EvaluationRecord)
+    assert (back.average, back.per_class, back.set_metrics) == (record.average, record.per_class, record.set_metrics)
+    assert record.n_samples == 3 and record.nfe_per_sample == 2 and record.method == "m"
+    u = record.set_metrics
     assert u["n_samples"] == 3 and u["n_raters"] == manifest.dataset.n_annotators
     assert u["ged_counts_not_available"] == [16]
     assert u["mean"]["ged_3"] == pytest.approx(sets["ged_3"].mean()) and "ged_2" in u["mean"]
     assert 0 <= u["mean"]["ci_harmonic"] <= 1 and 0 <= u["mean"]["hm_iou"] <= 1
     headline = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert headline["ged_3"] == u["mean"]["ged_3"] and headline["ci_paper"] == u["mean"]["ci_paper"]
-    conv = record["conventions"]
+    conv = record.conventions
     assert "workers" not in conv and list(conv["ged_samples"]) == [2, 16]
     assert conv["set_metrics"]["class_absent_from_both"] == 1.0
 
@@ -70,6 +77,17 @@ def test_a_bad_prediction_file_is_named_in_one_error(tiny_processed, predictions
         evaluate(tiny_processed, predictions, tmp_path / "r", EvalConfig(workers=workers), "m")
     assert err.value.path == victim
     assert not (tmp_path / "r" / "evaluation.json").exists()
+
+
+def test_a_prediction_not_run_gives_an_evaluation_not_run(tiny_processed, tmp_path):
+    write_record(tmp_path / "p" / "meta.json", PredictionRecord.not_run("phantom-x: no data"))
+    record = evaluate(tiny_processed, tmp_path / "p", tmp_path / "r", EvalConfig(workers=1), "m")
+    assert record == EvaluationRecord.not_run("phantom-x: no data", method="m")
+    assert json.loads((tmp_path / "r" / "evaluation.json").read_text()) == {
+        "status": "not_run", "method": "m", "reason": "phantom-x: no data"}
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text()) == {}
+    with pytest.raises(CaseFileError, match=r"prediction record .* is missing \(run the predict stage\)"):
+        evaluate(tiny_processed, tmp_path / "nothing", tmp_path / "r2", EvalConfig(workers=1), "m")
 
 
 def test_eval_config_validates_new_fields():

@@ -14,8 +14,10 @@ from benchmark.config import DataConfig, load_config
 from benchmark.data.preprocess import load_split, preprocess
 from benchmark.data.sources import fetch
 from benchmark.data.store import save_arrays
+from benchmark.evidence import load_evidence
 from benchmark.figures import training_curves_figure, uncertainty_figure
 from tests.conftest import TINY_PARAMS, write_params
+from tests.evidence_helpers import CATALOGUE, CLAIMS
 
 LESION = "phantom-lesion"  # four raters per case
 CARDIAC = "phantom-cardiac"
@@ -42,6 +44,10 @@ def project(tmp_path, monkeypatch, lesion_processed):
         table4={"datasets": [LESION, CARDIAC], "methods": ["flowseg-plain", "medflowseg"]}))
 
 
+def _evidence(cfg):
+    return load_evidence(cfg, CATALOGUE, CLAIMS)
+
+
 def _decodes(png: Path) -> np.ndarray:
     image = mpimg.imread(png)
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
@@ -54,10 +60,10 @@ def test_uncertainty_figure_with_and_without_predictions(project, tmp_path):
     for case in cases:  # medflowseg has samples, flowseg-plain none, cardiac no data
         samples = rng.integers(0, 2, size=(3, *case.label.shape[1:]), dtype=np.uint8)
         save_arrays(paths.predictions(LESION, "medflowseg") / f"{case.case_id}.npz", samples=samples)
-    _decodes(uncertainty_figure(project, tmp_path / "figs" / "uncertainty.png"))
+    _decodes(uncertainty_figure(_evidence(project), tmp_path / "figs" / "uncertainty.png"))
 
     shutil.rmtree(paths.RUNS)  # nothing predicted at all: still a figure
-    _decodes(uncertainty_figure(project, tmp_path / "figs" / "none.png"))
+    _decodes(uncertainty_figure(_evidence(project), tmp_path / "figs" / "none.png"))
 
 
 def test_training_curves_figure_with_and_without_runs(project, tmp_path):
@@ -68,8 +74,8 @@ def test_training_curves_figure_with_and_without_runs(project, tmp_path):
             paths.run(LESION, m) / "loss.csv", index=False)
     paths.run(LESION, "flowseg-plain").mkdir(parents=True)  # a run marked not run: header only
     (paths.run(LESION, "flowseg-plain") / "loss.csv").write_text("step,loss,lr,seconds\n")
-    out = training_curves_figure(project, tmp_path / "figs" / "curves.png")  # cardiac: no runs at all
+    out = training_curves_figure(_evidence(project), tmp_path / "figs" / "curves.png")  # cardiac: no runs at all
     _decodes(out)
 
     shutil.rmtree(paths.RUNS)
-    _decodes(training_curves_figure(project, tmp_path / "figs" / "empty.png"))
+    _decodes(training_curves_figure(_evidence(project), tmp_path / "figs" / "empty.png"))

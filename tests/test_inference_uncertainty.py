@@ -32,7 +32,7 @@ def test_predict_writes_uncertainty_zero_where_samples_agree(flow_model, tiny_pr
     model_dir, pcfg = flow_model
     out = tmp_path / "predictions"
     meta = predict(tiny_processed, model_dir, out, dataclasses.replace(pcfg, n_samples=n), threads=1)
-    assert meta["uncertainty"] == UNCERTAINTY
+    assert meta.uncertainty == UNCERTAINTY
     assert json.loads((out / "meta.json").read_text())["uncertainty"] == UNCERTAINTY
     manifest, cases = load_split(tiny_processed, "test")
     agreement = []
@@ -50,4 +50,4 @@ def test_predict_writes_uncertainty_zero_where_samples_agree(flow_model, tiny_pr
         assert 0 < np.mean(agreement) < 1, "the check needs both agreeing and disagreeing pixels"
 
     metrics = evaluate(tiny_processed, out, tmp_path / "results", EvalConfig(fusion="staple"), "flowseg-plain")
-    assert metrics["status"] == "ok" and metrics["conventions"]["fusion"] == "staple"
+    assert metrics.ok and metrics.conventions["fusion"] == "staple"

@@ -16,7 +16,7 @@ from benchmark.data.store import write_json
 from benchmark.evaluation import evaluate
 from benchmark.inference import load_trained, predict
 from benchmark.methods import build_method
-from benchmark.nfe_sweep import NotSweepableError, nfe_sweep
+from benchmark.nfe_sweep import NotSweepableError, _sample_case, nfe_sweep
 from benchmark.training.trainer import train
 from medflowseg.flow import ODESolver
 from tests.conftest import TINY_PARAMS
@@ -87,7 +87,7 @@ def _untrained_unet(model_dir: Path) -> Path:
 
 def test_model_without_solver_is_a_clear_error(tiny_processed, tmp_path):
     model_dir = _untrained_unet(tmp_path / "unet" / "model")
-    with pytest.raises(NotSweepableError, match=re.escape(f"{model_dir}: ") + r".*no attribute `solver`.*ODESolver"):
+    with pytest.raises(NotSweepableError, match=re.escape(f"{model_dir}: ") + r".*does not sample with a.*ODESolver"):
         nfe_sweep(tiny_processed, model_dir, tmp_path / "out", SETTINGS)
     assert not (tmp_path / "out").exists()
 
@@ -113,14 +113,24 @@ def test_cli_writes_under_results_and_errors_exit_2(tiny_project, plain_model, m
     assert main(["nfe-sweep", "phantom-cardiac", "unet", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("segbench nfe-sweep: error: runs/phantom-cardiac/unet/model: ")
-    assert "no attribute `solver`" in err[0]
+    assert "does not sample with a medflowseg.flow.ODESolver" in err[0]
 
 
 def test_sweep_at_the_trained_solver_matches_predict_then_evaluate(tiny_processed, plain_model, tmp_path):
     """Same seeds, samples and metrics as the predict and evaluate stages: the same Dice."""
     predict(tiny_processed, plain_model, tmp_path / "pred", PredictConfig(n_samples=2, batch_size=8), threads=1)
     record = evaluate(tiny_processed, tmp_path / "pred", tmp_path / "res", EvalConfig(), "flowseg-plain")
-    trained = load_trained(plain_model).solver
+    trained = load_trained(plain_model).default_sampler
     df = nfe_sweep(tiny_processed, plain_model, tmp_path / "out", [trained], n_samples=2, batch_size=8, threads=1)
-    assert df.loc[0, "dice"] == record["average"]["dice"]
-    assert df.loc[0, "nfe"] == record["nfe_per_sample"]
+    assert df.loc[0, "dice"] == record.average["dice"]
+    assert df.loc[0, "nfe"] == record.nfe_per_sample
+
+
+def test_a_setting_is_passed_per_call_and_leaves_the_model_as_it_was(plain_model):
+    """Each sample's NFE comes from the call; the model's own solver is the trained one throughout."""
+    model = load_trained(plain_model)
+    trained = model.default_sampler
+    image = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)).numpy()
+    samples, nfe = _sample_case(model, ODESolver("midpoint", 3), image, 2, torch.Generator().manual_seed(1), 2, "cpu")
+    assert samples.shape == (2, 3, 32, 32) and nfe == [6, 6, 6, 6]   # 2 batches x 2 samples, 2 per midpoint step
+    assert model.default_sampler is trained and trained == ODESolver("euler", 2)

@@ -141,6 +141,7 @@ def test_unavailable_dataset_is_marked_not_run_everywhere(tmp_path, monkeypatch,
     write_params(tmp_path / "params.yaml", datasets=["colin27"], methods=["unet"])
     (tmp_path / "paper").mkdir()
     shutil.copy(ROOT / "paper/claims.yaml", tmp_path / "paper/claims.yaml")
+    shutil.copy(ROOT / "paper/catalogue.yaml", tmp_path / "paper/catalogue.yaml")
     for argv in (["fetch", "colin27"], ["preprocess", "colin27"], ["train", "colin27", "unet"],
                  ["predict", "colin27", "unet"], ["evaluate", "colin27", "unet"], ["tables", "--no-mlflow"]):
         assert main(argv) == 0, argv

@@ -1,16 +1,23 @@
 """Verdicts on the papers' claims (benchmark/reproduction.py) on hand-made results."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+import dataclasses
 
 import pytest
 
-from benchmark import reproduction
+from benchmark.catalogue import PaperDataset, load_catalogue
 from benchmark.claims import Claim
 from benchmark.config import load_config
-from benchmark.reproduction import (DIFFERS, NOT_COMPARABLE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SAME, Evidence,
-                                    Measured, judge, verdict)
+from benchmark.records import EvaluationRecord
+from benchmark.reproduction import (DIFFERS, NOT_COMPARABLE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SAME, Measured,
+                                    judge, verdict)
 from tests.conftest import write_params
+from tests.evidence_helpers import CATALOGUE, evaluation, evidence
+from tests.evidence_helpers import complexity as complexity_record
+
+# A (pretend) real dataset 'acdc' stands for ACDC, as issue 6's converters let it.
+REAL_ACDC = load_catalogue(CATALOGUE)
+REAL_ACDC = dataclasses.replace(REAL_ACDC, datasets={**REAL_ACDC.datasets, "ACDC": PaperDataset(("acdc",))})
 
 
 def _claim(column="Average Dice", row="UNet", metric="dice", value=87.55, unit="%", dataset="ACDC",
@@ -19,25 +26,14 @@ def _claim(column="Average Dice", row="UNet", metric="dice", value=87.55, unit="
                  higher_is_better=higher, dataset=dataset, method=row, metric=metric)
 
 
-def _result(dice: float, lv: float = 0.5) -> dict:
-    return {"status": "ok", "average": {"dice": dice, "iou": dice / 2, "hd95": 4.0},
-            "per_class": {"LV": {"dice": lv, "iou": lv / 2, "hd95": 2.0}},
-            "set_metrics": {"n_samples": 4, "n_raters": 4, "mean": {"ged_4": 0.25, "ci_paper": 0.7}}}
+def _result(dice: float, lv: float = 0.5) -> EvaluationRecord:
+    return evaluation(dice, lv=lv, hd95=4.0, lv_hd95=2.0, set_means={"ged_4": 0.25, "ci_paper": 0.7})
 
 
-def _evidence(tmp_path, results: dict, profile="paper", phantom=False, complexity=None, **params) -> Evidence:
+def _evidence(tmp_path, results: dict, profile="paper", phantom=False, complexity=None, **params):
     params = {"profile": profile, "datasets": ["acdc"], "methods": ["unet"], **params}
     cfg = load_config(write_params(tmp_path / "params.yaml", **params))
-    ev = Evidence(cfg, results, complexity or {})
-    info = SimpleNamespace(phantom=phantom, class_names=("background", "RV", "Myo", "LV"))
-    ev.__dict__["datasets"] = {ds: info for ds, _ in results} | {d: info for d in cfg.datasets}
-    return ev
-
-
-@pytest.fixture(autouse=True)
-def real_acdc(monkeypatch):
-    """Let a (pretend) real dataset 'acdc' stand for ACDC, as issue 6's converters will."""
-    monkeypatch.setitem(reproduction.PAPER_DATASETS, "ACDC", (("acdc",), None))
+    return evidence(cfg, results, complexity, phantom=phantom, catalogue=REAL_ACDC)
 
 
 @pytest.mark.parametrize("ours, tolerance, expected", [
@@ -82,7 +78,7 @@ def test_default_profile_and_phantom_data_are_not_comparable(tmp_path):
 
 
 def test_missing_method_dataset_or_output_is_not_run(tmp_path):
-    ev = _evidence(tmp_path, {("acdc", "unet"): {"status": "not_run"}})
+    ev = _evidence(tmp_path, {("acdc", "unet"): EvaluationRecord.not_run("no data", method="unet")})
     assert judge(_claim(row="TransUNet"), ev).reasons == "TransUNet is not implemented"
     assert judge(_claim(row="TransUNet"), ev).verdict == NOT_RUN
     assert judge(_claim(), ev).reasons == "acdc/unet has no evaluation"
@@ -102,7 +98,7 @@ def test_table4_on_other_data_is_not_comparable_and_has_no_difference(tmp_path):
 
 
 def test_parameter_count_is_compared_in_millions(tmp_path):
-    complexity = {("acdc", "unet"): {"status": "ok", "params": 110_500_000, "macs_protocol": 7.9e11}}
+    complexity = {("acdc", "unet"): dataclasses.replace(complexity_record(110_500_000), macs_protocol=7.9e11)}
     ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.8)}, complexity=complexity)
     params = _claim(table="Table 4", row="UNet", column="Params", metric="params", value=111, unit="M params",
                     dataset=None, higher=None)

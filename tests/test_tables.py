@@ -2,46 +2,28 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from benchmark.cli import main
 from benchmark.complexity import method_complexity
 from benchmark.config import load_config
+from benchmark.layouts import TABLES
 from benchmark.methods import build_method
-from benchmark.claims import load_claims
-from benchmark.reproduction import Evidence
-from benchmark.tables import TABLE4_EXTRA, table1, table2, table3, table4, table4_caption, write_table
-from tests.conftest import ROOT, TINY_PARAMS, write_params
+from benchmark.records import EvaluationRecord
+from benchmark.tables import build_table, complexity_caption, write_table
+from tests.conftest import TINY_PARAMS, write_params
+from tests.evidence_helpers import complexity as _complexity
+from tests.evidence_helpers import evaluation as _result
+from tests.evidence_helpers import evidence as _evidence
 
 DS = "phantom-lesion"
+LAYOUTS = {layout.table: layout for layout in TABLES}
+TABLE4_EXTRA = [name for name, _ in LAYOUTS["Table 4"].our_columns]
 
 
-def _result(dice: float, n_samples: int = 4) -> dict:
-    means = {f"ged_{n_samples}": 0.25, "hm_iou": 0.5, "mdm": 0.6, "ci_sensitivity": 0.9,
-             "ci_diversity_agreement": 0.8, "ci_paper": 0.7, "ci_harmonic": 0.75}
-    return {"status": "ok", "average": {"dice": dice, "iou": dice / 2, "hd95": 3.0},
-            "per_class": {"LV": {"dice": 0.9, "iou": 0.8, "hd95": 1.0}},
-            "set_metrics": {"n_samples": n_samples, "n_raters": 4, "mean": means},
-            "conventions": {"fusion": "staple", "reference": "majority"}}
-
-
-def _complexity() -> dict:
-    return {"status": "ok", "params": 840_000, "macs_per_evaluation": 2.5e7, "macs_protocol": 1.1e9, "samples": 4,
-            "evaluations_per_sample": 10, "image": [1, 64, 64]}
-
-
-def _evidence(cfg, results, complexity=None) -> Evidence:
-    ev = Evidence(cfg, results, complexity or {})
-    info = SimpleNamespace(phantom=True, class_names=("background", "RV", "Myo", "LV"))
-    ev.__dict__["datasets"] = {d: info for d in set(cfg.datasets) | {d for d, _ in results}}
-    return ev
-
-
-@pytest.fixture(scope="module")
-def claims():
-    return load_claims(ROOT / "paper" / "claims.yaml")
+def _table(table: str, ev):
+    return build_table(LAYOUTS[table], ev)
 
 
 @pytest.fixture
@@ -55,10 +37,11 @@ def cfg(tmp_path):
         table4={"datasets": [DS], "methods": ["medflowseg", "medflowseg-dbsa", "medflowseg-fa"]}))
 
 
-def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
+def test_table4_rows_cells_and_missing_results(cfg, tmp_path):
     results = {(DS, "medflowseg"): _result(0.5), (DS, "medflowseg-dbsa"): _result(0.4)}  # -fa not evaluated
     complexity = {(DS, "medflowseg"): _complexity()}
-    df = table4(_evidence(cfg, results, complexity), claims)
+    ev = _evidence(cfg, results, complexity)
+    df = _table("Table 4", ev)
     assert list(df.columns) == ["Params", "Gflops", "CI", "GED", "Dice"] + TABLE4_EXTRA
     names = [name for _, name in df.index]
     assert names == ["EnsemDiff", "SegDiff", "MedSegDiff", "MedSegDiff-V2", "FlowSDF",
@@ -78,7 +61,7 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
     assert dbsa["Params"] == "not run" and dbsa["Dice"] == "40.00 (paper 85.1 on REFUGE2-Cup)"
     fa = df.loc[(DS, "bone + FA-A. [ours: medflowseg-fa]")]
     assert fa["CI"].startswith("not run (paper 82.9") and fa["HM-IoU"] == "not run"
-    caption = table4_caption(cfg, results, complexity)
+    caption = complexity_caption(ev, LAYOUTS["Table 4"])
     assert "{'medflowseg': 4, 'medflowseg-dbsa': 4}" in caption and "raters per case: {'phantom-lesion': 4}" in caption
     assert "at 64x64 pixels" in caption
 
@@ -93,11 +76,11 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path, claims):
     assert latex.startswith("\\begin{table}") and "Δ" not in latex and "$\\Delta$ -110.160" in latex
 
 
-def test_table1_has_every_paper_row_and_our_extra_method(tmp_path, claims):
+def test_table1_has_every_paper_row_and_our_extra_method(tmp_path):
     cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"],
                                    methods=["unet", "flowseg-plain", "medflowseg"]))
     results = {("phantom-cardiac", "unet"): _result(0.6), ("phantom-cardiac", "flowseg-plain"): _result(0.3)}
-    df = table1(_evidence(cfg, results), claims)
+    df = _table("Table 1", _evidence(cfg, results))
     assert list(df.columns) == ["Average Dice", "Average IoU", "Average HD95"] + [
         f"{s} {k}" for s in ("RV", "Myo", "LV") for k in ("Dice", "IoU")]
     paper_rows = ["UNet", "nnUNet", "TransUNet", "SwinUNet", "MT-UNet", "EnsemDiff", "SegDiff", "MedSegDiff",
@@ -112,10 +95,10 @@ def test_table1_has_every_paper_row_and_our_extra_method(tmp_path, claims):
     assert df.iloc[-1]["Average Dice"] == "30.00"   # our extra row: no paper value
 
 
-def test_table2_adds_columns_for_datasets_the_paper_lacks(tmp_path, claims):
+def test_table2_adds_columns_for_datasets_the_paper_lacks(tmp_path):
     cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-gland", DS], methods=["unet"]))
     results = {("phantom-gland", "unet"): _result(0.8), (DS, "unet"): _result(0.4)}
-    df = table2(_evidence(cfg, results), claims)
+    df = _table("Table 2", _evidence(cfg, results))
     assert list(df.columns[-3:]) == [f"{DS} Dice", f"{DS} IoU", f"{DS} HD95"]
     assert df.loc["UNet (MONAI)", f"{DS} Dice"] == "40.00"
     assert df.loc["UNet (MONAI)", "GlaS Dice"] == "80.00"   # the paper's Table 2 has no UNet row: ours alone
@@ -126,9 +109,9 @@ def test_table2_adds_columns_for_datasets_the_paper_lacks(tmp_path, claims):
     assert df.loc["TransUNet", f"{DS} Dice"] == "not implemented" and df.loc["MedFlowSeg", f"{DS} Dice"] == "not run"
 
 
-def test_table3_rows_are_the_papers_ablation(cfg, claims):
+def test_table3_rows_are_the_papers_ablation(cfg):
     results = {(DS, "medflowseg-dbsa"): _result(0.45), (DS, "medflowseg"): _result(0.5)}
-    df = table3(_evidence(cfg, results), claims)
+    df = _table("Table 3", _evidence(cfg, results))
     assert [i.split(" [")[0] for i in df.index] == ["backbone", "+ SA", "+ DB-SA", "+ DB-SA + FA-A. (w/o Mod.)",
                                                     "+ DB-SA + FA-A. + Neural Mod.", "medflowseg-fa"]
     assert df.loc["+ DB-SA [ours: medflowseg-dbsa]", f"{DS} Dice"] == "45.00"
@@ -172,12 +155,13 @@ def test_complexity_stage_writes_the_counts_of_the_configured_method(tiny_projec
 
 def test_headline_metrics_average_the_main_matrix_and_count_verdicts(cfg):
     from benchmark.reproduction import Line, Measured
-    from benchmark.tables import flat_metrics, headline_metrics
+    from benchmark.tables_stage import flat_metrics, headline_metrics
 
-    results = {(DS, "unet"): _result(0.6), (DS, "medflowseg"): {"status": "not_run"},
+    results = {(DS, "unet"): _result(0.6), (DS, "medflowseg"): EvaluationRecord.not_run("no data", method="medflowseg"),
                (DS, "medflowseg-dbsa"): _result(0.9)}  # an ablation variant: Table 3's, not a headline
-    claim = load_claims(ROOT / "paper" / "claims.yaml")[0]
+    ev = _evidence(cfg, results)
+    claim = ev.claims[0]
     lines = [Line(claim, Measured(None), "not run"), Line(claim, Measured(1.0), "not comparable"),
              Line(claim, Measured(None), "not run")]
-    assert flat_metrics(headline_metrics(cfg, results, lines)) == {
+    assert flat_metrics(headline_metrics(ev, lines)) == {
         "dice_mean.unet": pytest.approx(60.0), "claims.not_run": 2, "claims.not_comparable": 1}

@@ -1,7 +1,6 @@
 """MLflow logging: runs, provenance tags, previews, summary tables and figures, and rerun semantics."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -10,22 +9,32 @@ import pytest
 from matplotlib.figure import Figure
 
 from benchmark import paths
+from benchmark.catalogue import load_catalogue
 from benchmark.config import load_config
 from benchmark.data.preprocess import load_split
+from benchmark.evidence import Evidence
+from benchmark.records import EvaluationRecord, RunRecord, Status, read_record, write_record
 from benchmark.tables import write_table
-from benchmark.tables import flat_metrics, headline_metrics
+from benchmark.tables_stage import flat_metrics, headline_metrics
 from benchmark.tracking import log_all
 from tests.conftest import write_params
+from tests.evidence_helpers import CATALOGUE
 
 DS = "phantom-cardiac"
 
 
-def _record(dice: float, fusion: str = "staple") -> dict:
-    """An ``evaluation.json`` record with the keys ``log_all`` reads (the evaluate stage writes more)."""
+def _record(dice: float, fusion: str = "staple") -> EvaluationRecord:
+    """An evaluation record (of ``log_all``'s interest: the average, the classes, the set metrics, NFE)."""
     block = {"dice": dice, "iou": dice / 2, "hd95": 3.0}
-    return {"status": "ok", "average": block, "per_class": {"LV": block, "RV": {**block, "hd95": None}},
-            "set_metrics": {"n_samples": 2, "mean": {"ged_2": 0.25, "hm_iou": 0.5}}, "nfe_per_sample": 2,
-            "conventions": {"fusion": fusion, "reference": "majority", "hd95_convention": "pooled"}}
+    return EvaluationRecord(Status.OK, dataset=DS, method="m", phantom=True, n_cases=3, n_samples=2, nfe_per_sample=2,
+                            seconds_per_case=0.1, average=block, per_class={"LV": block, "RV": {**block, "hd95": None}},
+                            set_metrics={"n_samples": 2, "mean": {"ged_2": 0.25, "hm_iou": 0.5}},
+                            conventions={"fusion": fusion, "reference": "majority", "hd95_convention": "pooled"})
+
+
+def _evidence(cfg, results: dict) -> Evidence:
+    runs = {p: read_record(paths.model(*p) / "meta.json", RunRecord, missing_ok=True) for p in results}
+    return Evidence(cfg, load_catalogue(CATALOGUE), results=results, runs=runs)
 
 
 @pytest.fixture
@@ -39,13 +48,13 @@ def project(tmp_path, tiny_processed, monkeypatch):
                  table4={"datasets": [], "methods": []})
     shutil.copytree(tiny_processed, paths.processed(DS))
     results = {(DS, "unet"): _record(0.8), (DS, "flowseg-plain"): _record(0.6),
-               (DS, "medflowseg"): {"status": "not_run"}}
+               (DS, "medflowseg"): EvaluationRecord.not_run("no data", method="medflowseg")}
     for (ds, m), r in results.items():
-        paths.results(ds, m).mkdir(parents=True)
-        (paths.results(ds, m) / "evaluation.json").write_text(json.dumps(r))
-    paths.model(DS, "unet").mkdir(parents=True)
-    (paths.model(DS, "unet") / "meta.json").write_text(json.dumps({"git_revision": "abc123",
-                                                                   "manifest_sha256": "f00d"}))
+        write_record(paths.results(ds, m) / "evaluation.json", r)
+    write_record(paths.model(DS, "unet") / "meta.json", RunRecord(
+        Status.OK, method="unet", dataset=DS, steps=30, world_size=1, device="cpu", seconds=1.0, final_loss=0.5,
+        model_params={}, train={}, predict={}, in_channels=1, num_classes=4, fingerprint="f",
+        manifest_sha256="f00d", git_revision="abc123", weights_sha256="w"))
     paths.predictions(DS, "unet").mkdir(parents=True)
     for case in load_split(paths.processed(DS), "test")[1]:
         samples = np.stack([case.label[0], np.roll(case.label[0], 1, axis=-1)])  # (K=2, Z, H, W)
@@ -86,10 +95,11 @@ def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
 
 def test_rerun_updates_runs_in_place(project, tmp_path):
     cfg, results, files = project
-    first = log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, [])))
+    ev = _evidence(cfg, results)
+    first = log_all(ev, files, flat_metrics(headline_metrics(ev, [])))
     client = _client()
     before = {k: (r.info.run_id, _artifacts(client, r.info.run_id)) for k, r in _runs(client).items()}
-    assert log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, []))) == first
+    assert log_all(ev, files, flat_metrics(headline_metrics(ev, []))) == first
 
     runs = _runs(client)
     assert {k: (r.info.run_id, _artifacts(client, r.info.run_id)) for k, r in runs.items()} == before
@@ -126,13 +136,15 @@ def test_changed_params_replace_the_run_and_changed_values_extend_history(projec
     from mlflow.entities import ViewType
 
     cfg, results, files = project
-    log_all(cfg, results, files, flat_metrics(headline_metrics(cfg, results, [])))
+    ev = _evidence(cfg, results)
+    log_all(ev, files, flat_metrics(headline_metrics(ev, [])))
     client = _client()
     old = {k: r.info.run_id for k, r in _runs(client).items()}
 
     results[(DS, "unet")] = _record(0.8, fusion="majority")  # a parameter changed
     results[(DS, "flowseg-plain")] = _record(0.7)  # a value changed, parameters not
-    log_all(cfg, results, files[:-3], flat_metrics(headline_metrics(cfg, results, [])))  # and the summary's figure and report are gone
+    ev = _evidence(cfg, results)
+    log_all(ev, files[:-3], flat_metrics(headline_metrics(ev, [])))  # and the summary's figure and report are gone
     runs = _runs(client)
     assert sorted(runs) == sorted(old)
     unet = runs[f"{DS}/unet"]

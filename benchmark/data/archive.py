@@ -13,14 +13,16 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from benchmark.errors import SegbenchError
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(SegbenchError, ValueError):
     """An archive member would land outside the target folder, or is not a plain file or folder."""
 
 
-class ArchiveError(ValueError):
+class ArchiveError(SegbenchError, ValueError):
     """An archive is unreadable or of an unknown kind."""
 
 

@@ -73,11 +73,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import nearest_index, resize_matrix
+from benchmark.data.interface import DataFormatError, DataUnavailable
 from benchmark.data.manifest import file_sha256
+from benchmark.data.store import staged_folder
+from benchmark.errors import SegbenchError
 
-__all__ = ["INFO", "COARSE_CLASSES", "FetchError", "fetch", "load", "split",
+__all__ = ["INFO", "COARSE_CLASSES", "FetchError", "Colin27Source", "fetch", "load", "split",
            "parse_region_names", "coarse_mapping"]
 
 PACKAGE = "mricron-data"
@@ -115,7 +119,7 @@ INFO = DatasetInfo(
 )
 
 
-class FetchError(RuntimeError):
+class FetchError(SegbenchError, RuntimeError):
     """The Colin27/AAL files could not be obtained; the message says what was tried."""
 
 
@@ -127,35 +131,24 @@ def fetch(dest: Path) -> dict:
     Tries, in order: (1) copy from :data:`SYSTEM_DIR` (package installed);
     (2) ``apt-get download mricron-data`` + ``dpkg-deb -x`` in a temp folder;
     (3) if that failed for lack of package lists and we are root,
-    ``apt-get update -qq`` once and download again. Work happens in a temp
-    folder beside ``dest``, moved into place at the end (``provenance.json``
-    last, so its presence marks a complete fetch; a complete ``dest`` is
-    returned as is). Returns the provenance: method, source, package version,
-    sha256 of each file. Raises :class:`FetchError` when every route fails.
+    ``apt-get update -qq`` once and download again. The folder is built aside
+    and swapped in only when complete (:func:`~benchmark.data.store.staged_folder`;
+    the download and unpacking happen in a scratch folder beside it); a complete
+    ``dest`` is returned as is. Returns the provenance: method, source, package
+    version, sha256 of each file. Raises :class:`FetchError` when every route fails.
     """
     dest = Path(dest)
     if (dest / "provenance.json").is_file() and all((dest / f).is_file() for f in FILES):
         return json.loads((dest / "provenance.json").read_text())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-fetch-", dir=dest.parent))
-    try:
-        out, work = tmp / "out", tmp / "work"
-        out.mkdir()
-        work.mkdir()
+    with staged_folder(dest) as out, \
+            tempfile.TemporaryDirectory(prefix=f".{dest.name}-work-", dir=dest.parent) as work:
         tried: list[str] = []
-        prov = _from_system(out, tried) or _from_apt(out, work, tried)
+        prov = _from_system(out, tried) or _from_apt(out, Path(work), tried)
         if prov is None:
             raise FetchError(_help(dest, tried))
         prov["sha256"] = {f: file_sha256(out / f) for f in FILES}
         prov["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         (out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
-        if not dest.exists():
-            out.rename(dest)
-        else:  # e.g. an empty folder made by the caller: move file by file, marker last
-            for f in FILES + ("provenance.json",):
-                os.replace(out / f, dest / f)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return prov
 
 
@@ -250,12 +243,12 @@ def parse_region_names(text: str) -> dict[int, str]:
         if not parts:
             continue
         if len(parts) < 2 or not parts[0].isdigit():
-            raise ValueError(f"aal.nii.txt line {n}: expected '<id> <Name> [code]', got {line!r}")
+            raise DataFormatError(f"aal.nii.txt line {n}: expected '<id> <Name> [code]', got {line!r}")
         if int(parts[0]) in names:
-            raise ValueError(f"aal.nii.txt line {n}: duplicate id {parts[0]}")
+            raise DataFormatError(f"aal.nii.txt line {n}: duplicate id {parts[0]}")
         names[int(parts[0])] = parts[1]
     if not names:
-        raise ValueError("aal.nii.txt: no regions")
+        raise DataFormatError("aal.nii.txt: no regions")
     return names
 
 
@@ -276,7 +269,7 @@ def coarse_mapping(names: dict[int, str] | str) -> dict[int, int]:
         else:
             mapping[rid] = hits[0]
     if bad:
-        raise ValueError("AAL regions not matched to exactly one coarse class: " + "; ".join(bad))
+        raise DataFormatError("AAL regions not matched to exactly one coarse class: " + "; ".join(bad))
     return mapping
 
 
@@ -308,12 +301,12 @@ def load(src: Path, size: int, block: int = 8, gap: int = 4) -> list[Case]:
     vol = sitk.GetArrayFromImage(img).astype(np.float32)  # (z, y, x): z I->S, y A->P, x R->L
     ids = sitk.GetArrayFromImage(lab).astype(np.int64)
     if vol.ndim != 3:
-        raise ValueError(f"expected a scalar 3D image, got array shape {vol.shape}")
+        raise DataFormatError(f"expected a scalar 3D image, got array shape {vol.shape}")
 
     mapping = coarse_mapping((src / "aal.nii.txt").read_text())
     unknown = sorted(set(np.unique(ids).tolist()) - set(mapping) - {0})
     if unknown:
-        raise ValueError(f"label ids without a name in aal.nii.txt: {unknown[:10]}")
+        raise DataFormatError(f"label ids without a name in aal.nii.txt: {unknown[:10]}")
     lut = np.zeros(max(max(mapping), int(ids.max())) + 1, dtype=np.uint8)
     for rid, cls in mapping.items():
         lut[rid] = cls
@@ -322,7 +315,7 @@ def load(src: Path, size: int, block: int = 8, gap: int = 4) -> list[Case]:
     labelled = coarse.reshape(coarse.shape[0], -1).any(axis=1)
     blocks = _blocks(labelled, block, gap)
     if not blocks:
-        raise ValueError(f"no run of {block} consecutive labelled axial slices")
+        raise DataFormatError(f"no run of {block} consecutive labelled axial slices")
 
     rows = np.flatnonzero(coarse.any(axis=(0, 2)))
     cols = np.flatnonzero(coarse.any(axis=(0, 1)))
@@ -353,7 +346,7 @@ def _check_same_grid(a: sitk.Image, b: sitk.Image) -> None:
               "origin": (a.GetOrigin(), b.GetOrigin()), "direction": (a.GetDirection(), b.GetDirection())}
     for what, (u, v) in checks.items():
         if len(u) != len(v) or not np.allclose(u, v, atol=1e-4):
-            raise ValueError(f"ch2 and aal are not on the same grid: {what} {u} vs {v}")
+            raise DataFormatError(f"ch2 and aal are not on the same grid: {what} {u} vs {v}")
 
 
 def _blocks(labelled: np.ndarray, block: int, gap: int) -> list[list[int]]:
@@ -393,7 +386,7 @@ def split(cases: list[Case], seed: int) -> dict[str, str]:
     subjects = list(dict.fromkeys(cases[i].subject_id for i in order))
     n = len(subjects)
     if n < 3:
-        raise ValueError(f"need at least 3 blocks to split, got {n}")
+        raise DataFormatError(f"need at least 3 blocks to split, got {n}")
     n_test = max(1, round(0.25 * n))
     n_val = max(1, min(round(0.15 * n), n - n_test - 1))
     rng = np.random.default_rng(seed)
@@ -406,3 +399,25 @@ def split(cases: list[Case], seed: int) -> dict[str, str]:
 def _stratified_pick(items: list[str], k: int, rng: np.random.Generator) -> set[str]:
     """One item drawn from each of ``k`` contiguous, near-equal strata of ``items``."""
     return {str(stratum[rng.integers(len(stratum))]) for stratum in np.array_split(np.array(items), k)}
+
+
+# --------------------------------------------------------------------------- registration
+
+class Colin27Source:
+    """Colin27 as a dataset (the ``segbench.datasets`` entry point names this class): a machine
+    that cannot obtain the package gets :class:`~benchmark.data.interface.DataUnavailable`, so
+    the dataset is marked "not run" rather than stopping the pipeline."""
+
+    info = INFO
+
+    def fetch(self, dest: Path, cfg: DataConfig) -> dict:
+        try:
+            return fetch(dest)
+        except FetchError as e:
+            raise DataUnavailable(str(e)) from e
+
+    def load(self, src: Path, cfg: DataConfig) -> list[Case]:
+        return load(src, cfg.size)
+
+    def split(self, cases: list[Case], cfg: DataConfig) -> dict[str, str]:
+        return split(cases, cfg.seed)

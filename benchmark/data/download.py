@@ -19,11 +19,12 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from benchmark.errors import SegbenchError
 
 USER_AGENT = "segbench (MedFlowSeg benchmark suite)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SegbenchError, RuntimeError):
     """A download failed; the message names the URL, the file and what to do."""
 
 

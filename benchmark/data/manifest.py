@@ -19,12 +19,14 @@ import numpy as np
 from benchmark.data.case import DatasetInfo
 from benchmark.data.download import file_digest
 from benchmark.data.store import atomic_write
+from benchmark.errors import SegbenchError
+from benchmark.records import Status
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(SegbenchError, ValueError):
     """A manifest is unreadable, leaks between splits, or has an empty split."""
 
 
@@ -47,7 +49,7 @@ class CaseEntry:
 @dataclass
 class Manifest:
     dataset: DatasetInfo
-    status: str  # "ok" or "not_run"
+    status: Status  # ok, or not_run with ``reason``
     reason: str = ""
     provenance: dict = field(default_factory=dict)
     cases: list[CaseEntry] = field(default_factory=list)
@@ -77,8 +79,8 @@ def load_manifest(path: Path) -> Manifest:
         d = json.loads(path.read_text())
         info = DatasetInfo(**{**d["dataset"], "class_names": tuple(d["dataset"]["class_names"])})
         cases = [CaseEntry(**c) for c in d["cases"]]
-        return Manifest(info, d["status"], d.get("reason", ""), d.get("provenance", {}), cases)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        return Manifest(info, Status(d["status"]), d.get("reason", ""), d.get("provenance", {}), cases)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise ManifestError(f"{path}: not a valid manifest ({type(e).__name__}: {e})") from e
 
 

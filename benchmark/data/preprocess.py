@@ -6,17 +6,18 @@ half a dataset.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.config import DataConfig
+from benchmark.data import registry
 from benchmark.data.case import Case
 from benchmark.data.manifest import (SPLITS, CaseEntry, Manifest, ManifestError, check_leaks, file_sha256,
                                      load_manifest, slice_hashes)
-from benchmark.data.sources import STATUS, get_source
-from benchmark.data.store import CaseFileError, load_case, read_json, replace_folder, save_case, validate_case
+from benchmark.data.sources import STATUS
+from benchmark.data.store import CaseFileError, load_case, read_json, save_case, staged_folder, validate_case
+from benchmark.records import Status
 
 NORMALISATION = "z-score per case and channel over all slices (std floored at 1e-6)"
 
@@ -30,23 +31,18 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig, source=None) -> Manifest:
     """Convert the fetched dataset ``name`` into ``out``: case files, splits, manifest (``source``: tests)."""
-    source = source or get_source(name)
+    source = source or registry.dataset_source(name)
     info = source.info
     fetched, out = Path(fetched), Path(out)
     status = read_json(fetched / STATUS, "fetch status (run the fetch stage first)")
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "cases").mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
+        (tmp / "cases").mkdir()
         if not status.get("available", False):
-            manifest = Manifest(info, "not_run", reason=status.get("reason", "not fetched"))
+            manifest = Manifest(info, Status.NOT_RUN, reason=status.get("reason", "not fetched"))
         else:
             manifest = _build(source, fetched, tmp, cfg, status.get("provenance", {}))
         manifest.save(tmp)
-        replace_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -78,7 +74,7 @@ def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) 
     subject_split = source.split(headers, cfg)
     for e in entries:
         e.split = subject_split[e.subject_id]
-    manifest = Manifest(info, "ok", provenance={**provenance, "size": cfg.size, "split_seed": cfg.seed,
+    manifest = Manifest(info, Status.OK, provenance={**provenance, "size": cfg.size, "split_seed": cfg.seed,
                                                  "split_fractions": cfg.split, "splits": cfg.splits,
                                                  "normalisation": NORMALISATION},
                         cases=entries)

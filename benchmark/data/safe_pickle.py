@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.errors import SegbenchError
+
 try:                                    # numpy >= 2
     from numpy._core import multiarray as _multiarray
     from numpy._core import numeric as _numeric
@@ -51,7 +53,7 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 _ALLOWED[("_codecs", "encode")] = _latin1_bytes
 
 
-class PickleFileError(ValueError):
+class PickleFileError(SegbenchError, ValueError):
     """A pickle file could not be read (truncated, corrupt, not a pickle)."""
 
 

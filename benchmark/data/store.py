@@ -1,4 +1,8 @@
-"""One file per case: atomic writes, validated reads.
+"""One file per case: atomic writes, validated reads; and the one way to build a folder, then swap it in.
+
+Every stage that writes a folder (fetch, preprocess, predict, training checkpoints, nnU-Net's model, Colin27's
+files) builds it with :func:`staged_folder`, so a failed or interrupted run leaves the previous folder (or
+nothing), never half of one.
 
 A processed case is an ``.npz`` holding ``image`` float32 ``(Z, C, H, W)``,
 ``label`` uint8 ``(R, Z, H, W)`` and ``spacing`` float64 ``(3,)`` in (z, y, x) mm.
@@ -6,19 +10,23 @@ Every problem with a file raises :class:`CaseFileError` naming the file.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.data.case import Case
+from benchmark.errors import SegbenchError
 
 
-class CaseFileError(ValueError):
+class CaseFileError(SegbenchError, ValueError):
     """A case file is missing, unreadable or inconsistent with its dataset."""
 
     def __init__(self, path: Path | str, problem: str):
@@ -48,20 +56,49 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+@contextlib.contextmanager
+def staged_folder(dest: Path) -> Iterator[Path]:
+    """Build a folder, then swap it in: ``with staged_folder(dest) as tmp:`` yields a new, empty folder of its own
+    beside ``dest`` (a unique hidden name, so two builders of one ``dest`` never share or delete each other's);
+    when the block succeeds the folder replaces ``dest`` (:func:`replace_folder`), when it raises the folder is
+    deleted and ``dest`` is left as it was."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the mode mkdir() would have
+        yield tmp
+        replace_folder(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def replace_folder(new: Path, dest: Path) -> None:
     """Put the folder ``new`` at ``dest``: the old ``dest`` moves aside first and is deleted only after the
-    rename, so at every moment ``dest`` is either the old folder or the new one."""
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        dest.rename(old)
-    try:
-        new.rename(dest)
-    except BaseException:
-        if old.exists() and not dest.exists():
-            old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    rename, so ``dest`` is only ever the old folder or the new one (or, for an instant, absent). When another
+    builder puts its folder at ``dest`` in between, that one is moved aside in turn: the last to finish wins."""
+    new, dest = Path(new), Path(dest)
+    while True:
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        try:
+            dest.rename(aside)  # replaces the empty folder ``aside``
+            moved = True
+        except FileNotFoundError:
+            moved = False
+        try:
+            new.rename(dest)
+        except BaseException as e:
+            if getattr(e, "errno", None) in (errno.ENOTEMPTY, errno.EEXIST):  # another builder's folder came first
+                shutil.rmtree(aside, ignore_errors=True)
+                continue
+            if moved and not dest.exists():
+                aside.rename(dest)  # put the old folder back
+            else:
+                shutil.rmtree(aside, ignore_errors=True)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:

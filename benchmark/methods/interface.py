@@ -1,26 +1,71 @@
 """What every segmentation method implements, ours or a baseline.
 
 A method is a ``torch.nn.Module`` built as ``cls(in_channels=C, num_classes=K, **model_params)``
-with two methods. It is a structural protocol: a method package does not import the
-benchmark to satisfy it (``medflowseg`` imports nothing from ``benchmark``).
+(``model_params``: the ``method.<name>.model`` section of the parameters file) that provides what
+:class:`SegmentationMethod` lists:
 
-A method that trains and predicts by itself (nnU-Net) registers a class with the static methods
-``train_external(processed, out, method_config, reference, max_steps)`` and
-``predict_external(processed, model_dir, out, method_config)`` instead; ``segbench train`` and
-``segbench predict`` hand their stage to it, and its predictions take the format of
-``benchmark/inference.py``, so the evaluate stage is the same for every method.
+- ``loss(images, labels, generator)``: the training loss of a batch;
+- ``sample(images, n, generator, sampler=None)``: a :class:`Samples` record, the labels of ``n`` samples
+  per image and the network evaluations (NFE) of each sample, counted as they were made;
+- ``default_sampler``: the step rule ``sample`` uses when it is passed none, read-only. It is a
+  :class:`Sampler` value (the flow methods' ``medflowseg.flow.ODESolver``, MedSegDiff's DDIM schedule),
+  or None for a deterministic network, whose ``sample`` then refuses any other sampler with a ``ValueError``.
+
+The step rule is a value the caller passes in, never state to swap: the complexity stage counts a method at
+1 and 2 steps with ``sample(..., sampler=dataclasses.replace(method.default_sampler, steps=k))`` and the NFE
+sweep passes ODE solvers; neither changes the model. All randomness comes from ``generator``, so a run is
+reproducible and resumable bit for bit.
+
+It is a structural protocol: a method package does not import the benchmark to satisfy it (``medflowseg``
+imports nothing from ``benchmark``; ``Samples`` lives in ``medflowseg.sampling``). A flow-matching method
+gets ``sample`` and ``default_sampler`` by subclassing ``medflowseg.flow.FlowMatchingMethod`` and writing its
+hooks (target encoding, velocity, read-out, ...) and ``loss``. A method registers under a name through the
+``segbench.methods`` entry-point group (``benchmark/methods/registry.py``), which checks this interface.
+
+A method that configures, trains and predicts by itself (nnU-Net, ``benchmark/methods/nnunet.py``) registers
+instead a class that derives from :class:`TrainsItself` and provides its two static methods; ``segbench train``
+and ``segbench predict`` hand their stage to it, and its predictions take the format of ``benchmark/inference.py``,
+so the evaluate stage is the same for every method.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+
+from medflowseg.sampling import Samples
+
+if TYPE_CHECKING:
+    from benchmark.config import MethodConfig
+    from benchmark.records import PredictionRecord, RunRecord
+
+__all__ = ["SegmentationMethod", "Sampler", "Samples", "TrainsItself"]
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A step rule: a frozen dataclass (so ``dataclasses.replace`` makes a variant) with at least these fields."""
+
+    steps: int
+    """Steps from noise to the sample; fixed-step rules make this many (times the evaluations per step) network
+    evaluations per trajectory."""
+
+    @property
+    def adaptive(self) -> bool:
+        """True when the number of evaluations depends on the data (``steps`` then unused; dopri5)."""
+        ...
 
 
 @runtime_checkable
 class SegmentationMethod(Protocol):
-    nfe: int
-    """Network evaluations per sample in the last ``sample`` call (1 for a deterministic network)."""
+
+    @property
+    def default_sampler(self) -> Sampler | None:
+        """What ``sample`` uses without a ``sampler`` argument: the method's configured step rule, or None for a
+        deterministic network. Read-only."""
+        ...
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Training loss on a batch.
@@ -35,9 +80,62 @@ class SegmentationMethod(Protocol):
         """
         ...
 
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` segmentation samples per image: int64 ``(n, B, H, W)``.
+    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator,
+               sampler: Sampler | None = None) -> Samples:
+        """``n`` segmentation samples per image, with no effect on the model.
 
-        Deterministic methods return one sample whatever ``n`` is: ``(1, B, H, W)``.
+        Args:
+            images: float ``(B, C, H, W)``.
+            n: samples per image. Deterministic methods return one sample whatever ``n`` is.
+            generator: the only source of randomness; the same generator state gives the same samples.
+            sampler: the step rule for this call; None: ``default_sampler``. A value of the wrong kind for
+                the method (or any value for a deterministic network) raises ``TypeError`` or ``ValueError``.
+        Returns:
+            ``Samples``: ``labels`` int64 ``(n, B, H, W)`` in ``[0, K)`` (``(1, B, H, W)`` when deterministic) and
+            ``nfe``, one count per returned sample of the network evaluations that made it (all its restarts
+            and averaged draws; ``(1,)`` for a deterministic network).
         """
         ...
+
+
+class TrainsItself(abc.ABC):
+    """A method that configures, trains and predicts by itself, with its own code (nnU-Net).
+
+    The registered class derives from this one (that declaration is how ``segbench`` tells it from a
+    :class:`SegmentationMethod`; it is never instantiated) and implements both static methods. ``segbench train``
+    and ``segbench predict`` call them once, in one process (rank 0 under a multi-process launcher). The stages
+    that build a network (complexity, nfe-sweep) do not apply to it. Errors the user can fix (a bad
+    ``method_config.model``, an unsupported option) are :class:`benchmark.errors.SegbenchError`.
+    """
+
+    @staticmethod
+    @abc.abstractmethod
+    def train(processed: Path, out: Path, config: "MethodConfig", reference: str = "majority",
+              max_steps: int | None = None) -> "RunRecord":
+        """Train on the train split (and val, for the method's own validation) of ``processed``.
+
+        Args:
+            processed: a processed dataset folder (``manifest.json``, ``cases/``); never read its test split.
+            out: the run folder. Write ``out/model/`` (``meta.json``: the :class:`~benchmark.records.RunRecord`
+                returned; ``manifest.json``: a copy of the data manifest; the method's own files) and
+                ``out/loss.csv`` (``benchmark.training.trainer.write_loss_csv``), each built aside and swapped in
+                (``benchmark.data.store.staged_folder``).
+            config: the method's section, ``method.<name>`` (``model``: its own settings; ``train``, ``predict``).
+            reference: how several raters become one training label (``evaluation.reference``, a fusion of
+                ``benchmark.metrics.fusion``), as the evaluate stage builds its reference.
+            max_steps: stop early without a final model (a method that cannot raises ``SegbenchError``).
+        Returns:
+            The run record; a dataset whose manifest is not ok gives the not-run outputs
+            (``benchmark.training.trainer.write_not_run``) and a not-run record.
+        """
+
+    @staticmethod
+    @abc.abstractmethod
+    def predict(processed: Path, model_dir: Path, out: Path, config: "MethodConfig") -> "PredictionRecord":
+        """Predict every case of the test split of ``processed`` with the model ``train`` wrote in ``model_dir``.
+
+        Writes through ``benchmark.inference.write_predictions`` (which gives a not-run folder when training was
+        not run): ``out/<case>.npz`` with ``samples`` uint8 ``(n, Z, H, W)`` and ``uncertainty`` float16
+        ``(Z, H, W)``, and ``out/meta.json``, the :class:`~benchmark.records.PredictionRecord` returned, whose
+        ``nfe_per_sample`` says how network evaluations were counted (``nfe_definition``).
+        """

@@ -1,48 +1,72 @@
-"""Methods register by name through the ``segbench.methods`` entry-point group.
-
-The suite's own methods are registered the same way (in ``pyproject.toml``), so an
-external package adds a method with no edit to this repository::
-
-    [project.entry-points."segbench.methods"]
-    my-method = "my_package.module:MyMethod"
-"""
+"""Methods register by name through the ``segbench.methods`` entry-point group (:mod:`benchmark.plugins`);
+the suite's own are registered that way in ``pyproject.toml``."""
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import dataclasses
+import inspect
 
 import torch
+
+from benchmark import plugins
+from benchmark.errors import SegbenchError
 
 ENTRY_POINT_GROUP = "segbench.methods"
 
 
-class UnknownMethodError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _entry_points() -> dict:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+class UnknownMethodError(plugins.UnknownNameError):
+    pass
 
 
 def available_methods() -> list[str]:
-    return sorted(_entry_points())
+    return plugins.registered(ENTRY_POINT_GROUP)
 
 
 def method_class(name: str) -> type:
-    eps = _entry_points()
-    if name not in eps:
-        raise UnknownMethodError(f"unknown method {name!r}; registered: {sorted(eps)} "
-                                 f"(entry-point group {ENTRY_POINT_GROUP!r}; is the package installed?)")
-    return eps[name].load()
+    return plugins.load(ENTRY_POINT_GROUP, name, UnknownMethodError)
 
 
 def build_method(name: str, in_channels: int, num_classes: int, params: dict | None = None) -> torch.nn.Module:
     """Instantiate a registered method and check it implements the interface."""
-    from benchmark.methods.interface import SegmentationMethod
-
-    method = method_class(name)(in_channels=in_channels, num_classes=num_classes, **(params or {}))
-    missing = [a for a in ("loss", "sample", "nfe") if not hasattr(method, a)]
-    if missing or not isinstance(method, torch.nn.Module) or not isinstance(method, SegmentationMethod):
-        raise TypeError(f"method {name!r} ({type(method).__name__}) does not implement the interface: "
-                        f"needs an nn.Module with loss(), sample() and nfe; missing {missing}")
+    method = _construct(name, method_class(name), in_channels, num_classes, params or {})
+    problem = _interface_problem(method)
+    if problem:
+        raise TypeError(f"method {name!r} ({type(method).__module__}.{type(method).__qualname__}) does not "
+                        f"implement the interface of benchmark/methods/interface.py: {problem}")
     return method
+
+
+def _interface_problem(method) -> str | None:
+    """What ``method`` lacks of :class:`SegmentationMethod`, or None."""
+    from benchmark.methods.interface import Sampler
+
+    missing = [a for a in ("loss", "sample", "default_sampler") if not hasattr(method, a)]
+    if missing or not isinstance(method, torch.nn.Module):
+        return f"needs an nn.Module with loss(), sample() and default_sampler; missing {missing}"
+    if "sampler" not in inspect.signature(method.sample).parameters:
+        return "sample() must take a `sampler` argument: sample(images, n, generator, sampler=None)"
+    sampler = method.default_sampler
+    if sampler is not None and not (dataclasses.is_dataclass(sampler) and sampler.__dataclass_params__.frozen
+                                    and isinstance(sampler, Sampler)):
+        return (f"default_sampler must be None or a frozen dataclass with `steps` and `adaptive`; "
+                f"got {sampler!r}")
+    return None
+
+
+def _construct(name: str, cls: type, in_channels: int, num_classes: int, params: dict):
+    """``cls(in_channels, num_classes, **params)``; parameters it does not take, or a ``ValueError`` it raises
+    for a bad one (a method package does not import the suite's errors), become a :class:`ConfigError`
+    naming the method's section. Any other exception is a bug and propagates as it is."""
+    from benchmark.config import ConfigError
+    from benchmark.methods.interface import TrainsItself
+
+    if isinstance(cls, type) and issubclass(cls, TrainsItself):
+        raise SegbenchError(f"method {name!r} trains and predicts by itself; it has no network to build for this "
+                            f"stage (only `segbench train` and `segbench predict` apply to it)")
+    try:
+        inspect.signature(cls).bind(in_channels=in_channels, num_classes=num_classes, **params)
+    except TypeError as e:
+        raise ConfigError(f"method.{name}.model: {e} (the parameters of {cls.__module__}.{cls.__qualname__})") from e
+    try:
+        return cls(in_channels=in_channels, num_classes=num_classes, **params)
+    except ValueError as e:
+        raise ConfigError(f"method.{name}.model: {e}") from e

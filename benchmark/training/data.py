@@ -27,8 +27,6 @@ class SliceSet:
 
     @classmethod
     def from_cases(cls, cases: list[Case]) -> "SliceSet":
-        if not cases:
-            raise ValueError("no training cases")
         images = np.concatenate([c.image for c in cases])
         labels = np.concatenate([c.label.transpose(1, 0, 2, 3) for c in cases])
         return cls(torch.from_numpy(images), torch.from_numpy(labels))

@@ -12,24 +12,28 @@ Outputs in ``out`` (a run folder ``runs/<dataset>/<method>``):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from benchmark.config import MethodConfig, TrainConfig
-from benchmark.data.manifest import MANIFEST, file_sha256
+from benchmark.data.manifest import MANIFEST, ManifestError, file_sha256
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import atomic_write, write_json
+from benchmark.data.store import atomic_write, staged_folder, write_json
 from benchmark.methods import build_method
+from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training.data import SliceSet, batch_at
 
@@ -59,11 +63,11 @@ def latest_checkpoint(folder: Path, fingerprint: str) -> Path | None:
 def write_not_run(out: Path, reason: str) -> None:
     """Outputs of a stage whose dataset is unavailable: a status file, an empty curve."""
     (out / "model").mkdir(parents=True, exist_ok=True)
-    write_json(out / "model" / "meta.json", {"status": "not_run", "reason": reason})
+    write_record(out / "model" / "meta.json", RunRecord.not_run(reason))
     write_loss_csv(out / "loss.csv", [])
 
 
-def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps: int | None = None) -> dict:
+def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps: int | None = None) -> RunRecord:
     """Train ``method`` on the train split of ``processed``; returns the meta record.
 
     ``max_steps`` stops early (after checkpointing) without writing the final model: used to
@@ -73,6 +77,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     torch.set_num_threads(cfg.threads)
     processed, out = Path(processed), Path(out)
     manifest, cases = load_split(processed, "train")
+    if not cases:
+        raise ManifestError(f"{processed / MANIFEST}: the train split has no cases")
     info = manifest.dataset
     data = SliceSet.from_cases(cases)
     manifest_sha = file_sha256(processed / MANIFEST)
@@ -123,20 +129,20 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                                                            "history": history}, cfg.keep_checkpoints)
     bar.close()
 
-    meta = {"status": "partial" if stop < cfg.steps else "ok", "method": method, "dataset": info.name,
-            "steps": stop, "world_size": accelerator.num_processes, "device": str(accelerator.device),
-            "seconds": history[-1]["seconds"] if history else 0.0,
-            "final_loss": history[-1]["loss"] if history else None,
-            "model_params": mcfg.model, "train": resolved["train"], "predict": resolved["predict"],
-            "in_channels": info.channels, "num_classes": info.num_classes, "fingerprint": fingerprint,
-            "manifest_sha256": manifest_sha, "git_revision": git_revision(),
-            "weights_sha256": weights_hash(ema.module)}
+    meta = RunRecord(Status.PARTIAL if stop < cfg.steps else Status.OK, method=method, dataset=info.name,
+                     steps=stop, world_size=accelerator.num_processes, device=str(accelerator.device),
+                     seconds=history[-1]["seconds"] if history else 0.0,
+                     final_loss=history[-1]["loss"] if history else None,
+                     model_params=mcfg.model, train=resolved["train"], predict=resolved["predict"],
+                     in_channels=info.channels, num_classes=info.num_classes, fingerprint=fingerprint,
+                     manifest_sha256=manifest_sha, git_revision=git_revision(),
+                     weights_sha256=weights_hash(ema.module))
     if accelerator.is_main_process and stop == cfg.steps:
         (out / "model").mkdir(parents=True, exist_ok=True)
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
         atomic_write(out / "model" / "model.pt", lambda t: torch.save(payload, t))
-        write_json(out / "model" / "meta.json", meta)
+        write_record(out / "model" / "meta.json", meta)
         shutil.copy2(processed / MANIFEST, out / "model" / MANIFEST)  # the data contract beside the weights
         write_loss_csv(out / "loss.csv", history)
     accelerator.wait_for_everyone()
@@ -165,17 +171,25 @@ class LossForward(torch.nn.Module):
 
 
 def _checkpoint(accelerator: Accelerator, folder: Path, step: int, state: dict, keep: int):
-    """Save the full training state as ``step-XXXXXXX/`` (written under a temporary name, then renamed)."""
-    final = folder / f"{CKPT_PREFIX}{step:07d}"
-    tmp = folder / f".{CKPT_PREFIX}{step:07d}.tmp"
+    """Save the full training state as ``step-XXXXXXX/`` (built aside, then swapped in)."""
+    with _staged_on_main(accelerator, folder / f"{CKPT_PREFIX}{step:07d}") as tmp:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            write_json(tmp / "state.json", {"step": step, **state})
+        accelerator.wait_for_everyone()  # every process has written its part before the swap
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        write_json(tmp / "state.json", {"step": step, **state})
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
         for old in sorted(folder.glob(f"{CKPT_PREFIX}*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _staged_on_main(accelerator: Accelerator, dest: Path) -> Iterator[Path]:
+    """:func:`~benchmark.data.store.staged_folder` run by the main process; every process writes into its
+    temporary folder, whose name the main process sends to the others."""
+    if accelerator.is_main_process:
+        with staged_folder(dest) as tmp:
+            broadcast_object_list([str(tmp)])
+            yield tmp
+    else:
+        yield Path(broadcast_object_list([None])[0])

@@ -1,9 +1,9 @@
 """Integrate a learned velocity field from t = 0 to t = 1 with torchdiffeq.
 
-The sampling loop (here) is apart from the step rule (torchdiffeq's ``method``), so
-solvers swap freely. Fixed-step solvers take ``steps`` uniform steps; ``dopri5`` is
-adaptive with ``rtol``/``atol``. Every call counts the network evaluations (NFE)
-actually made, rather than inferring them from the step count.
+The integration (here) is apart from the step rule (torchdiffeq's ``method``); a solver is a
+value, which the caller of ``sample`` may pass in (``medflowseg.flow.matching``). Fixed-step
+solvers take ``steps`` uniform steps; ``dopri5`` is adaptive with ``rtol``/``atol``. Every call
+counts the network evaluations (NFE) actually made, rather than inferring them from the step count.
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ class ODESolver:
             raise ValueError(f"ODE solver {self.method!r} not in {sorted(FIXED_STEP_SOLVERS) + list(ADAPTIVE_SOLVERS)}")
         if self.method in FIXED_STEP_SOLVERS and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+    @property
+    def adaptive(self) -> bool:
+        """True for dopri5: its evaluations depend on the data and ``steps`` is not used."""
+        return self.method in ADAPTIVE_SOLVERS
 
     def solve(self, velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
               t0: float = 0.0, steps: int | None = None) -> SolveResult:

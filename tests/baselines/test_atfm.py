@@ -155,12 +155,12 @@ def test_stages_switch_after_gtr_steps_and_the_counter_survives_a_checkpoint():
     assert all(p.grad is None for p in model.gtr_frozen.parameters())
     # the frozen copy is the GTR at the switch, and later changes to the trained GTR do not reach it
     assert all(torch.equal(a, b) for a, b in zip(model.gtr_frozen.parameters(), model.gtr.parameters()))
-    before = model.sample(images, 2, torch.Generator().manual_seed(3))
+    before = model.sample(images, 2, torch.Generator().manual_seed(3)).labels
     with torch.no_grad():
         for p in model.gtr.parameters():
             p.add_(1.0)
     model.loss(images, labels, g)
-    assert torch.equal(model.sample(images, 2, torch.Generator().manual_seed(3)), before)
+    assert torch.equal(model.sample(images, 2, torch.Generator().manual_seed(3)).labels, before)
     # the stage counter is in the state dict and restores the stage
     state = model.state_dict()
     assert int(state["trained_steps"]) == 4
@@ -195,24 +195,25 @@ def test_under_ddp_every_trainable_parameter_gets_a_gradient(monkeypatch):
 def test_sample_shapes_nfe_and_determinism(k):
     model = _model(k).eval()
     images, _ = _batch(k, b=3)
-    out = model.sample(images, 2, torch.Generator().manual_seed(0))
+    drawn = model.sample(images, 2, torch.Generator().manual_seed(0))
+    out = drawn.labels
     assert out.shape == (2, 3, 16, 16) and out.dtype == torch.int64
-    assert out.min() >= 0 and out.max() < k and model.nfe == 3
-    assert torch.equal(model.sample(images, 2, torch.Generator().manual_seed(0)), out)
-    assert not torch.equal(model.sample(images, 2, torch.Generator().manual_seed(1)), out)
-    model.solver = dataclasses.replace(model.solver, steps=2)      # read at call time (complexity counter)
-    model.sample(images, 1, torch.Generator().manual_seed(0))
-    assert model.nfe == 2
+    assert out.min() >= 0 and out.max() < k and drawn.nfe == (3, 3)
+    assert torch.equal(model.sample(images, 2, torch.Generator().manual_seed(0)).labels, out)
+    assert not torch.equal(model.sample(images, 2, torch.Generator().manual_seed(1)).labels, out)
+    fewer = dataclasses.replace(model.default_sampler, steps=2)      # passed per call (complexity counter)
+    assert model.sample(images, 1, torch.Generator().manual_seed(0), fewer).nfe == (2,)
+    assert model.default_sampler.steps == 3
 
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_untrained_flow_returns_the_thresholded_gtr_draw(k):
     model = _model(k).eval()
     images, _ = _batch(k)
-    out = model.sample(images, 2, torch.Generator().manual_seed(4))
+    out = model.sample(images, 2, torch.Generator().manual_seed(4)).labels
     g = torch.Generator().manual_seed(4)
     prior = model.frozen_prior(images)
-    draws = [model.decode(model.activate(prior.rsample(1, g)[0])) for _ in range(2)]
+    draws = [model.read_out(model.activate(prior.rsample(1, g)[0])) for _ in range(2)]
     assert torch.equal(out, torch.stack(draws))
     assert not torch.equal(out[0], out[1])            # the GTR's draws differ
 
@@ -252,7 +253,7 @@ def test_tiny_overfit_learns_a_square():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out = model.eval().sample(images, 2, torch.Generator().manual_seed(0)).float()
+    out = model.eval().sample(images, 2, torch.Generator().manual_seed(0)).labels.float()
     target = labels.float().expand_as(out)
     dice = 2 * (out * target).sum() / (out.sum() + target.sum())
     assert dice > 0.9

@@ -9,7 +9,7 @@ import torch
 
 from baselines.flowsdf import FlowSDF, sdf_to_labels, signed_distance
 from benchmark.methods import build_method
-from medflowseg.flow import LinearPath
+from medflowseg.flow import LinearPath, ODESolver
 
 TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "rrdb_growth": 4}
 
@@ -72,15 +72,25 @@ def test_ot_path_with_sigma_min():
     assert torch.allclose(path.sample(x0, x1, t).u, numeric, atol=1e-3)
 
 
-@pytest.mark.parametrize("nfe, injections, mmse, expected", [(4, 1, 1, 4), (4, 2, 1, 4 + 2), (4, 4, 1, 4 + 3 + 2 + 1),
-                                                             (4, 1, 3, 12)])
-def test_sampling_counts_network_evaluations_exactly(nfe, injections, mmse, expected):
+@pytest.mark.parametrize("steps, injections, mmse, expected", [(4, 1, 1, 4), (4, 2, 1, 4 + 2),
+                                                               (4, 4, 1, 4 + 3 + 2 + 1), (4, 1, 3, 12),
+                                                               (4, 2, 3, 3 * (4 + 2))])
+def test_sampling_counts_network_evaluations_exactly(steps, injections, mmse, expected):
+    """Per returned sample: every restart's Euler steps (step size 1 / steps from t = k / T) of every MMSE draw."""
     torch.manual_seed(0)
-    model = FlowSDF(1, 3, nfe=nfe, noise_injection_steps=injections, mmse_samples=mmse, **TINY).eval()
+    model = FlowSDF(1, 3, steps=steps, noise_injection_steps=injections, mmse_samples=mmse, **TINY).eval()
     g = torch.Generator().manual_seed(0)
     out = model.sample(torch.randn(2, 1, 16, 16), 2, g)
-    assert out.shape == (2, 2, 16, 16) and out.dtype == torch.int64 and 0 <= out.min() and out.max() < 3
-    assert model.nfe == expected
+    assert out.labels.shape == (2, 2, 16, 16) and out.labels.dtype == torch.int64
+    assert 0 <= out.labels.min() and out.labels.max() < 3
+    assert out.nfe == (expected, expected)
+
+
+def test_a_passed_sampler_sets_the_steps_of_every_restart():
+    torch.manual_seed(0)
+    model = FlowSDF(1, 3, steps=4, noise_injection_steps=2, mmse_samples=2, **TINY).eval()
+    out = model.sample(torch.randn(1, 1, 16, 16), 1, torch.Generator(), ODESolver("euler", 8))
+    assert out.nfe == (2 * (8 + 4),) and model.default_sampler == ODESolver("euler", 4)
 
 
 def test_loss_trains_the_image_encoder_and_is_registered():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.medsegdiff import DDIMSolver, FFParser, MedSegDiff, NoiseSchedule
+from baselines.medsegdiff import DDIMSampler, FFParser, MedSegDiff, NoiseSchedule
 
 TINY = {"image_size": 16, "channels": (8, 16, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4,
-        "cond_channels": (4, 8, 8), "ddim_steps": 3}
+        "cond_channels": (4, 8, 8), "steps": 3}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,34 +89,36 @@ def test_one_ddim_step_is_the_closed_form_update():
 
 
 def test_ddim_timesteps_are_even_over_the_schedule():
-    assert DDIMSolver(steps=1).timesteps(1000) == [999]
-    assert DDIMSolver(steps=10).timesteps(1000) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
-    assert DDIMSolver(steps=1000).timesteps(1000) == list(range(999, -1, -1))
+    assert DDIMSampler(steps=1).timesteps(1000) == [999]
+    assert DDIMSampler(steps=10).timesteps(1000) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+    assert DDIMSampler(steps=1000).timesteps(1000) == list(range(999, -1, -1))
     with pytest.raises(ValueError):
-        DDIMSolver(steps=1001).timesteps(1000)
+        DDIMSampler(steps=1001).timesteps(1000)
     with pytest.raises(ValueError):
-        DDIMSolver(method="euler")
+        DDIMSampler(steps=0)
+    with pytest.raises(ValueError):
+        DDIMSampler(eta=-0.1)
 
 
 def test_model_sampling_with_a_stub_network_follows_the_ddim_chain():
-    model = _model(2, clip_x0=False, ddim_steps=2)
+    model = _model(2, clip_x0=False, steps=2)
     eps = torch.randn(1, 1, 16, 16)
     model.denoise = lambda x_t, images, t, with_cal=False: (eps, None)
     images = torch.zeros(1, 1, 16, 16)
-    x0, _ = model.sample_x0(images, torch.Generator().manual_seed(5))
+    x0, _ = model.sample_x0(images, torch.Generator().manual_seed(5), model.default_sampler)
     x_T = torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(5))
     s = model.schedule
     a999, a0 = s.alphas_cumprod[999].item(), s.alphas_cumprod[0].item()
     x0_pred = (x_T - math.sqrt(1 - a999) * eps) / math.sqrt(a999)
     x_0 = math.sqrt(a0) * x0_pred + math.sqrt(1 - a0) * eps  # the step 999 -> 0
     expected = (x_0 - math.sqrt(1 - a0) * eps) / math.sqrt(a0)  # the step 0 -> x0
-    assert model.nfe == 2 and torch.allclose(x0, expected, rtol=1e-4, atol=1e-3)
+    assert torch.allclose(x0, expected, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("num_classes, label_scale, steps", [(2, "01", 1), (2, "pm1", 3), (4, "01", 10),
                                                             (4, "pm1", 2)])
 def test_ddim_with_the_true_noise_recovers_the_mask_exactly(num_classes, label_scale, steps):
-    model = _model(num_classes, label_scale=label_scale, ddim_steps=steps).eval()
+    model = _model(num_classes, label_scale=label_scale, steps=steps).eval()
     labels = torch.randint(0, num_classes, (2, 16, 16), generator=torch.Generator().manual_seed(3))
     x0 = model.encode(labels)
     s = model.schedule
@@ -127,8 +129,9 @@ def test_ddim_with_the_true_noise_recovers_the_mask_exactly(num_classes, label_s
 
     model.denoise = oracle
     sample = model.sample(torch.zeros(2, 1, 16, 16), 2, torch.Generator().manual_seed(0))
-    assert model.nfe == steps and torch.equal(sample, labels.expand(2, -1, -1, -1))
-    assert torch.allclose(model.sample_x0(torch.zeros(2, 1, 16, 16), torch.Generator())[0], x0, atol=1e-4)
+    assert sample.nfe == (steps, steps) and torch.equal(sample.labels, labels.expand(2, -1, -1, -1))
+    x0_sampled = model.sample_x0(torch.zeros(2, 1, 16, 16), torch.Generator(), model.default_sampler)[0]
+    assert torch.allclose(x0_sampled, x0, atol=1e-4)
 
 
 # ---- FF-Parser --------------------------------------------------------------------------------------------------
@@ -161,28 +164,36 @@ def test_ff_parser_filters_in_frequency_and_trains():
 @pytest.mark.parametrize("num_classes", [2, 4])
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_sample_shapes_nfe_and_reproducibility(num_classes, calibrated):
-    model = _model(num_classes, ddim_steps=4, calibrated_output=calibrated).eval()
+    model = _model(num_classes, steps=4, calibrated_output=calibrated).eval()
     images = torch.randn(2, 1, 16, 16)
-    out = model.sample(images, 3, torch.Generator().manual_seed(7))
+    drawn = model.sample(images, 3, torch.Generator().manual_seed(7))
+    out = drawn.labels
     assert out.shape == (3, 2, 16, 16) and out.dtype == torch.int64
     assert 0 <= out.min() and out.max() < num_classes
-    assert model.nfe == 4
-    assert torch.equal(out, model.sample(images, 3, torch.Generator().manual_seed(7)))
-    a = model.sample_x0(images, torch.Generator().manual_seed(7))[0]
-    b = model.sample_x0(images, torch.Generator().manual_seed(8))[0]
+    assert drawn.nfe == (4, 4, 4)
+    assert torch.equal(out, model.sample(images, 3, torch.Generator().manual_seed(7)).labels)
+    a = model.sample_x0(images, torch.Generator().manual_seed(7), model.default_sampler)[0]
+    b = model.sample_x0(images, torch.Generator().manual_seed(8), model.default_sampler)[0]
     assert not torch.allclose(a, b)
-    model.solver = dataclasses.replace(model.solver, steps=1)  # what the complexity counter does
-    model.sample(images, 1, torch.Generator().manual_seed(0))
-    assert model.nfe == 1
+    one = dataclasses.replace(model.default_sampler, steps=1)  # what the complexity counter passes
+    assert model.sample(images, 1, torch.Generator().manual_seed(0), one).nfe == (1,)
+    assert model.default_sampler == DDIMSampler(4)
+
+
+def test_sample_refuses_an_ode_solver():
+    from medflowseg.flow import ODESolver
+
+    with pytest.raises(TypeError, match="DDIMSampler"):
+        _model(2).sample(torch.zeros(1, 1, 16, 16), 1, torch.Generator(), ODESolver("euler", 2))
 
 
 def test_ancestral_sampling_draws_from_the_generator_only():
-    model = _model(2, ddim_steps=3, ddim_eta=1.0).eval()
+    model = _model(2, steps=3, eta=1.0).eval()
     images = torch.randn(1, 1, 16, 16)
     torch.manual_seed(0)
-    a = model.sample_x0(images, torch.Generator().manual_seed(1))[0]
+    a = model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler)[0]
     torch.manual_seed(1)  # the global RNG must not matter
-    assert torch.equal(a, model.sample_x0(images, torch.Generator().manual_seed(1))[0])
+    assert torch.equal(a, model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler)[0])
 
 
 def test_calibrated_output_is_the_official_blend():
@@ -230,4 +241,4 @@ def test_invalid_configurations_are_refused():
     with pytest.raises(ValueError):
         MedSegDiff(1, 2, **{**TINY, "label_scale": "logits"})
     with pytest.raises(ValueError):
-        MedSegDiff(1, 2, **{**TINY, "ddim_steps": 0})
+        MedSegDiff(1, 2, **{**TINY, "steps": 0})

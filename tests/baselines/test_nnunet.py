@@ -1,8 +1,10 @@
 """nnU-Net through the real nnunetv2 package: export of the train/val splits, import of its outputs, and the whole
 round trip (export -> plan/preprocess -> train -> predict -> import -> evaluate) twice, through the CLI and the API,
-with identical results."""
+with identical results. ``baselines/nnunet.py`` is nnU-Net's side (no suite imports); ``benchmark/methods/nnunet.py``
+is the registered method that trains itself."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
@@ -13,13 +15,17 @@ import numpy as np
 import pytest
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from baselines import nnunet
-from benchmark.cli import main
+from baselines.nnunet import write_volume
+from benchmark.cli import _trains_itself, main
 from benchmark.config import ConfigError, MethodConfig, load_config
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import CaseEntry, Manifest, file_sha256, load_manifest, slice_hashes
 from benchmark.data.store import CaseFileError, load_arrays, save_case
+from benchmark.errors import SegbenchError
 from benchmark.evaluation import evaluate
+from benchmark.methods import nnunet
+from benchmark.methods.interface import TrainsItself
+from benchmark.methods.registry import build_method
 from tests.conftest import TINY_PARAMS, write_params
 
 SPACING = (5.0, 1.5, 1.25)  # (z, y, x) mm
@@ -87,7 +93,7 @@ def test_export_refuses_a_missing_processed_dataset(tmp_path):
 
 def test_import_turns_an_nnunet_segmentation_into_the_prediction_format(tmp_path):
     seg = np.random.default_rng(1).integers(0, 4, (3, 7, 9)).astype(np.uint8)
-    nnunet.write_volume(tmp_path / "img.nii.gz", seg.astype(np.float32), SPACING)
+    write_volume(tmp_path / "img.nii.gz", seg.astype(np.float32), SPACING)
     _, props = SimpleITKIO().read_images([str(tmp_path / "img.nii.gz")])
     SimpleITKIO().write_seg(seg, str(tmp_path / "case.nii.gz"), props)  # as nnU-Net's predictor writes it
 
@@ -119,16 +125,31 @@ def test_settings_name_a_bad_key_or_value():
         nnunet.NNUNetSettings.from_model({"use_mirroring": "no"})
 
 
+def test_nnunet_is_a_declared_trains_itself_and_baselines_import_nothing_from_the_suite():
+    assert issubclass(nnunet.NNUNet, TrainsItself) and _trains_itself("nnunet") is nnunet.NNUNet
+    assert _trains_itself("unet") is None and _trains_itself("no-such-method") is None
+    with pytest.raises(SegbenchError, match="'nnunet' trains and predicts by itself"):
+        build_method("nnunet", 1, 2, {})
+    with pytest.raises(SegbenchError, match="--max-steps is not supported"):
+        nnunet.NNUNet.train(Path("unused"), Path("unused"), MethodConfig(), max_steps=3)
+    for module in sorted((Path(__file__).resolve().parents[2] / "baselines").glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m.split(".")[0] == "benchmark"], module
+
+
 def test_not_run_dataset_and_missing_model(tmp_path):
     _toy_processed(tmp_path / "processed", status="not_run")
     mcfg = MethodConfig(model=TINY_NNUNET)
-    meta = nnunet.train_external(tmp_path / "processed", tmp_path / "run", mcfg)
+    meta = nnunet.NNUNet.train(tmp_path / "processed", tmp_path / "run", mcfg).to_json()
     assert meta["status"] == "not_run"
     assert json.loads((tmp_path / "run" / "model" / "meta.json").read_text())["status"] == "not_run"
-    pred = nnunet.predict_external(tmp_path / "processed", tmp_path / "run" / "model", tmp_path / "run" / "pred", mcfg)
+    pred = nnunet.NNUNet.predict(tmp_path / "processed", tmp_path / "run" / "model", tmp_path / "run" / "pred",
+                                   mcfg).to_json()
     assert pred["status"] == "not_run" and json.loads((tmp_path / "run" / "pred" / "meta.json").read_text()) == pred
     with pytest.raises(CaseFileError, match="trained nnU-Net model is missing"):
-        nnunet.predict_external(tmp_path / "processed", tmp_path / "nothing", tmp_path / "pred2", mcfg)
+        nnunet.NNUNet.predict(tmp_path / "processed", tmp_path / "nothing", tmp_path / "pred2", mcfg)
 
 
 def test_cli_gives_a_not_run_dataset_the_usual_not_run_outputs(tmp_path, monkeypatch):
@@ -144,7 +165,7 @@ def test_cli_gives_a_not_run_dataset_the_usual_not_run_outputs(tmp_path, monkeyp
 
 def _dice(processed: Path, predictions: Path, out: Path, cfg) -> float:
     m = evaluate(processed, predictions, out, dataclasses.replace(cfg.evaluation, workers=1), "nnunet")
-    return m["average"]["dice"]
+    return m.average["dice"]
 
 
 def test_round_trip_trains_predicts_and_repeats_exactly(tiny_project, monkeypatch):
@@ -162,8 +183,8 @@ def test_round_trip_trains_predicts_and_repeats_exactly(tiny_project, monkeypatc
     run1 = tiny_project / "runs" / "phantom-cardiac" / "nnunet"
     mcfg = cfg.method_config("nnunet")
     run2 = tiny_project / "api"
-    meta2 = nnunet.train_external(processed, run2, mcfg, cfg.evaluation.reference)
-    pred2 = nnunet.predict_external(processed, run2 / "model", run2 / "predictions", mcfg)
+    meta2 = nnunet.NNUNet.train(processed, run2, mcfg, cfg.evaluation.reference).to_json()
+    pred2 = nnunet.NNUNet.predict(processed, run2 / "model", run2 / "predictions", mcfg).to_json()
 
     assert {k: v for k, v in os.environ.items() if k.startswith("nnUNet")} == env_before  # set for the run only
     meta1 = json.loads((run1 / "model" / "meta.json").read_text())
@@ -174,7 +195,7 @@ def test_round_trip_trains_predicts_and_repeats_exactly(tiny_project, monkeypatc
         assert meta["nnunet"]["plans"]["configuration"] == "2d" and meta["nnunet"]["params"] > 0
         assert (run / "model" / "nnunet" / "fold_0" / "checkpoint_final.pth").is_file()
         assert (run / "model" / "nnunet" / "plans.json").is_file() and (run / "model" / "manifest.json").is_file()
-        assert not (run / nnunet.WORK).exists() and not (run / ".model.tmp").exists()
+        assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no work or temporary folder
         assert len((run / "loss.csv").read_text().splitlines()) == 1 + 2  # header + one row per epoch
     assert meta1["weights_sha256"] == meta2["weights_sha256"]
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from benchmark.methods import build_method
+from medflowseg.flow import ODESolver
 
 TINY = {"unetr": {"img_size": 64, "feature_size": 8, "hidden_size": 48, "mlp_dim": 96, "num_heads": 4},
         "swin-unetr": {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2)}}
@@ -22,7 +23,10 @@ def test_trains_and_predicts_one_sample(name):
     unused = [n for n, p in method.named_parameters() if p.grad is None]
     assert torch.isfinite(loss) and not unused, "every counted parameter is one the network uses"
     out = method.sample(images, 5, g)
-    assert out.shape == (1, 2, 64, 64) and out.dtype == torch.int64 and method.nfe == 1
+    assert out.labels.shape == (1, 2, 64, 64) and out.labels.dtype == torch.int64 and out.nfe == (1,)
+    assert method.default_sampler is None
+    with pytest.raises(ValueError, match="deterministic network and takes no sampler"):
+        method.sample(images, 1, g, sampler=ODESolver("euler", 2))
 
 
 def test_unetr_names_the_setting_when_the_image_size_differs():

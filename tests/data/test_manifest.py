@@ -3,22 +3,21 @@ the refusal to write a leaking dataset, manifest I/O and the ``check-leaks`` CLI
 from __future__ import annotations
 
 import json
-import types
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import benchmark.data.preprocess as preprocess_mod
-import benchmark.data.sources as sources
 from benchmark.cli import main
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import (BLANK, SPLITS, CaseEntry, Manifest, ManifestError, assign_splits, check_leaks,
                                      load_manifest, slice_hashes)
+from benchmark.data import registry
+from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
-from benchmark.data.sources import PhantomSource, fetch
+from benchmark.data.sources import fetch
 
 INFO = DatasetInfo(name="phantom-unit", modality="MRI", channels=1, class_names=("background", "fg"))
 FRACTIONS = {"train": 0.6, "val": 0.1, "test": 0.3}
@@ -168,11 +167,6 @@ def _generate_with_duplicate(seed: int, n_subjects: int, size: int) -> list[Case
     return cases
 
 
-DUP = types.ModuleType("fake_phantom_dup")
-DUP.INFO = INFO
-DUP.generate = _generate_with_duplicate
-
-
 class DupSource(PhantomSource):
     """Puts the two subjects with the identical image into train and test (or, with
     ``leak = False``, both into test, which is a valid subject-level split)."""
@@ -190,12 +184,11 @@ class DupSource(PhantomSource):
 
 @pytest.fixture
 def dup_source(monkeypatch):
-    def get_source(name):
+    def dataset_source(name):
         assert name == INFO.name
-        return DupSource(DUP)
+        return DupSource(INFO, _generate_with_duplicate)
 
-    monkeypatch.setattr(sources, "get_source", get_source)
-    monkeypatch.setattr(preprocess_mod, "get_source", get_source)
+    monkeypatch.setattr(registry, "dataset_source", dataset_source)
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["no-previous-output", "previous-output"])

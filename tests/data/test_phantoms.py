@@ -1,4 +1,5 @@
-"""The phantom generators: determinism, the case contract, label content, raters."""
+"""The phantom generators: determinism, the case contract, label content, raters; each registered through the
+``segbench.datasets`` entry-point group as a :class:`PhantomSource`."""
 from __future__ import annotations
 
 import functools
@@ -8,8 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from benchmark.data.phantoms import PHANTOMS
+from benchmark.data.phantoms import PhantomSource
+from benchmark.data.registry import available_datasets, dataset_source
 
+PHANTOMS: dict[str, PhantomSource] = {n: s for n in available_datasets()
+                                      if isinstance(s := dataset_source(n), PhantomSource)}
 NAMES = sorted(PHANTOMS)
 N_SET = 40  # subjects in the shared set used for content checks
 
@@ -31,10 +35,11 @@ def assert_same_cases(a, b):
 def test_registry():
     assert NAMES == sorted(["phantom-cardiac", "phantom-brain", "phantom-fundus", "phantom-gland",
                             "phantom-echo", "phantom-lesion"])
-    for name, mod in PHANTOMS.items():
-        assert mod.INFO.name == name and mod.INFO.phantom and mod.INFO.stands_for
-        assert mod.INFO.class_names[0] == "background"
-    assert PHANTOMS["phantom-lesion"].INFO.n_annotators == 4
+    for name, source in PHANTOMS.items():
+        assert source.info.name == name and source.info.phantom and source.info.stands_for
+        assert source.info.class_names[0] == "background"
+        assert source.generate.__module__ == f"benchmark.data.phantoms.{name.removeprefix('phantom-')}"
+    assert PHANTOMS["phantom-lesion"].info.n_annotators == 4
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -55,7 +60,7 @@ def test_subject_independent_of_count(name):
 
 @pytest.mark.parametrize("name,size", list(itertools.product(NAMES, [64, 96, 128])))
 def test_case_contract(name, size):
-    info = PHANTOMS[name].INFO
+    info = PHANTOMS[name].info
     cases = shared_set(name)[:6] if size == 64 else PHANTOMS[name].generate(1, 2, size)
     assert len({c.case_id for c in cases}) == len(cases)
     for c in cases:
@@ -71,7 +76,7 @@ def test_case_contract(name, size):
 @pytest.mark.parametrize("name", NAMES)
 def test_class_presence(name):
     cases = shared_set(name)
-    info = PHANTOMS[name].INFO
+    info = PHANTOMS[name].info
     present = np.array([[np.any(c.label == k) for k in range(1, info.num_classes)] for c in cases])
     assert present.mean(0).min() > 0.5, dict(zip(info.class_names[1:], present.mean(0)))
     assert len({c.subject_id for c in cases}) == N_SET

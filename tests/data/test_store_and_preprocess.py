@@ -2,27 +2,26 @@
 problem, and a failed preprocess leaves nothing half-written (no output, or the previous one intact).
 
 The dataset is a tiny hand-built phantom (6 subjects x 2 cases, 3 channels, 2 slices, 32x32)
-served through the real ``PhantomSource``; ``get_source`` is patched so the tests do not depend
+served through the real ``PhantomSource``; ``registry.dataset_source`` is patched so the tests do not depend
 on the phantom generators.
 """
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-import benchmark.data.preprocess as preprocess_mod
-import benchmark.data.sources as sources
 from benchmark.cli import main
 from benchmark.config import DataConfig
+from benchmark.data import registry
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import SPLITS, ManifestError, file_sha256, load_manifest
+from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
-from benchmark.data.sources import PhantomSource, fetch
+from benchmark.data.sources import fetch
 from benchmark.data.store import CaseFileError, atomic_write, load_case, save_case
 
 NAME = "phantom-unit"
@@ -46,21 +45,15 @@ def _generate(seed: int, n_subjects: int, size: int) -> list[Case]:
     return cases
 
 
-FAKE_PHANTOM = types.ModuleType("fake_phantom_unit")
-FAKE_PHANTOM.INFO = INFO
-FAKE_PHANTOM.generate = _generate
-
-
 @pytest.fixture(autouse=True)
 def fake_source(monkeypatch):
-    """Route NAME to a PhantomSource over the hand-built generator, in sources and in preprocess."""
-    def get_source(name):
+    """Route NAME to a PhantomSource over the hand-built generator, for fetch and preprocess."""
+    def dataset_source(name):
         if name != NAME:
             raise KeyError(f"unknown dataset {name!r}")
-        return PhantomSource(FAKE_PHANTOM)
+        return PhantomSource(INFO, _generate)
 
-    monkeypatch.setattr(sources, "get_source", get_source)
-    monkeypatch.setattr(preprocess_mod, "get_source", get_source)
+    monkeypatch.setattr(registry, "dataset_source", dataset_source)
 
 
 @pytest.fixture
@@ -390,3 +383,75 @@ def test_replace_folder_keeps_the_old_folder_until_the_new_one_is_in_place(tmp_p
     monkeypatch.setattr(Path, "rename", real_rename)
     replace_folder(new, dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and (dest / "new.txt").is_file()
+
+
+# ---------------------------------------------------------------- build a folder, then swap it in
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_staged_folder_swaps_in_only_a_complete_folder(tmp_path):
+    from benchmark.data.store import staged_folder
+    dest = tmp_path / "out"
+    with staged_folder(dest) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.") and tmp.is_dir() and not any(tmp.iterdir())
+        (tmp / "a.txt").write_text("first")
+        assert not dest.exists()                               # nothing in place until the block succeeds
+    assert snapshot(dest) == {"a.txt": b"first"} and _hidden(tmp_path) == []
+    (tmp_path / "plain").mkdir()
+    assert dest.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777  # as mkdir() makes it, not 0700
+    (tmp_path / "plain").rmdir()
+
+    with staged_folder(dest) as tmp:
+        (tmp / "b.txt").write_text("second")
+        assert snapshot(dest) == {"a.txt": b"first"}           # the old folder stays until the swap
+    assert snapshot(dest) == {"b.txt": b"second"} and _hidden(tmp_path) == []
+
+
+def test_staged_folder_failure_keeps_the_old_folder_and_no_temporary_one(tmp_path):
+    from benchmark.data.store import staged_folder
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(KeyError, match="boom"):
+        with staged_folder(dest) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise KeyError("boom")
+    assert snapshot(dest) == {"old.txt": b"old"} and _hidden(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt):                     # an interruption cleans up as well
+        with staged_folder(tmp_path / "new"):
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_concurrent_builders_of_one_folder_each_get_their_own_and_one_wins_whole(tmp_path):
+    import threading
+
+    from benchmark.data.store import staged_folder
+    dest = tmp_path / "out"
+    both_inside = threading.Barrier(2, timeout=30)
+    seen: dict[str, Path] = {}
+    errors: list[BaseException] = []
+
+    def build(who: str) -> None:
+        try:
+            with staged_folder(dest) as tmp:
+                seen[who] = tmp
+                for k in range(50):
+                    (tmp / f"{k}.txt").write_text(who)
+                both_inside.wait()                             # both temporary folders exist at once
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    for _ in range(20):                                        # the swaps race each time; none may fail
+        seen.clear()
+        threads = [threading.Thread(target=build, args=(who,)) for who in ("A", "B")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert seen["A"] != seen["B"]
+        contents = set(snapshot(dest).values())
+        assert contents in ({b"A"}, {b"B"}) and len(snapshot(dest)) == 50   # one builder's whole folder
+        assert _hidden(tmp_path) == []

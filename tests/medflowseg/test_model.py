@@ -98,7 +98,7 @@ def test_loss_is_velocity_l1_plus_weighted_aux():
     full = m.loss(images, labels, gen(5))
     m.config = MedFlowSegConfig(**{**m.config.__dict__, "aux_weight": 0.0})
     vel_only = m.loss(images, labels, gen(5))
-    cond = m.condition(images)
+    cond = m.condition(images, in_loss=True)
     aux = m.aux_loss(cond.aux_logits, labels[:, None])
     torch.testing.assert_close(full, vel_only + 0.1 * aux)
 
@@ -110,11 +110,12 @@ def test_sampling_runs_the_condition_network_once():
     flow_calls = []
     m.flow_net.register_forward_hook(lambda *a: flow_calls.append(1))
     images, _ = batch(b=3)
-    s = m.sample(images, 4, gen())
+    drawn = m.sample(images, 4, gen())
+    s = drawn.labels
     assert s.shape == (4, 3, 16, 16) and s.dtype == torch.int64
     assert s.min() >= 0 and s.max() < 3
-    assert len(calls) == 1 and len(flow_calls) == 4 * 3 and m.nfe == 3
-    s2 = m.sample(images, 4, gen())
+    assert len(calls) == 1 and len(flow_calls) == 4 * 3 and drawn.nfe == (3, 3, 3, 3)
+    s2 = m.sample(images, 4, gen()).labels
     assert torch.equal(s, s2), "seeded sampling is reproducible"
     assert not torch.equal(s[0], s[1]) or not torch.equal(s[1], s[2]), "samples start from fresh noise"
 
@@ -134,17 +135,17 @@ def test_velocity_depends_on_time_and_image_in_every_variant():
         m = tiny(cls).eval()
         images, _ = batch()
         x = torch.randn(2, 3, 16, 16, generator=gen(1))
-        cond = m.condition(images)
+        cond = m.condition(images, in_loss=False)
         v1 = m.velocity(x, torch.full((2,), 0.1), cond)
         assert not torch.allclose(v1, m.velocity(x, torch.full((2,), 0.9), cond)), cls.__name__
-        other = m.condition(torch.randn(2, 1, 16, 16, generator=gen(7)))
+        other = m.condition(torch.randn(2, 1, 16, 16, generator=gen(7)), in_loss=False)
         assert not torch.allclose(v1, m.velocity(x, torch.full((2,), 0.1), other)), f"{cls.__name__} sees the image"
 
 
 def test_concat_merge_and_dopri5():
     m = tiny(bottleneck_merge="concat", solver="dopri5", rtol=1e-2, atol=1e-2).eval()
     s = m.sample(batch()[0], 1, gen())
-    assert s.shape == (1, 2, 16, 16) and m.nfe > 0
+    assert s.labels.shape == (1, 2, 16, 16) and s.nfe[0] > 0 and s.nfe[0] % 6 == 2   # dopri5: 6 per step + 2
 
 
 def test_the_paper_profile_builds_the_pinned_model():
@@ -158,7 +159,7 @@ def test_the_paper_profile_builds_the_pinned_model():
     assert (mcfg.predict.n_samples, cfg.evaluation.fusion, cfg.data.size) == (10, "staple", 256)
     with torch.device("meta"):
         m = build_method("medflowseg", 1, 4, mcfg.model)
-    assert n_params(m) == 52_837_192 and m.solver.steps == 50
+    assert n_params(m) == 52_837_192 and m.default_sampler.steps == 50
 
 
 def test_one_training_step_of_the_default_profile_config():

@@ -17,20 +17,23 @@ DEMO_MODULE = '''
 import torch
 from torch import nn
 
+from medflowseg.sampling import Samples
+
 
 class Demo(nn.Module):
+    default_sampler = None
+
     def __init__(self, in_channels, num_classes, width=2):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, 1)
         self.width = width
-        self.nfe = 1
 
     def loss(self, images, labels, generator):
         return nn.functional.cross_entropy(self.conv(images), labels)
 
     @torch.no_grad()
-    def sample(self, images, n, generator):
-        return self.conv(images).argmax(dim=1).unsqueeze(0)
+    def sample(self, images, n, generator, sampler=None):
+        return Samples(self.conv(images).argmax(dim=1).unsqueeze(0), (1,))
 '''
 
 BROKEN_MODULE = '''
@@ -38,6 +41,19 @@ from torch import nn
 
 
 class NoSample(nn.Module):
+    default_sampler = None
+
+    def __init__(self, in_channels, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+
+    def loss(self, images, labels, generator):
+        return self.conv(images).mean()
+
+
+class OldContract(nn.Module):
+    """The contract before issue 15: an ``nfe`` attribute set by ``sample``, no sampler argument."""
+
     def __init__(self, in_channels, num_classes):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, 1)
@@ -46,15 +62,33 @@ class NoSample(nn.Module):
     def loss(self, images, labels, generator):
         return self.conv(images).mean()
 
+    def sample(self, images, n, generator):
+        return self.conv(images).argmax(dim=1).unsqueeze(0)
+
+
+class NoSamplerArgument(OldContract):
+    default_sampler = None
+
+
+class MutableSampler(NoSamplerArgument):
+    def sample(self, images, n, generator, sampler=None):
+        return super().sample(images, n, generator)
+
+    @property
+    def default_sampler(self):
+        return {"steps": 4}
+
 
 class NotAModule:
+    default_sampler = None
+
     def __init__(self, in_channels, num_classes):
-        self.nfe = 1
+        self.in_channels = in_channels
 
     def loss(self, images, labels, generator):
         return 0
 
-    def sample(self, images, n, generator):
+    def sample(self, images, n, generator, sampler=None):
         return None
 '''
 
@@ -106,7 +140,7 @@ def test_external_package_registers_a_method(tmp_path, monkeypatch):
     images, labels = torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 8, 8))
     g = torch.Generator().manual_seed(0)
     assert method.loss(images, labels, g).ndim == 0
-    assert method.sample(images, 3, g).shape == (1, 2, 8, 8)
+    assert method.sample(images, 3, g).labels.shape == (1, 2, 8, 8)
 
     # and gone again once the package is no longer on the path
     monkeypatch.undo()
@@ -123,14 +157,20 @@ def test_unknown_method_lists_the_registered_ones():
 
 
 def test_registered_class_without_interface_is_refused(tmp_path, monkeypatch):
-    install_external(tmp_path, "extpkg_broken", BROKEN_MODULE,
-                     {"no-sample": "extpkg_broken:NoSample", "not-a-module": "extpkg_broken:NotAModule"})
+    names = {"no-sample": "NoSample", "old-contract": "OldContract", "no-sampler-argument": "NoSamplerArgument",
+             "mutable-sampler": "MutableSampler", "not-a-module": "NotAModule"}
+    install_external(tmp_path, "extpkg_broken", BROKEN_MODULE, {k: f"extpkg_broken:{v}" for k, v in names.items()})
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert {"no-sample", "not-a-module"} <= set(available_methods())
+    assert set(names) <= set(available_methods())
 
-    with pytest.raises(TypeError) as exc:
-        build_method("no-sample", 1, 2, {})
-    assert "'no-sample'" in str(exc.value) and "['sample']" in str(exc.value)
+    def refusal(name: str) -> str:
+        with pytest.raises(TypeError) as exc:
+            build_method(name, 1, 2, {})
+        assert f"'{name}'" in str(exc.value) and "benchmark/methods/interface.py" in str(exc.value)
+        return str(exc.value)
 
-    with pytest.raises(TypeError, match="needs an nn.Module"):
-        build_method("not-a-module", 1, 2, {})
+    assert "['sample']" in refusal("no-sample")
+    assert "['default_sampler']" in refusal("old-contract")
+    assert "must take a `sampler` argument" in refusal("no-sampler-argument")
+    assert "frozen dataclass with `steps` and `adaptive`" in refusal("mutable-sampler")
+    assert "needs an nn.Module" in refusal("not-a-module")

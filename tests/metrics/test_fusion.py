@@ -167,7 +167,7 @@ def test_eval_config_accepts_every_fusion_and_rejects_others(tmp_path):
     cfg = load_config(write_params(tmp_path / "params.yaml", evaluation={"fusion": "staple"}))
     assert cfg.evaluation.fusion == "staple"
     for key in ("fusion", "reference"):
-        with pytest.raises(ConfigError, match=f"evaluation.{key}: 'mode'"):
+        with pytest.raises(ConfigError, match=f"{key}: must be one of 'majority', 'staple', got 'mode'"):
             EvalConfig(**{key: "mode"})
 
 

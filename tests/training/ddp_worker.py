@@ -14,4 +14,4 @@ if __name__ == "__main__":
     mcfg = load_config("params.yaml").method_config("unet")
     meta = train("unet", Path("data/processed/phantom-cardiac"), Path("runs/ddp"), mcfg)
     rank = PartialState().process_index
-    Path(f"rank{rank}.json").write_text(json.dumps({"world_size": meta["world_size"], "weights": meta["weights_sha256"]}))
+    Path(f"rank{rank}.json").write_text(json.dumps({"world_size": meta.world_size, "weights": meta.weights_sha256}))

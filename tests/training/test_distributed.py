@@ -27,3 +27,7 @@ def test_two_gloo_processes_train_in_sync(tiny_project):
     assert ranks[0]["weights"] == ranks[1]["weights"]
     meta = json.loads((tiny_project / "runs/ddp/model/meta.json").read_text())
     assert meta["world_size"] == 2 and (tiny_project / "runs/ddp/model/model.pt").is_file()
+    # Both ranks wrote into the one temporary folder the main process made, which was then swapped in.
+    checkpoints = tiny_project / "runs/ddp/checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000020", "step-0000030"]  # no temporary one
+    assert all((c / f"random_states_{k}.pkl").is_file() for c in checkpoints.iterdir() for k in (0, 1))

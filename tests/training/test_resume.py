@@ -70,11 +70,11 @@ def test_interrupted_then_resumed_in_process(tiny_project, monkeypatch):
     mcfg = load_config("params.yaml").method_config("unet")
     processed = tiny_project / "data/processed/phantom-cardiac"
     partial = train("unet", processed, tiny_project / "a", mcfg, max_steps=10)
-    assert partial["status"] == "partial" and not (tiny_project / "a/model/model.pt").exists()
+    assert partial.status == "partial" and not (tiny_project / "a/model/model.pt").exists()
     resumed = train("unet", processed, tiny_project / "a", mcfg)
     straight = train("unet", processed, tiny_project / "b", mcfg)
-    assert resumed["weights_sha256"] == straight["weights_sha256"]
-    assert resumed["steps"] == 30
+    assert resumed.weights_sha256 == straight.weights_sha256
+    assert resumed.steps == 30
 
 
 def test_checkpoint_from_other_config_is_not_resumed(tiny_project, monkeypatch):
@@ -90,5 +90,5 @@ def test_checkpoint_from_other_config_is_not_resumed(tiny_project, monkeypatch):
     changed = load_config("params.yaml").method_config("unet")
     meta = train("unet", processed, tiny_project / "a", changed)
     fresh = train("unet", processed, tiny_project / "c", changed)
-    assert meta["weights_sha256"] == fresh["weights_sha256"]
+    assert meta.weights_sha256 == fresh.weights_sha256
     assert json.loads((tiny_project / "a/model/meta.json").read_text())["train"]["lr"] == 0.002

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from benchmark.data.case import DatasetInfo
-from benchmark.data.phantoms import common as C
+from benchmark.data.phantoms import PhantomSource, common as C
 
 INFO = DatasetInfo(
     name="phantom-cardiac", modality="MRI", channels=1,
@@ -121,3 +121,8 @@ def _subject(rng: np.random.Generator, sid: str, size: int):
 def generate(seed: int, n_subjects: int, size: int = 64):
     """``n_subjects`` cases, each image ``(Z, 1, size, size)`` and label ``(1, Z, size, size)``, Z in 6..8."""
     return C.generate(_subject, seed, n_subjects, size)
+
+
+def source() -> PhantomSource:
+    """This phantom as a dataset (the ``segbench.datasets`` entry point names this function)."""
+    return PhantomSource(INFO, generate)

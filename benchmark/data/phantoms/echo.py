@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.data.case import DatasetInfo
-from benchmark.data.phantoms import common as C
+from benchmark.data.phantoms import PhantomSource, common as C
 
 INFO = DatasetInfo(
     name="phantom-echo", modality="ultrasound", channels=1,
@@ -112,3 +112,8 @@ def _subject(rng: np.random.Generator, sid: str, size: int):
 def generate(seed: int, n_subjects: int, size: int = 64):
     """``2 * n_subjects`` cases (2CH, 4CH), each image ``(1, 1, size, size)``, label ``(1, 1, size, size)``."""
     return C.generate(_subject, seed, n_subjects, size)
+
+
+def source() -> PhantomSource:
+    """This phantom as a dataset (the ``segbench.datasets`` entry point names this function)."""
+    return PhantomSource(INFO, generate)

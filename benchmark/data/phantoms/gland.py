@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from benchmark.data.case import DatasetInfo
-from benchmark.data.phantoms import common as C
+from benchmark.data.phantoms import PhantomSource, common as C
 
 INFO = DatasetInfo(
     name="phantom-gland", modality="histology", channels=3,
@@ -107,3 +107,8 @@ def _subject(rng: np.random.Generator, sid: str, size: int):
 def generate(seed: int, n_subjects: int, size: int = 64):
     """``2 * n_subjects`` cases, each image ``(1, 3, size, size)`` and label ``(1, 1, size, size)``."""
     return C.generate(_subject, seed, n_subjects, size)
+
+
+def source() -> PhantomSource:
+    """This phantom as a dataset (the ``segbench.datasets`` entry point names this function)."""
+    return PhantomSource(INFO, generate)

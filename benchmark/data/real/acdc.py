@@ -35,6 +35,7 @@ with no foreground.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,10 @@ import numpy as np
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="acdc", modality="MRI", channels=1, class_names=("background", "RV", "Myo", "LV"),
                    n_annotators=1, stands_for="ACDC", phantom=False,
@@ -88,7 +90,7 @@ def read_info(path: Path) -> dict[str, str]:
             out[k.strip()] = v.strip()
     for key in ("ED", "ES"):
         if not re.fullmatch(r"\d+", out.get(key, "")):
-            raise ValueError(f"{path}: no integer '{key}: n' line (got {out.get(key)!r})")
+            raise DataFormatError(f"{path}: no integer '{key}: n' line (got {out.get(key)!r})")
     return out
 
 
@@ -96,14 +98,14 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, tuple[float, ...]]:
     """A ``(z, y, x)`` volume and its spacing."""
     arr, spacing = read_scalar(path, what)
     if arr.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got array shape {arr.shape}")
+        raise DataFormatError(f"{path}: expected a 3D volume, got array shape {arr.shape}")
     return arr, spacing
 
 
 def _label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     arr, _ = _read(path, "label map")
     if arr.shape != shape:
-        raise ValueError(f"{path}: label volume {arr.shape} and image volume {shape} differ in shape")
+        raise DataFormatError(f"{path}: label volume {arr.shape} and image volume {shape} differ in shape")
     return map_labels(arr, path, {0: 0, 1: 1, 2: 2, 3: 3}, "0 background, 1 RV, 2 myocardium, 3 LV")
 
 
@@ -132,3 +134,8 @@ def load(root: Path, cfg: DataConfig):
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     return splits.by_part("acdc", cases, ("training",), cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

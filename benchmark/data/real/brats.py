@@ -48,6 +48,7 @@ records, whatever ``data.splits`` says.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,10 @@ import SimpleITK as sitk
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="brats2021", modality="MRI", channels=1, class_names=("background", "NCR", "ED", "ET"),
                    n_annotators=1, stands_for="BraTS 2021", phantom=False,
@@ -107,7 +109,7 @@ def _header(path: Path) -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise ValueError(f"{path}: unreadable NIfTI header ({str(e).strip().splitlines()[-1]})") from e
+        raise DataFormatError(f"{path}: unreadable NIfTI header ({str(e).strip().splitlines()[-1]})") from e
     return reader
 
 
@@ -128,15 +130,15 @@ def check_same_grid(paths: dict[str, Path], reference: str = "seg") -> None:
             same = got == want if what == "size" else (len(got) == len(want)
                                                       and np.allclose(got, want, atol=GRID_TOLERANCE))
             if not same:
-                raise ValueError(f"{path}: not on the grid of {paths[reference].name}: {what} {got} vs {want}; "
-                                 f"the case's sequences must be co-registered on one grid")
+                raise DataFormatError(f"{path}: not on the grid of {paths[reference].name}: {what} {got} vs {want}; "
+                                      f"the case's sequences must be co-registered on one grid")
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """``(z, y, x)`` array in LPS order and its ``(z, y, x)`` spacing in mm."""
     arr, spacing = read_scalar(path, "NIfTI volume", orient="LPS")
     if arr.ndim != 3:
-        raise ValueError(f"{path}: expected a scalar 3-D volume, got array shape {arr.shape}")
+        raise DataFormatError(f"{path}: expected a scalar 3-D volume, got array shape {arr.shape}")
     return arr, spacing
 
 
@@ -149,7 +151,7 @@ def tumour_slices(label: np.ndarray, margin: int = SLICE_MARGIN) -> tuple[int, i
     """``(first, stop)`` axial slice range: the tumour's extent widened by ``margin``, clipped to the volume."""
     z = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
     if z.size == 0:
-        raise ValueError("no tumour label in the volume")
+        raise DataFormatError("no tumour label in the volume")
     return max(0, int(z[0]) - margin), min(label.shape[0], int(z[-1]) + 1 + margin)
 
 
@@ -162,12 +164,12 @@ def load(root: Path, cfg: DataConfig):
         raw = np.asarray(seg)
         if raw.dtype.kind == "f":
             if not np.all(raw == np.round(raw)):
-                raise ValueError(f"{paths['seg']}: non-integer label values")
+                raise DataFormatError(f"{paths['seg']}: non-integer label values")
         label = map_brats_labels(raw, paths["seg"])
         try:
             z0, z1 = tumour_slices(label)
         except ValueError as e:
-            raise ValueError(f"{paths['seg']}: {e}; every BraTS 2021 training case has a tumour") from e
+            raise DataFormatError(f"{paths['seg']}: {e}; every BraTS 2021 training case has a tumour") from e
         image, _ = _read(paths[MODALITY])
         image = image[z0:z1].astype(np.float32)
         label = label[z0:z1]
@@ -181,3 +183,8 @@ def load(root: Path, cfg: DataConfig):
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     """No published split of the labelled cases: seeded fractions over patients (= cases)."""
     return splits.choose(None, [c.subject_id for c in cases], cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

@@ -38,6 +38,7 @@ scoring and is not reproduced.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,10 @@ import numpy as np
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="camus", modality="ultrasound", channels=1, class_names=("background", "LV", "Myo", "LA"),
                    n_annotators=1, stands_for="CAMUS", phantom=False,
@@ -96,7 +98,7 @@ def _gt_path(image: Path) -> Path:
 def _patient_id(line: str, path: Path) -> str:
     m = re.search(r"(\d+)", line)
     if not m:
-        raise ValueError(f"{path}: line {line!r} names no patient")
+        raise DataFormatError(f"{path}: line {line!r} names no patient")
     return f"patient{int(m[1]):04d}"
 
 
@@ -115,7 +117,7 @@ def read_split_lists(root: Path) -> tuple[Path, dict[str, str]] | None:
                 if line.strip():
                     pid = _patient_id(line.strip(), path)
                     if out.get(pid, split) != split:
-                        raise ValueError(f"{path}: {pid} is also in the {out[pid]} list")
+                        raise DataFormatError(f"{path}: {pid} is also in the {out[pid]} list")
                     out[pid] = split
         return folder, out
     return None
@@ -127,14 +129,14 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, tuple[float, float]]:
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr, spacing = arr[0], spacing[1:]
     if arr.ndim != 2:
-        raise ValueError(f"{path}: expected one 2D grey-level frame, got array shape {arr.shape}")
+        raise DataFormatError(f"{path}: expected one 2D grey-level frame, got array shape {arr.shape}")
     return arr, (spacing[0], spacing[1])
 
 
 def _label(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     arr, _ = _read(path, "label map")
     if arr.shape != shape:
-        raise ValueError(f"{path}: label map {arr.shape} and image {shape} differ in shape")
+        raise DataFormatError(f"{path}: label map {arr.shape} and image {shape} differ in shape")
     return map_labels(arr, path, {0: 0, 1: 1, 2: 2, 3: 3},
                       "0 background, 1 LV cavity, 2 myocardium, 3 left atrium")
 
@@ -177,7 +179,12 @@ def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
         listed = {c.subject_id: c.extra.get("listed_split", "") for c in cases}
         missing = sorted(s for s, v in listed.items() if not v)
         if missing:
-            raise ValueError(f"camus: {len(missing)} loaded patients are in none of the split lists in {lists[0]} "
-                             f"(e.g. {missing[:3]}); set data.splits: seeded to split by patient instead")
+            raise DataFormatError(f"camus: {len(missing)} loaded patients are in none of the split lists in {lists[0]} "
+                                  f"(e.g. {missing[:3]}); set data.splits: seeded to split by patient instead")
         return listed
     return splits.choose(None, subjects, cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

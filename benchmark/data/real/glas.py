@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ from PIL import Image
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import read_rgb
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="glas", modality="histology", channels=3, class_names=("background", "gland"),
                    n_annotators=1, stands_for="GlaS", phantom=False,
@@ -58,7 +60,7 @@ def _patients(folder: Path) -> dict[str, str]:
         rows = list(csv.reader(f))
     header = [h.strip().lower() for h in rows[0]]
     if "name" not in header or "patient id" not in header:
-        raise ValueError(f"{folder / 'Grade.csv'}: expected columns 'name' and 'patient ID', got {rows[0]}")
+        raise DataFormatError(f"{folder / 'Grade.csv'}: expected columns 'name' and 'patient ID', got {rows[0]}")
     i, j = header.index("name"), header.index("patient id")
     return {r[i].strip(): r[j].strip() for r in rows[1:] if r}
 
@@ -77,13 +79,13 @@ def load(root: Path, cfg: DataConfig):
         if not anno.is_file():
             raise FileNotFoundError(f"{path}: its annotation {anno.name} is missing")
         if stem not in patients:
-            raise ValueError(f"{folder / 'Grade.csv'}: no row for {stem}")
+            raise DataFormatError(f"{folder / 'Grade.csv'}: no row for {stem}")
         rgb = read_rgb(path)
         inst = np.asarray(Image.open(anno))
         if inst.ndim == 3:       # some readers give the 8-bit map as RGB: the instance id is in every channel
             inst = inst[..., 0]
         if inst.shape != rgb.shape[1:]:
-            raise ValueError(f"{anno}: annotation {inst.shape} and image {rgb.shape[1:]} differ in size")
+            raise DataFormatError(f"{anno}: annotation {inst.shape} and image {rgb.shape[1:]} differ in size")
         mm = UM_PER_PIXEL / 1000
         yield Case(case_id=f"glas-{stem}", subject_id=f"glas-patient{patients[stem]}",
                    image=resize_image(rgb, cfg.size)[None], label=resize_label((inst > 0)[None, None], cfg.size),
@@ -93,3 +95,8 @@ def load(root: Path, cfg: DataConfig):
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     return splits.by_part("glas", cases, ("train",), cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,9 +58,10 @@ from PIL import Image
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import is_os_debris, read_rgb
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="isic", modality="dermoscopy", channels=3, class_names=("background", "lesion"),
                    n_annotators=3, stands_for="ISIC (3 raters)", phantom=False,
@@ -153,7 +155,7 @@ def _mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=2)
     if arr.shape != shape:
-        raise ValueError(f"{path}: mask {arr.shape} and its image {shape} differ in size")
+        raise DataFormatError(f"{path}: mask {arr.shape} and its image {shape} differ in size")
     return arr > 0
 
 
@@ -162,7 +164,7 @@ def load(root: Path, cfg: DataConfig):
     root = Path(root)
     seg_csv, chosen = _three_rater_images(root)
     if not chosen:
-        raise ValueError(f"{seg_csv}: no image has exactly 3 rater masks")
+        raise DataFormatError(f"{seg_csv}: no image has exactly 3 rater masks")
     subjects = _subjects(root)
     masks = _file_index(root, (".png",))
     images = {Path(n).stem: p for n, p in _file_index(root, _IMAGE_SUFFIXES).items() if _IMAGE_NAME.match(n)}
@@ -188,3 +190,8 @@ def load(root: Path, cfg: DataConfig):
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     return splits.choose(None, [c.subject_id for c in cases], cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

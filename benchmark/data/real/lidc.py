@@ -47,6 +47,7 @@ metrics (each case is one slice).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ from PIL import Image
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 from benchmark.data.safe_pickle import load_plain_pickle
 
 INFO = DatasetInfo(name="lidc", modality="CT", channels=1, class_names=("background", "lesion"),
@@ -108,7 +110,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def _binary(mask: np.ndarray, where: str) -> np.ndarray:
     values = np.unique(mask)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise ValueError(f"{where}: a rater mask should hold 0/1 or 0/255, found values {values[:8].tolist()}")
+        raise DataFormatError(f"{where}: a rater mask should hold 0/1 or 0/255, found values {values[:8].tolist()}")
     return mask > 0
 
 
@@ -118,14 +120,14 @@ def _grey(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             arr = np.asarray(im)
     except OSError as e:
-        raise ValueError(f"{path}: unreadable PNG ({e})") from e
+        raise DataFormatError(f"{path}: unreadable PNG ({e})") from e
     if arr.ndim == 3:
         if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
                                       and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise ValueError(f"{path}: a colour image; the crops are grey CT slices")
+            raise DataFormatError(f"{path}: a colour image; the crops are grey CT slices")
         arr = arr[..., 0]
     if arr.ndim != 2:
-        raise ValueError(f"{path}: expected a 2D grey image, got shape {arr.shape}")
+        raise DataFormatError(f"{path}: expected a 2D grey image, got shape {arr.shape}")
     return arr
 
 
@@ -146,8 +148,8 @@ def _crop_parts(root: Path) -> list[tuple[str, Path, Path]]:
     for images in sorted(p for p in root.rglob("images") if p.is_dir() and (p.parent / "gt").is_dir()):
         part = images.parent.name
         if part not in PARTS:
-            raise ValueError(f"{images}: cannot tell which split this is; the crops release keeps images/ and gt/ "
-                             f"in a folder named {' / '.join(PARTS)}, this one is in {images.parent.name!r}")
+            raise DataFormatError(f"{images}: cannot tell which split this is; the crops release keeps images/ and gt/ "
+                                  f"in a folder named {' / '.join(PARTS)}, this one is in {images.parent.name!r}")
         out.append((part, images, images.parent / "gt"))
     return sorted(out, key=lambda t: (PARTS.index(t[0]), str(t[1])))
 
@@ -171,13 +173,13 @@ def _load_crops(parts: list[tuple[str, Path, Path]], cfg: DataConfig):
                                and not p.name.startswith(".")):
                 m = _IMAGE.match(path.name)
                 if not m:
-                    raise ValueError(f"{path}: not a crop name of the form z-<position>_c<crop>.png")
+                    raise DataFormatError(f"{path}: not a crop name of the form z-<position>_c<crop>.png")
                 image = _grey(path)
                 masks = []
                 for mpath in _rater_masks(gt / patient, path.stem, path):
                     mask = _grey(mpath)
                     if mask.shape != image.shape:
-                        raise ValueError(f"{mpath}: mask {mask.shape} and image {image.shape} differ in size")
+                        raise DataFormatError(f"{mpath}: mask {mask.shape} and image {image.shape} differ in size")
                     masks.append(_binary(mask, str(mpath)))
                 yield _case(f"lidc-{patient}_{path.stem}", patient, image, masks, cfg,
                             {"source": str(path), "part": part, "release": "hpunet-crops",
@@ -195,26 +197,26 @@ def patient_of(key: str, series_uid) -> str:
     if "_" in key and head:
         return head
     if series_uid is None or str(series_uid) == "":
-        raise ValueError(f"pickle entry {key!r}: neither the key nor a series_uid names its patient")
+        raise DataFormatError(f"pickle entry {key!r}: neither the key nor a series_uid names its patient")
     return f"series-{series_uid}"
 
 
 def _load_pickle(path: Path, cfg: DataConfig):
     data = load_plain_pickle(path)
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected a non-empty dict of crops, got {type(data).__name__}")
+        raise DataFormatError(f"{path}: expected a non-empty dict of crops, got {type(data).__name__}")
     for key in sorted(data, key=str):
         entry = data.pop(key)      # free each crop once converted: the dict is the largest thing in memory
         where = f"{path} [{key!r}]"
         if not isinstance(entry, dict) or "image" not in entry or "masks" not in entry:
-            raise ValueError(f"{where}: expected a dict with 'image', 'masks' and 'series_uid'")
+            raise DataFormatError(f"{where}: expected a dict with 'image', 'masks' and 'series_uid'")
         image = np.asarray(entry["image"])
         masks = [np.asarray(m) for m in entry["masks"]]
         if image.ndim != 2:
-            raise ValueError(f"{where}: image has shape {image.shape}, expected 2D")
+            raise DataFormatError(f"{where}: image has shape {image.shape}, expected 2D")
         if len(masks) != INFO.n_annotators or any(m.shape != image.shape for m in masks):
-            raise ValueError(f"{where}: expected {INFO.n_annotators} masks of shape {image.shape}, got "
-                             f"{[m.shape for m in masks]}")
+            raise DataFormatError(f"{where}: expected {INFO.n_annotators} masks of shape {image.shape}, got "
+                                  f"{[m.shape for m in masks]}")
         patient = patient_of(str(key), entry.get("series_uid"))
         yield _case(f"lidc-{_SAFE.sub('_', str(key))}", patient, image, [_binary(m, where) for m in masks], cfg,
                     {"source": f"{path}#{key}", "part": None, "release": "prob-unet-pickle",
@@ -248,6 +250,11 @@ def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     twice = {s: sorted(p) for s, p in parts.items() if len(p) > 1}
     if twice:
         shown = ", ".join(f"{s} in {'+'.join(p)}" for s, p in sorted(twice.items())[:5])
-        raise ValueError(f"lidc: patients in more than one published folder ({shown}); the release's split "
-                         f"would leak; set data.splits: seeded to split by patient instead")
+        raise DataFormatError(f"lidc: patients in more than one published folder ({shown}); the release's split "
+                              f"would leak; set data.splits: seeded to split by patient instead")
     return {s: next(iter(p)) for s, p in parts.items()}
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

@@ -12,6 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from benchmark.data.interface import DataFormatError
+
 
 def read_scalar(path: Path, what: str, orient: str | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
     """The array of a scalar image (numpy axis order: ``(z, y, x)`` or ``(y, x)``) and its spacing in mm in
@@ -27,10 +29,10 @@ def read_scalar(path: Path, what: str, orient: str | None = None) -> tuple[np.nd
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise ValueError(f"{path}: unreadable {what} ({str(e).strip().splitlines()[-1]})") from e
+        raise DataFormatError(f"{path}: unreadable {what} ({str(e).strip().splitlines()[-1]})") from e
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path}: the {what} has {img.GetNumberOfComponentsPerPixel()} components per pixel, "
-                         f"expected one")
+        raise DataFormatError(f"{path}: the {what} has {img.GetNumberOfComponentsPerPixel()} components per pixel, "
+                              f"expected one")
     if orient and img.GetDimension() == 3:
         img = sitk.DICOMOrient(img, orient)
     return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
@@ -42,8 +44,8 @@ def map_labels(label: np.ndarray, path: Path, mapping: dict[int, int], meaning: 
     values = np.unique(label)
     bad = [v for v in values.tolist() if v not in mapping]
     if bad:
-        raise ValueError(f"{path}: label values {values.tolist()[:12]} include {bad[:10]}, which are not among "
-                         f"the release's values ({meaning})")
+        raise DataFormatError(f"{path}: label values {values.tolist()[:12]} include {bad[:10]}, which are not among "
+                              f"the release's values ({meaning})")
     lut = np.zeros(max(mapping) + 1, np.uint8)
     for value, cls in mapping.items():
         lut[value] = cls
@@ -59,7 +61,7 @@ def read_rgb(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
     except OSError as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from e
+        raise DataFormatError(f"{path}: unreadable image ({e})") from e
 
 
 def is_os_debris(path: Path) -> bool:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -50,9 +51,10 @@ from PIL import Image, ImageDraw
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import is_os_debris, read_rgb
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="monuseg", modality="histology", channels=3, class_names=("background", "nucleus"),
                    n_annotators=1, stands_for="MoNuSeg", phantom=False,
@@ -87,7 +89,7 @@ def patient_of(stem_or_name: str) -> str:
     """``TCGA-XX-XXXX`` from a MoNuSeg image name such as ``TCGA-A7-A13E-01Z-00-DX1``."""
     parts = Path(stem_or_name).name.split("-")
     if len(parts) < 3 or parts[0] != "TCGA":
-        raise ValueError(f"{stem_or_name}: not a TCGA image name (TCGA-XX-XXXX-...)")
+        raise DataFormatError(f"{stem_or_name}: not a TCGA image name (TCGA-XX-XXXX-...)")
     return "-".join(parts[:3])
 
 
@@ -96,9 +98,10 @@ def read_regions(xml_path: Path) -> tuple[list[list[tuple[float, float]]], dict]
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as e:
-        raise ValueError(f"{xml_path}: not a readable ImageScope XML ({e})") from e
+        raise DataFormatError(f"{xml_path}: not a readable ImageScope XML ({e})") from e
     if root.tag != "Annotations":
-        raise ValueError(f"{xml_path}: root element is <{root.tag}>, expected <Annotations> (Aperio ImageScope XML)")
+        raise DataFormatError(f"{xml_path}: root element is <{root.tag}>, expected <Annotations> "
+                              f"(Aperio ImageScope XML)")
     regions = []
     for k, region in enumerate(root.iter("Region")):
         verts = []
@@ -106,10 +109,11 @@ def read_regions(xml_path: Path) -> tuple[list[list[tuple[float, float]]], dict]
             try:
                 x, y = float(v.attrib["X"]), float(v.attrib["Y"])
             except (KeyError, ValueError) as e:
-                raise ValueError(f"{xml_path}: Region {region.get('Id', k + 1)} has a Vertex without numeric X and Y "
-                                 f"({dict(v.attrib)})") from e
+                raise DataFormatError(f"{xml_path}: Region {region.get('Id', k + 1)} has a Vertex without numeric "
+                                      f"X and Y ({dict(v.attrib)})") from e
             if not (math.isfinite(x) and math.isfinite(y)):
-                raise ValueError(f"{xml_path}: Region {region.get('Id', k + 1)} has a non-finite vertex ({x}, {y})")
+                raise DataFormatError(f"{xml_path}: Region {region.get('Id', k + 1)} has a non-finite vertex "
+                                      f"({x}, {y})")
             verts.append((x, y))
         regions.append(verts)
     facts = {}
@@ -147,7 +151,7 @@ def _images(root: Path) -> list[tuple[Path, Path, str]]:
         if is_os_debris(tif):
             continue
         if not _NAME.match(tif.name):
-            raise ValueError(f"{tif}: not a MoNuSeg image name (TCGA-XX-XXXX-....tif)")
+            raise DataFormatError(f"{tif}: not a MoNuSeg image name (TCGA-XX-XXXX-....tif)")
         if tif.parent.name == TRAIN_FOLDER:
             out.append((tif, tif.parent.parent / "Annotations" / f"{tif.stem}.xml", "train"))
         else:
@@ -167,7 +171,7 @@ def load(root: Path, cfg: DataConfig):
         regions, facts = read_regions(xml)
         mask, skipped = rasterise(regions, rgb.shape[1:])
         if len(regions) == skipped:
-            raise ValueError(f"{xml}: no Region with at least 3 vertices; no nucleus outline to rasterise")
+            raise DataFormatError(f"{xml}: no Region with at least 3 vertices; no nucleus outline to rasterise")
         mm = UM_PER_PIXEL / 1000
         yield Case(case_id=f"monuseg-{tif.stem}", subject_id=f"monuseg-{patient_of(tif.stem)}",
                    image=resize_image(rgb, cfg.size)[None], label=resize_label(mask[None, None], cfg.size),
@@ -178,3 +182,8 @@ def load(root: Path, cfg: DataConfig):
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     return splits.by_part("monuseg", cases, ("train",), cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

@@ -41,6 +41,7 @@ gated and stores one fused mask per image; this converter reads only the seven-r
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,10 @@ from PIL import Image
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
+from benchmark.data.interface import DataFormatError
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import is_os_debris, read_rgb
-from benchmark.data.real.source import RemoteFile
+from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="refuge2", modality="fundus", channels=3,
                    class_names=("background", "optic disc", "optic cup"), n_annotators=7,
@@ -92,7 +94,8 @@ def _part_dirs(root: Path) -> list[tuple[str, Path]]:
     seen: dict[str, Path] = {}
     for part, folder in found:
         if part in seen:
-            raise ValueError(f"{root}: two {folder.name}/ folders ({seen[part]} and {folder}); extract one copy only")
+            raise DataFormatError(f"{root}: two {folder.name}/ folders ({seen[part]} and {folder}); "
+                                  f"extract one copy only")
         seen[part] = folder
     return found
 
@@ -104,11 +107,11 @@ def _mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
                                 f"{N_RATERS} disc masks)")
     arr = np.asarray(Image.open(path).convert("L"))
     if arr.shape != shape:
-        raise ValueError(f"{path}: mask {arr.shape} and image {shape} differ in size")
+        raise DataFormatError(f"{path}: mask {arr.shape} and image {shape} differ in size")
     fg = arr > (127 if arr.max() > 1 else 0)
     if fg.mean() > 0.5:
-        raise ValueError(f"{path}: the structure covers {fg.mean():.0%} of the image; the mask looks inverted "
-                         f"(expected the disc/cup at 255 on a 0 background)")
+        raise DataFormatError(f"{path}: the structure covers {fg.mean():.0%} of the image; the mask looks inverted "
+                              f"(expected the disc/cup at 255 on a 0 background)")
     return fg
 
 
@@ -142,3 +145,8 @@ def load(root: Path, cfg: DataConfig):
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:
     return splits.by_part("refuge2", cases, TRAIN_PARTS, cfg)
+
+
+def source() -> RealSource:
+    """This dataset (the ``segbench.datasets`` entry point names this function)."""
+    return RealSource(sys.modules[__name__])

@@ -11,7 +11,10 @@ Each dataset is one module of this package declaring:
 - ``load(root, cfg)``: iterate the :class:`~benchmark.data.case.Case` s of the extracted files, at the
   profile's size (each archive ``NAME.zip`` / ``NAME.tar.gz`` is extracted into ``root/NAME/``; other
   files are linked into ``root``);
-- ``split(cases, cfg)``: ``subject_id -> "train" | "val" | "test"``.
+- ``split(cases, cfg)``: ``subject_id -> "train" | "val" | "test"``;
+- ``source()``: ``RealSource(sys.modules[__name__])``, the callable ``pyproject.toml`` registers in the
+  ``segbench.datasets`` entry-point group (an external package's dataset can declare the same and register
+  its own module; see :mod:`benchmark.data.interface`).
 
 Where files are looked for, in order: ``data/raw/DATASET/NAME`` (placed by hand; ``data.dvc`` tracks
 ``data/raw``), then ``data/downloads/DATASET/NAME`` (what earlier fetches downloaded), then the URL,
@@ -31,12 +34,9 @@ from benchmark.config import DataConfig
 from benchmark.data import download as dl
 from benchmark.data.archive import ARCHIVE_SUFFIXES, ArchiveError, extract, is_archive
 from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.interface import DatasetMissing
 
 LICENCE_FILE = "LICENCE.txt"
-
-
-class DatasetMissing(RuntimeError):
-    """A real dataset's files are neither on this machine nor downloadable from here."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class RemoteFile:
 
 
 class RealSource:
-    """The fetch/load/split protocol of :mod:`benchmark.data.sources` for one real dataset module.
+    """One real dataset module as a :class:`~benchmark.data.interface.DatasetSource` whose files are
+    downloaded or placed by hand (:class:`~benchmark.data.interface.FilesToObtain`).
 
     ``raw`` and ``downloads`` default to ``data/raw/DATASET`` and ``data/downloads/DATASET``; ``files``
     replaces the module's ``FILES`` (tests serve fixtures from a local server this way).
@@ -111,6 +112,9 @@ class RealSource:
             return (f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere "
                     f"and place it in {self.raw}/")
         return None
+
+    def on_this_machine(self) -> bool:
+        return all(self.local(f) for f in self.files)
 
     def how_to_get(self) -> str:
         size = sum(f.size_mb or 0 for f in self.files)

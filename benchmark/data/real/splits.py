@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.config import DataConfig
+from benchmark.data.interface import DataFormatError
 from benchmark.data.manifest import assign_splits
 
 
@@ -22,7 +23,7 @@ def standard(train_subjects, test_subjects, cfg: DataConfig) -> dict[str, str]:
     train, test = sorted(set(train_subjects)), sorted(set(test_subjects))
     overlap = set(train) & set(test)
     if overlap:
-        raise ValueError(f"subjects in both the published train and test split: {sorted(overlap)[:5]}")
+        raise DataFormatError(f"subjects in both the published train and test split: {sorted(overlap)[:5]}")
     share = cfg.split.get("val", 0) / max(1e-12, cfg.split.get("train", 0) + cfg.split.get("val", 0))
     n_val = min(len(train) - 1, int(round(share * len(train)))) if share > 0 else 0
     val = set(np.random.default_rng(cfg.seed).permutation(train)[:n_val].tolist()) if n_val > 0 else set()
@@ -46,9 +47,9 @@ def by_part(dataset: str, cases, train_parts, cfg: DataConfig) -> dict[str, str]
     test = [c.subject_id for c in cases if c.extra["part"] not in train_parts]
     hint = "set data.splits: seeded to split by patient instead"
     if cfg.splits == "standard" and not (train and test):
-        raise ValueError(f"{dataset}: only {'training' if train else 'test'} cases were loaded, so the published "
-                         f"split cannot be kept; extract the whole release or {hint}")
+        raise DataFormatError(f"{dataset}: only {'training' if train else 'test'} cases were loaded, so the published "
+                              f"split cannot be kept; extract the whole release or {hint}")
     try:
         return choose((train, test), [c.subject_id for c in cases], cfg)
     except ValueError as e:
-        raise ValueError(f"{dataset}: {e}; {hint}") from e
+        raise DataFormatError(f"{dataset}: {e}; {hint}") from e

@@ -4,16 +4,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-
 from benchmark.cli import main
-from benchmark.data.real import REAL_DATASETS, real_module
 from benchmark.data.real.availability import check
+from benchmark.data.real.source import RealSource
+from benchmark.data.registry import available_datasets, dataset_source
 from tests.conftest import ROOT, commit_all, copy_project
+
+REAL = {n: s.module for n in available_datasets() if isinstance(s := dataset_source(n), RealSource)}
 
 
 def test_every_registered_dataset_declares_the_whole_contract():
-    for name in REAL_DATASETS:
-        m = real_module(name)
+    assert sorted(REAL) == ["acdc", "brats2021", "camus", "glas", "isic", "lidc", "monuseg", "refuge2"]
+    for name, m in REAL.items():
         assert m.INFO.name == name and not m.INFO.phantom and m.FILES
         assert m.LICENCE.strip() and m.CITATION.strip() and m.HOMEPAGE.startswith("https://")
         assert callable(m.load) and callable(m.split)
@@ -33,12 +35,12 @@ def test_downloadable_data_passes_and_unreachable_data_is_listed(tmp_path, monke
 
 def test_placed_files_make_a_gated_dataset_ready(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    gated = [n for n in REAL_DATASETS if all(f.gated for f in real_module(n).FILES)]
+    gated = [n for n, m in REAL.items() if all(f.gated for f in m.FILES)]
     assert gated, "no gated dataset to test with"
     name = gated[0]
     _, message = check([name], probe=False)
     assert f"{name} (" in message and "no automated download" in message
-    for f in real_module(name).FILES:
+    for f in REAL[name].FILES:
         (tmp_path / "data/raw" / name).mkdir(parents=True, exist_ok=True)
         (tmp_path / "data/raw" / name / f.name).write_bytes(b"x")
     assert check([name], probe=False) == ({name: "available"}, None)
@@ -49,8 +51,8 @@ def test_cli_paper_profile_lists_every_missing_dataset(tmp_path, monkeypatch, ca
     monkeypatch.setattr("benchmark.data.download.reachable", lambda url, timeout=5.0: False)
     assert main(["--params", str(ROOT / "profiles/paper.yaml"), "check-data"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"{len(REAL_DATASETS)} of the profile's datasets are not on this machine")
-    for name in REAL_DATASETS:
+    assert err.startswith(f"{len(REAL)} of the profile's datasets are not on this machine")
+    for name in REAL:
         assert f"\n{name} (" in err
     assert not (tmp_path / "data").exists()
 

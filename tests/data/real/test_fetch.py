@@ -14,7 +14,8 @@ from benchmark.data.archive import ArchiveError, UnsafeArchiveError, extract
 from benchmark.data.download import ChecksumError, DownloadError, download, part_path
 from benchmark.data.real import glas
 from benchmark.data.download import file_digest
-from benchmark.data.real.source import DatasetMissing, RealSource, RemoteFile
+from benchmark.data.interface import DatasetMissing
+from benchmark.data.real.source import RealSource, RemoteFile
 from benchmark.data.sources import fetch
 from tests.data.real.test_glas import make_glas_zip
 

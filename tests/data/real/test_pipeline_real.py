@@ -13,7 +13,8 @@ from tests.data.real.test_glas import make_glas_zip
 def test_hand_placed_glas_runs_from_check_data_to_the_claims_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "paper").mkdir()
-    shutil.copy(ROOT / "paper/claims.yaml", tmp_path / "paper/claims.yaml")
+    for f in ("claims.yaml", "catalogue.yaml"):
+        shutil.copy(ROOT / "paper" / f, tmp_path / "paper" / f)
     write_params(tmp_path / "params.yaml", datasets=["glas"], methods=["unet"],
                  nfe_sweep={"datasets": [], "method": "medflowseg"})
     raw = tmp_path / "data/raw/glas"

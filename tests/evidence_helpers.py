@@ -1,0 +1,44 @@
+"""Hand-made stage records and evidence for the tests of the tables stage (tables, claims, report)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from benchmark.catalogue import load_catalogue
+from benchmark.claims import load_claims
+from benchmark.evidence import Evidence
+from benchmark.records import ComplexityRecord, EvaluationRecord, Status
+from tests.conftest import ROOT
+
+CATALOGUE = ROOT / "paper" / "catalogue.yaml"
+CLAIMS = ROOT / "paper" / "claims.yaml"
+CLASSES = ("background", "RV", "Myo", "LV")
+
+
+def evaluation(dice: float, n_samples: int = 4, lv: float = 0.9, hd95: float = 3.0, lv_hd95: float = 1.0,
+               set_means: dict | None = None) -> EvaluationRecord:
+    """An ok evaluation with average Dice ``dice`` (IoU half of it) and an LV class."""
+    means = set_means or {f"ged_{n_samples}": 0.25, "hm_iou": 0.5, "mdm": 0.6, "ci_sensitivity": 0.9,
+                          "ci_diversity_agreement": 0.8, "ci_paper": 0.7, "ci_harmonic": 0.75}
+    return EvaluationRecord(
+        Status.OK, dataset="d", method="m", phantom=True, n_cases=3, n_samples=n_samples, nfe_per_sample=10,
+        seconds_per_case=0.1, average={"dice": dice, "iou": dice / 2, "hd95": hd95},
+        per_class={"LV": {"dice": lv, "iou": lv / 2, "hd95": lv_hd95}},
+        set_metrics={"n_samples": n_samples, "n_raters": 4, "mean": means},
+        conventions={"fusion": "staple", "reference": "majority"})
+
+
+def complexity(params: int = 840_000) -> ComplexityRecord:
+    return ComplexityRecord(Status.OK, method="m", image=[1, 64, 64], num_classes=4, params=params, macs_fixed=0.0,
+                            macs_per_sample=0.0, macs_per_evaluation=2.5e7, macs_protocol=1.1e9, samples=4,
+                            evaluations_per_sample=10, counted_by="test", uncounted_operators=[])
+
+
+def evidence(cfg, results: dict, complexity_records: dict | None = None, phantom: bool = True,
+             catalogue=None) -> Evidence:
+    """Evidence of ``results`` for ``cfg``: the project's catalogue and claims, and every dataset a manifest
+    with the classes :data:`CLASSES` (``phantom`` or real)."""
+    catalogue = catalogue or load_catalogue(CATALOGUE)
+    info = SimpleNamespace(phantom=phantom, class_names=CLASSES)
+    datasets = {d for d, _ in results} | set(cfg.datasets)
+    return Evidence(cfg, catalogue, load_claims(CLAIMS, catalogue.papers), results, complexity_records or {},
+                    manifests={d: SimpleNamespace(dataset=info) for d in datasets})

@@ -1,0 +1,134 @@
+"""The parameters file: every enumerated or ranged field is checked when the file is loaded, and each error
+names the file and the key path."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import (ConfigError, DataConfig, EvalConfig, MethodConfig, TrainConfig, build_section,
+                              load_config)
+from benchmark.errors import SegbenchError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp_path: Path, **sections) -> Path:
+    raw = {"profile": "test", "datasets": ["phantom-cardiac"], "methods": ["unet"], "method": {"unet": {}}}
+    raw.update(sections)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert isinstance(err.value, SegbenchError) and isinstance(err.value, ValueError)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml"])
+def test_the_shipped_profiles_load(profile):
+    cfg = load_config(ROOT / profile)
+    assert cfg.datasets and cfg.methods and cfg.method_config(cfg.methods[0]).train.steps >= 1
+
+
+@pytest.mark.parametrize("section, key, value, rule", [
+    ("train", "steps", -5, "an integer >= 1"),
+    ("train", "steps", 2.5, "an integer >= 1"),
+    ("train", "batch_size", 0, "an integer >= 1"),
+    ("train", "checkpoint_every", 0, "an integer >= 1"),
+    ("train", "keep_checkpoints", 0, "an integer >= 1"),
+    ("train", "threads", 0, "an integer >= 1"),
+    ("train", "warmup_steps", -1, "an integer >= 0"),
+    ("train", "lr", 0, "a number > 0"),
+    ("train", "lr", "1e-3", "a number > 0"),               # YAML 1.1 reads 1e-3 without a dot as a string
+    ("train", "weight_decay", -0.1, "a number >= 0"),
+    ("train", "ema_decay", 1.0, "a number in [0, 1)"),
+    ("train", "ema_decay", -0.5, "a number in [0, 1)"),
+    ("train", "mixed_precision", "fp32", "one of 'no', 'bf16', 'fp16'"),
+    ("train", "mixed_precision", False, "one of 'no', 'bf16', 'fp16'"),  # YAML's bare `no` is a boolean
+    ("predict", "n_samples", 0, "an integer >= 1"),
+    ("predict", "batch_size", True, "an integer >= 1"),   # a boolean is not a count
+    ("data", "size", 0, "an integer >= 1"),
+    ("data", "n_subjects", -1, "an integer >= 1"),
+    ("data", "splits", "random", "one of 'standard', 'seeded'"),
+    ("data", "split", {"train": 0.5, "test": 0.5, "holdout": 0.1}, "fractions of train, val and test"),
+    ("data", "split", {"val": 0.1, "test": 0.9}, "fractions of train, val and test, each >= 0, train > 0"),
+    ("data", "split", {"train": 0.9, "test": -0.1}, "fractions of train, val and test, each >= 0, train > 0"),
+    ("evaluation", "hd95_convention", "mean", "one of 'pooled', 'max'"),
+    ("evaluation", "both_empty", "zero", "one of 'nan', 'perfect'"),
+    ("evaluation", "one_empty_hd95", "max", "one of 'diagonal', 'nan'"),
+    ("evaluation", "fusion", "mode", "one of 'majority', 'staple'"),
+    ("evaluation", "reference", "union", "one of 'majority', 'staple'"),
+    ("evaluation", "per_slice", "yes", "true or false"),
+    ("evaluation", "ged_samples", [16, 0], "a list of integers >= 1"),
+    ("evaluation", "workers", 0, "an integer >= 1"),
+    ("claims", "tolerance", {"%": -1}, "a mapping of claim units to numbers >= 0"),
+])
+def test_a_bad_value_names_the_file_the_key_path_and_the_rule(tmp_path, section, key, value, rule):
+    path = _params(tmp_path, **{section: {key: value}})
+    message = _error(path)
+    assert message.startswith(f"{path}: {section}.{key}: must be {rule}"), message
+    assert message.endswith(f"got {value!r}") or message.endswith(f"got {tuple(value)!r}"), message
+
+
+def test_a_method_override_names_the_method_section(tmp_path):
+    path = _params(tmp_path, method={"unet": {"train": {"steps": -5}}})
+    assert _error(path) == f"{path}: method.unet.train.steps: must be an integer >= 1, got -5"
+    path = _params(tmp_path, method={"unet": {"predict": {"n_samples": 0}}})
+    assert _error(path) == f"{path}: method.unet.predict.n_samples: must be an integer >= 1, got 0"
+
+
+def test_the_lists_of_names_and_the_shape_of_sections(tmp_path):
+    assert _error(_params(tmp_path, datasets="phantom-cardiac")).startswith(
+        f"{tmp_path / 'params.yaml'}: datasets: must be a list of names, got 'phantom-cardiac'")
+    assert "baselines.methods: must be a list of names, got (1,)" in _error(
+        _params(tmp_path, baselines={"datasets": [], "methods": [1]}))
+    assert "nfe_sweep.method: must be a string, got 3" in _error(_params(tmp_path, nfe_sweep={"method": 3}))
+    assert "train: must be a mapping of keys to values, got [1, 2]" in _error(_params(tmp_path, train=[1, 2]))
+    assert "method.unet: must be a mapping" in _error(_params(tmp_path, method={"unet": "fast"}))
+    assert "method.unet.model: must be a mapping of the method's parameters" in _error(
+        _params(tmp_path, method={"unet": {"model": [16, 32]}}))
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert _error(path).startswith(f"{path}: must be a mapping of sections")
+
+
+def test_unknown_keys_are_named_with_their_section(tmp_path):
+    path = _params(tmp_path, train={"step": 5})
+    assert _error(path).startswith(f"{path}: train: unknown key(s) ['step'] (allowed: ")
+    path = _params(tmp_path, method={"unet": {"trian": {}}})
+    assert _error(path) == f"{path}: method.unet: unknown key(s) ['trian'] (allowed: model, train, predict)"
+    path = _params(tmp_path, evalution={})
+    assert _error(path).startswith(f"{path}: unknown top-level key(s) ['evalution']")
+
+
+def test_good_values_load_unchanged(tmp_path):
+    path = _params(tmp_path, train={"steps": 7, "lr": 0.01, "ema_decay": 0.0, "mixed_precision": "bf16"},
+                   evaluation={"hd95_convention": "max", "both_empty": "perfect", "one_empty_hd95": "nan",
+                               "ged_samples": [16, 100]},
+                   data={"splits": "seeded", "split": {"train": 0.5, "test": 0.5}})
+    cfg = load_config(path)
+    train = cfg.method_config("unet").train
+    assert (train.steps, train.lr, train.ema_decay, train.mixed_precision) == (7, 0.01, 0.0, "bf16")
+    assert cfg.evaluation.ged_samples == (16, 100) and cfg.evaluation.hd95_convention == "max"
+    assert cfg.data == DataConfig(split={"train": 0.5, "test": 0.5}, splits="seeded")
+    assert cfg.method["unet"] == MethodConfig(train=dataclasses.replace(TrainConfig(), steps=7, lr=0.01, ema_decay=0.0,
+                                                                        mixed_precision="bf16"))
+
+
+def test_a_dataclass_built_in_code_is_checked_too():
+    with pytest.raises(ConfigError, match=r"^steps: must be an integer >= 1, got 0$"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match=r"^workers: must be an integer >= 1, got 0$"):
+        dataclasses.replace(EvalConfig(), workers=0)
+
+
+def test_build_section_without_a_file_names_the_key_path():
+    with pytest.raises(ConfigError, match=r"^method.x.model.steps: must be an integer >= 1, got 0$"):
+        build_section(TrainConfig, {"steps": 0}, "method.x.model")
+    assert build_section(TrainConfig, None, "train") == TrainConfig()
