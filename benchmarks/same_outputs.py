@@ -5,8 +5,9 @@ through `dvc repro` at each revision and compares what the stages wrote.
     python3 benchmarks/same_outputs.py compare OUT_A OUT_B
 
 `--old-names` writes the method parameters under their names before the redesign (FlowSDF's `nfe`,
-MedSegDiff's `ddim_steps`, flowseg-plain's `norm_num_groups`). `run` exports the revision with `git archive` (the working tree when REV is `WORKTREE`), puts it first on
-PYTHONPATH so the stages import that revision's code, and runs `dvc repro`. `compare` reports, per output:
+MedSegDiff's `ddim_steps`, flowseg-plain's `norm_num_groups`). `run` exports the revision with `git archive`
+(the working tree when REV is `WORKTREE`), puts it first on PYTHONPATH (with its own entry points) so the
+stages import that revision's code, and runs `dvc repro`. `compare` reports, per output:
 model weights (every tensor, by position in the state dict, so renamed keys still compare), samples and
 uncertainty maps (every array), evaluation records (every number, timings and revisions left out), the
 per-case CSVs, the rendered tables and the claims report (text; the NFE sweep's seconds per case, a

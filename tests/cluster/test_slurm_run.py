@@ -151,4 +151,7 @@ def test_the_tiny_profile_through_slurm_equals_a_local_repro(slurm, tmp_path):
     wait_until_idle(slurm, 60)
     lines = _segbench(proj, slurm, "status").stdout.splitlines()
     assert lines[-1].strip() == "3 CANCELLED"
-    assert set(_pipeline_status(proj, slurm)) == {"evaluate@phantom-cardiac-unet", "tables"}
+    # nothing of the cancelled submission is recorded: evaluate stays out of date (and tables with it once the
+    # evaluate job had started and removed its outputs, which depends on when the cancel came)
+    assert {"evaluate@phantom-cardiac-unet"} <= set(_pipeline_status(proj, slurm)) <= {
+        "evaluate@phantom-cardiac-unet", "tables"}
