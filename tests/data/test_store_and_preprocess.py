@@ -8,6 +8,7 @@ on the phantom generators.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from benchmark.data.manifest import SPLITS, ManifestError, file_sha256, load_man
 from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
-from benchmark.data.store import CaseFileError, atomic_write, load_case, save_case
+from benchmark.data.store import CaseFileError, atomic_write, load_case, save_arrays, save_case
+from benchmark.records import Status
+from tests.data.tamper import hidden
 
 NAME = "phantom-unit"
 SIZE = 32
@@ -455,3 +458,31 @@ def test_concurrent_builders_of_one_folder_each_get_their_own_and_one_wins_whole
         contents = set(snapshot(dest).values())
         assert contents in ({b"A"}, {b"B"}) and len(snapshot(dest)) == 50   # one builder's whole folder
         assert _hidden(tmp_path) == []
+
+
+# ---------------------------------------------------------------- no JSON with NaN (issue 19)
+def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
+    from benchmark.data.store import write_json
+    path = tmp_path / "x.json"
+    write_json(path, {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": np.float64("nan"),
+                      "e": (2.5, "s")})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None, {"c": None}], "d": None, "e": [2.5, "s"]}
+    assert hidden(tmp_path) == []
+
+
+def test_manifest_json_never_holds_nan(tmp_path):
+    from benchmark.data.manifest import Manifest
+    info = DatasetInfo(name="x", modality="MRI", channels=1, class_names=("bg", "fg"))
+    Manifest(info, Status.OK, provenance={"split_fractions": {"train": float("nan")}}).save(tmp_path)
+    text = (tmp_path / "manifest.json").read_text()
+    assert "NaN" not in text and load_manifest(tmp_path).provenance == {"split_fractions": {"train": None}}
+
+
+def test_an_infinite_spacing_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "c.npz"
+    save_arrays(path, image=np.zeros((1, 1, 4, 4), np.float32), label=np.zeros((1, 1, 4, 4), np.uint8),
+                spacing=np.array([1.0, np.inf, 1.0]))
+    with pytest.raises(CaseFileError, match=re.escape(f"{path}: spacing must be 3 positive")):
+        load_case(path, "c", "s")
