@@ -18,8 +18,10 @@ Each dataset is one module of this package declaring:
 
 Where files are looked for, in order: ``data/raw/DATASET/NAME`` (placed by hand; ``data.dvc`` tracks
 ``data/raw``), then ``data/downloads/DATASET/NAME`` (what earlier fetches downloaded), then the URL,
-downloaded resumably into ``data/downloads``. Every file is checked against its recorded checksum, hand-placed
-ones included; a mismatch is an error.
+downloaded resumably into ``data/downloads``. Every file, hand-placed ones included, is checked against its
+recorded checksum and for content of the kind its name says (:mod:`benchmark.data.filetype`; never a web page).
+A wrong file is an error naming it: one placed by hand is the user's and is kept (they replace it); one the
+suite downloaded earlier is deleted, so the next fetch downloads it again.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from benchmark.config import DataConfig
 from benchmark.data import download as dl
 from benchmark.data.archive import ARCHIVE_SUFFIXES, ArchiveError, extract, is_archive
 from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.filetype import ContentError, check_content
 from benchmark.data.interface import DatasetMissing
 
 LICENCE_FILE = "LICENCE.txt"
@@ -141,7 +144,7 @@ class RealSource:
                 path = self.downloads / f.name
                 sha = dl.download(f.url, path, checksum=f.checksum)
             else:
-                sha = dl.verify(path, f.checksum, "placed by hand" if origin == "placed by hand" else f.url)
+                sha = self._check_local(f, path, by_hand=origin == "placed by hand")
             if f.checksum is None:
                 print(f"fetch {self.info.name}: no checksum recorded for {f.name}; its SHA-256 is {sha}. Record "
                       f"it in {self.module.__name__} so later fetches are verified.", flush=True)
@@ -159,6 +162,22 @@ class RealSource:
         print(licence, flush=True)
         return {"source": self.module.HOMEPAGE, "files": records, "licence": self.module.LICENCE,
                 "citation": self.module.CITATION, "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def _check_local(self, f: RemoteFile, path: Path, by_hand: bool) -> str:
+        """The SHA-256 of a file already here, after checking its checksum and content; a wrong one placed by
+        hand is kept, a wrong one downloaded earlier is deleted (see the module docstring)."""
+        try:
+            check_content(path)
+            sha = dl.verify(path, f.checksum, "placed by hand" if by_hand else f.url)
+        except (dl.ChecksumError, ContentError) as e:
+            if by_hand:
+                instead = "" if f.gated else " (or remove it: the fetch then downloads it)"
+                raise type(e)(f"{e}. It was placed by hand and is kept: replace it with the release's "
+                              f"{f.name}{instead}") from e
+            path.unlink(missing_ok=True)
+            raise type(e)(f"{e}. It was downloaded earlier and has been deleted: fetch again to download it "
+                          f"anew") from e
+        return sha
 
     def load(self, src: Path, cfg: DataConfig):
         return self.module.load(Path(src), cfg)
