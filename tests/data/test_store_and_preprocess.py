@@ -486,3 +486,28 @@ def test_an_infinite_spacing_is_refused_naming_the_file(tmp_path):
                 spacing=np.array([1.0, np.inf, 1.0]))
     with pytest.raises(CaseFileError, match=re.escape(f"{path}: spacing must be 3 positive")):
         load_case(path, "c", "s")
+
+
+# ---------------------------------------------------------------- an empty split, named with its manifest (issue 19)
+def test_load_split_names_the_manifest_of_an_empty_train_or_test_split_and_allows_an_empty_val(tiny_processed,
+                                                                                                 tmp_path):
+    from benchmark.data.preprocess import load_split
+    from tests.data.tamper import copy_processed, empty_split
+    processed = copy_processed(tiny_processed, tmp_path / "p")
+    manifest = empty_split(processed, "val", into="train")
+    assert load_split(processed, "val")[1] == []
+    for split in ("test", "train"):
+        empty_split(processed, split, into="val")
+        with pytest.raises(ManifestError, match=re.escape(f"{manifest}: the {split} split has no cases")):
+            load_split(processed, split)
+
+
+def test_cli_train_with_an_empty_train_split_exits_with_one_line_naming_the_manifest(tiny_project, monkeypatch,
+                                                                                        capsys):
+    from tests.data.tamper import empty_split
+    empty_split(tiny_project / "data" / "processed" / "phantom-cardiac", "train")
+    monkeypatch.chdir(tiny_project)
+    assert main(["train", "phantom-cardiac", "unet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["segbench train: error: data/processed/phantom-cardiac/manifest.json: the train split has no cases"]
+    assert not (tiny_project / "runs").exists()
