@@ -162,10 +162,10 @@ def finite(value):
     return value
 
 
-def json_text(obj, indent: int = 1) -> str:
+def json_text(obj, indent: int = 1, sort_keys: bool = False) -> str:
     """``obj`` as indented JSON: non-finite numbers as ``null`` (:func:`finite`), other values JSON cannot hold
     as strings; never ``NaN`` or ``Infinity``."""
-    return json.dumps(finite(obj), indent=indent, default=str, allow_nan=False)
+    return json.dumps(finite(obj), indent=indent, default=str, allow_nan=False, sort_keys=sort_keys)
 
 
 def write_json(path: Path, obj) -> None:

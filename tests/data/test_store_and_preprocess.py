@@ -511,3 +511,8 @@ def test_cli_train_with_an_empty_train_split_exits_with_one_line_naming_the_mani
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["segbench train: error: data/processed/phantom-cardiac/manifest.json: the train split has no cases"]
     assert not (tiny_project / "runs").exists()
+
+
+def test_json_text_sorts_keys_when_asked_and_never_writes_nan():
+    from benchmark.data.store import json_text
+    assert json_text({"b": float("nan"), "a": 1.0}, sort_keys=True) == '{\n "a": 1.0,\n "b": null\n}'
