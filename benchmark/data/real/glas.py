@@ -20,7 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
