@@ -20,7 +20,6 @@ import re
 import sys
 from pathlib import Path
 
-
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
