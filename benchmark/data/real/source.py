@@ -154,7 +154,7 @@ class RealSource:
                 try:
                     extract(path, dest / archive_stem(path.name))
                 except ArchiveError as e:
-                    raise ArchiveError(f"{e}; delete {path} and fetch again") from e
+                    raise self._refused(f, path, origin == "placed by hand", e) from e
             else:
                 _copy(path, dest / f.name)
         licence = licence_text(self.module)
@@ -164,20 +164,22 @@ class RealSource:
                 "citation": self.module.CITATION, "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def _check_local(self, f: RemoteFile, path: Path, by_hand: bool) -> str:
-        """The SHA-256 of a file already here, after checking its checksum and content; a wrong one placed by
-        hand is kept, a wrong one downloaded earlier is deleted (see the module docstring)."""
+        """The SHA-256 of a file already here, after checking its content and checksum."""
         try:
             check_content(path)
-            sha = dl.verify(path, f.checksum, "placed by hand" if by_hand else f.url)
+            return dl.verify(path, f.checksum, "placed by hand" if by_hand else f.url)
         except (dl.ChecksumError, ContentError) as e:
-            if by_hand:
-                instead = "" if f.gated else " (or remove it: the fetch then downloads it)"
-                raise type(e)(f"{e}. It was placed by hand and is kept: replace it with the release's "
-                              f"{f.name}{instead}") from e
-            path.unlink(missing_ok=True)
-            raise type(e)(f"{e}. It was downloaded earlier and has been deleted: fetch again to download it "
-                          f"anew") from e
-        return sha
+            raise self._refused(f, path, by_hand, e) from e
+
+    def _refused(self, f: RemoteFile, path: Path, by_hand: bool, e: Exception) -> Exception:
+        """``e`` with what became of the wrong file ``path``: one placed by hand is the user's and is kept; one
+        downloaded is deleted, so that the next fetch downloads it again (see the module docstring)."""
+        if by_hand:
+            instead = "" if f.gated else " (or remove it: the fetch then downloads it)"
+            return type(e)(f"{e}. It was placed by hand and is kept: replace it with the release's "
+                           f"{f.name}{instead}")
+        path.unlink(missing_ok=True)
+        return type(e)(f"{e}. The download has been deleted: fetch again to download it anew")
 
     def load(self, src: Path, cfg: DataConfig):
         return self.module.load(Path(src), cfg)

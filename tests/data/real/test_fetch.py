@@ -317,6 +317,26 @@ def test_an_earlier_download_gone_wrong_is_deleted_and_fetched_again(tmp_path, h
     cached.write_bytes(PAGE)
     with pytest.raises(ContentError, match=re.escape(f"{cached}: is a web page")) as err:
         fetch("glas", dest, cfg, source=source)
-    assert "It was downloaded earlier and has been deleted: fetch again" in str(err.value)
+    assert "The download has been deleted: fetch again to download it anew" in str(err.value)
     assert not cached.exists() and list(dest.parent.iterdir()) == []
     assert fetch("glas", dest, cfg, source=source)["available"] and cached.is_file()
+
+
+@pytest.mark.parametrize("by_hand", [True, False])
+def test_a_truncated_archive_is_kept_when_placed_by_hand_and_deleted_when_downloaded(tmp_path, http_server, by_hand):
+    make_glas_zip(tmp_path / "good.zip")
+    cut = (tmp_path / "good.zip").read_bytes()[:3000]
+    if by_hand:
+        source, path = _placed(tmp_path, cut, None)
+    else:
+        (http_server.root / NAME).write_bytes(cut)
+        f = dataclasses.replace(glas.FILES[0], url=http_server.file_url(NAME), checksum=None)
+        source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "downloads", files=(f,))
+        path = tmp_path / "downloads" / NAME
+    with pytest.raises(ArchiveError, match=re.escape(f"{path}: unreadable or truncated archive")) as err:
+        fetch("glas", tmp_path / "fetched" / "glas", DataConfig(size=16), source=source)
+    if by_hand:
+        assert "It was placed by hand and is kept" in str(err.value) and path.read_bytes() == cut
+    else:
+        assert "The download has been deleted" in str(err.value) and not path.exists()
+    assert list((tmp_path / "fetched").iterdir()) == []
