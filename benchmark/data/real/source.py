@@ -20,8 +20,9 @@ Where files are looked for, in order: ``data/raw/DATASET/NAME`` (placed by hand;
 ``data/raw``), then ``data/downloads/DATASET/NAME`` (what earlier fetches downloaded), then the URL,
 downloaded resumably into ``data/downloads``. Every file, hand-placed ones included, is checked against its
 recorded checksum and for content of the kind its name says (:mod:`benchmark.data.filetype`; never a web page).
-A wrong file is an error naming it: one placed by hand is the user's and is kept (they replace it); one the
-suite downloaded earlier is deleted, so the next fetch downloads it again.
+A wrong file (checksum, content, or an archive that cannot be read) is an error naming it: one placed by hand is
+the user's and is kept (they replace it); one the suite downloaded is deleted, so the next fetch downloads it
+again.
 """
 from __future__ import annotations
 
