@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
 
+from benchmark.cli import main
 from benchmark.config import EvalConfig, load_config
 from benchmark.data.manifest import ManifestError
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError
+from benchmark.errors import USER_ERROR
 from benchmark.evaluation import evaluate
 from benchmark.inference import UNCERTAINTY, predict
 from benchmark.metrics.fusion import sample_spread
@@ -91,3 +94,21 @@ def test_nfe_sweep_with_an_empty_test_split_names_it_and_writes_nothing(flow_mod
     with pytest.raises(ManifestError, match=re.escape(f"{manifest}: the test split has no cases")):
         nfe_sweep(processed, model_dir, tmp_path / "sweep", sweep_settings([1], dopri5=False), threads=1)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_cli_predict_with_an_empty_test_split_exits_with_one_line_and_keeps_the_predictions(flow_model, tiny_project,
+                                                                                             monkeypatch, capsys):
+    model_dir, _ = flow_model
+    write_params(tiny_project / "params.yaml", methods=["flowseg-plain"])
+    run = tiny_project / "runs" / "phantom-cardiac" / "flowseg-plain"
+    shutil.copytree(model_dir, run / "model")
+    monkeypatch.chdir(tiny_project)
+    assert main(["predict", "phantom-cardiac", "flowseg-plain"]) == 0
+    before = snapshot(run / "predictions")
+    assert json.loads((run / "predictions" / "meta.json").read_text())["status"] == "ok"
+    empty_split(tiny_project / "data" / "processed" / "phantom-cardiac", "test")
+    capsys.readouterr()
+    assert main(["predict", "phantom-cardiac", "flowseg-plain"]) == USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["segbench predict: error: data/processed/phantom-cardiac/manifest.json: the test split has no cases"]
+    assert snapshot(run / "predictions") == before and hidden(run) == []
