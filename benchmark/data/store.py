@@ -6,7 +6,9 @@ nothing), never half of one.
 
 A processed case is an ``.npz`` holding ``image`` float32 ``(Z, C, H, W)``,
 ``label`` uint8 ``(R, Z, H, W)`` and ``spacing`` float64 ``(3,)`` in (z, y, x) mm.
-Every problem with a file raises :class:`CaseFileError` naming the file.
+Every problem with a file raises :class:`CaseFileError` naming the file; a case read with the hash its
+manifest records is checked against it before it is parsed. Every JSON file is written by :func:`json_text`:
+no ``NaN`` or ``Infinity`` in any of them.
 """
 from __future__ import annotations
 
