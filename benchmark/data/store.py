@@ -119,18 +119,21 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 def load_arrays(path: Path, keys: tuple[str, ...], sha256: str | None = None) -> dict[str, np.ndarray]:
     """Read ``keys`` from an ``.npz``, turning every failure into a :class:`CaseFileError`.
 
-    ``sha256``: the hash the manifest recorded; the bytes are read once, hashed, and parsed only when they match,
-    so what is used is what was verified.
+    ``sha256``: the hash the manifest recorded; then the bytes are read once, hashed, and parsed only when they
+    match, so what is used is what was verified.
     """
     path = Path(path)
     if not path.is_file():
         raise CaseFileError(path, "file is missing")
     try:
-        data = path.read_bytes()
-        if sha256 is not None and (actual := hashlib.sha256(data).hexdigest()) != sha256:
-            raise CaseFileError(path, f"content changed since the manifest was written: its sha256 is {actual}, "
-                                      f"the manifest records {sha256} (run the preprocess stage again)")
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        source = path
+        if sha256 is not None:
+            data = path.read_bytes()
+            if (actual := hashlib.sha256(data).hexdigest()) != sha256:
+                raise CaseFileError(path, f"content changed since the manifest was written: its sha256 is "
+                                          f"{actual}, the manifest records {sha256} (run the preprocess stage again)")
+            source = io.BytesIO(data)
+        with np.load(source, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise CaseFileError(path, f"missing arrays {missing} (has {sorted(z.files)})")
