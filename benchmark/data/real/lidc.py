@@ -156,8 +156,8 @@ def _rater_masks(gt_patient: Path, stem: str, image_path: Path) -> list[Path]:
                    key=lambda t: t[0]) if gt_patient.is_dir() else []
     ids = [i for i, _ in found]
     if ids not in ([0, 1, 2, 3], [1, 2, 3, 4]):
-        raise ReleaseFileMissing(f"{image_path}: expected four rater masks {gt_patient / (stem + '_l0.png')} .. _l3.png "
-                                 f"(or _l1 .. _l4), found rater ids {ids}")
+        raise ReleaseFileMissing(f"{image_path}: expected four rater masks {gt_patient / (stem + '_l0.png')} .. "
+                                 f"_l3.png (or _l1 .. _l4), found rater ids {ids}")
     return [p for _, p in found]
 
 

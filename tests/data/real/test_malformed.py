@@ -112,5 +112,6 @@ def test_cli_preprocess_of_a_malformed_release_file_exits_with_one_line(tmp_path
     write_params(tmp_path / "params.yaml", datasets=["glas"])
     assert main(["preprocess", "glas"]) == USER_ERROR
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("segbench preprocess: error: ") and str(victim.relative_to(tmp_path)) in err[0]
+    assert len(err) == 1 and err[0].startswith("segbench preprocess: error: ")
+    assert str(victim.relative_to(tmp_path)) in err[0]
     assert not (tmp_path / "data" / "processed" / "glas").exists()
