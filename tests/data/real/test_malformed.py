@@ -2,6 +2,7 @@
 the file, never a traceback from a library's internals (issue 19)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from benchmark.cli import main
 from benchmark.config import DataConfig
 from benchmark.data.archive import extract
+from benchmark.data.filetype import ContentError
+from benchmark.data.interface import ReleaseFileMissing
 from benchmark.data.real import acdc, camus, glas, isic, lidc, monuseg, refuge
 from benchmark.errors import USER_ERROR, SegbenchError
 from tests.conftest import write_params
@@ -115,3 +118,15 @@ def test_cli_preprocess_of_a_malformed_release_file_exits_with_one_line(tmp_path
     assert len(err) == 1 and err[0].startswith("segbench preprocess: error: ")
     assert str(victim.relative_to(tmp_path)) in err[0]
     assert not (tmp_path / "data" / "processed" / "glas").exists()
+
+
+def test_a_missing_release_file_is_a_user_error_naming_it(tmp_path):
+    """What a converter needs and does not find: a SegbenchError (one line from ``segbench``), still a
+    FileNotFoundError for callers that catch that."""
+    _glas(tmp_path)
+    anno = next((tmp_path / "glas").rglob("train_1_anno.bmp"))
+    anno.unlink()
+    with pytest.raises(ReleaseFileMissing, match=re.escape(f"train_1.bmp: its annotation {anno.name} is missing")):
+        list(glas.load(tmp_path / "glas", DataConfig(size=8)))
+    assert issubclass(ReleaseFileMissing, SegbenchError) and issubclass(ReleaseFileMissing, FileNotFoundError)
+    assert issubclass(ContentError, SegbenchError) and issubclass(ContentError, ValueError)
