@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmark.catalogue import CatalogueError
 from benchmark.cli import main
+from benchmark.claims import ClaimsError
 from benchmark.config import ConfigError
 from benchmark.data.archive import ArchiveError, UnsafeArchiveError
 from benchmark.data.download import ChecksumError, DownloadError
-from benchmark.data.interface import DatasetMissing, DataUnavailable
+from benchmark.data.filetype import ContentError
+from benchmark.data.interface import DataFormatError, DatasetMissing, DataUnavailable, ReleaseFileMissing
 from benchmark.data.manifest import ManifestError
 from benchmark.data.registry import UnknownDatasetError
 from benchmark.data.safe_pickle import PickleFileError, UnsafePickleError
@@ -27,7 +30,8 @@ from tests.conftest import write_params
     (UnsafePickleError, ValueError), (NotSweepableError, ValueError),
     (UnknownMethodError, KeyError), (UnknownDatasetError, KeyError),
     (DownloadError, RuntimeError), (ChecksumError, RuntimeError), (DatasetMissing, RuntimeError),
-    (DataUnavailable, RuntimeError),
+    (DataUnavailable, RuntimeError), (DataFormatError, ValueError), (ContentError, ValueError),
+    (CatalogueError, ValueError), (ClaimsError, ValueError), (ReleaseFileMissing, FileNotFoundError),
 ])
 def test_every_user_error_is_a_segbench_error_and_keeps_its_builtin_base(cls, builtin):
     assert issubclass(cls, SegbenchError) and issubclass(cls, builtin)

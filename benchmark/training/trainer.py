@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from benchmark.config import MethodConfig, TrainConfig
-from benchmark.data.manifest import MANIFEST, ManifestError, file_sha256
+from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import atomic_write, staged_folder, write_json
 from benchmark.methods import build_method
@@ -77,8 +77,6 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     torch.set_num_threads(cfg.threads)
     processed, out = Path(processed), Path(out)
     manifest, cases = load_split(processed, "train")
-    if not cases:
-        raise ManifestError(f"{processed / MANIFEST}: the train split has no cases")
     info = manifest.dataset
     data = SliceSet.from_cases(cases)
     manifest_sha = file_sha256(processed / MANIFEST)
