@@ -118,7 +118,7 @@ def save(accelerator: Accelerator, folder: Path, step: int, state: TrainingState
     newest ``keep`` checkpoints. A full disk is one :class:`SegbenchError` naming the file; the folder being built
     is removed and the previous checkpoints are kept."""
     dest = folder / f"{CKPT_PREFIX}{step:07d}"
-    with _staged_on_main(accelerator, dest) as tmp:
+    with disk_full_names(dest), _staged_on_main(accelerator, dest) as tmp:  # the folder itself, or its swap
         writers = {rng_file(accelerator.process_index):
                    lambda p: p.write_bytes(safetensors.torch.save(_rng_state(accelerator.device)))}
         if accelerator.is_main_process:

@@ -126,7 +126,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     if accelerator.is_main_process and stop == cfg.steps:
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
-        with staged_folder(out / "model") as tmp:
+        with disk_full_names(out / "model"), staged_folder(out / "model") as tmp:
             write_files(tmp, out / "model", {
                 "model.pt": lambda p: p.write_bytes(torch_bytes(payload)),
                 "meta.json": lambda p: write_record(p, meta),

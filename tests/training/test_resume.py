@@ -14,10 +14,11 @@ import torch
 from tests.conftest import write_params
 
 CMD = [sys.executable, "-m", "benchmark.cli", "train", "phantom-cardiac", "unet"]
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code, not an installed one
 
 
 def _train(cwd: Path, extra=()) -> subprocess.CompletedProcess:
-    return subprocess.run(CMD + list(extra), cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(CMD + list(extra), cwd=cwd, capture_output=True, text=True, timeout=300, env=ENV)
 
 
 def _weights(cwd: Path) -> dict:
@@ -41,7 +42,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny_project, tmp_path_factory):
     ref = _train(other)
     assert ref.returncode == 0, ref.stderr
 
-    proc = subprocess.Popen(CMD, cwd=tiny_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(CMD, cwd=tiny_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
     ckpts = tiny_project / "runs/phantom-cardiac/unet/checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.glob("step-*"))):
