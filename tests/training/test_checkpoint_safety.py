@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from accelerate import Accelerator
+from torch.optim.swa_utils import AveragedModel
 
 from benchmark.cli import main
 from benchmark.config import load_config
 from benchmark.errors import USER_ERROR
 from benchmark.methods import nnunet
-from benchmark.training import trainer
-from benchmark.training.checkpoint import EMA, MODEL, OPTIMIZER, STATE, CheckpointError, load_torch_file, torch_bytes
+from benchmark.training import checkpoint, trainer
+from benchmark.training.checkpoint import (EMA, MODEL, OPTIMIZER, STATE, CheckpointError, TrainingState,
+                                           load_torch_file, torch_bytes)
 from benchmark.training.trainer import train
 from tests.conftest import TINY_PARAMS, write_params
 
@@ -179,6 +182,22 @@ def test_checkpoints_of_another_config_are_not_counted(project, capsys):
     (RUN / "checkpoints/step-0000020" / MODEL).write_bytes(b"")
     rc, log = _segbench_train(capsys)
     assert rc == 0 and "resuming" not in log and "skipping" not in log
+
+
+def test_the_grad_scaler_state_is_restored(tmp_path):
+    """fp16 training keeps a loss scale; it travels in ``optimizer.pt`` (the GPU path, checked here on the CPU)."""
+    accelerator = Accelerator(cpu=True)
+
+    def state(init_scale: float) -> TrainingState:
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return TrainingState(model, AveragedModel(model), optimizer,
+                             torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                             torch.amp.GradScaler("cpu", init_scale=init_scale))
+    checkpoint.save(accelerator, tmp_path, 5, state(512.0), {"fingerprint": "f", "history": []}, keep=1)
+    restored = state(2.0 ** 16)
+    assert checkpoint.resume(accelerator, tmp_path, "f", restored) == {"step": 5, "fingerprint": "f", "history": []}
+    assert restored.scaler.get_scale() == 512.0
 
 
 # --------------------------------------------------------------------------------------------------- full disk
