@@ -93,17 +93,24 @@ def write_files(tmp: Path, dest: Path, writers: dict[str, Callable[[Path], None]
             write(tmp / name)
 
 
-def torch_bytes(obj) -> bytes:
-    """``torch.save`` into memory: the archive's inner folder is always ``archive/``, whatever the file is called,
-    and the file is then written by Python, whose errors (a full disk) carry their errno."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+def save_torch(path: Path, obj) -> None:
+    """``torch.save`` through a Python file: the archive's inner folder is ``archive/`` whatever the file is called
+    (a path would name it after the temporary file), and a failed write (a full disk) raises ``OSError`` with its
+    errno instead of torch's ``RuntimeError``."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _tensor_bytes(module: torch.nn.Module) -> bytes:
-    # copies: safetensors refuses tensors that share memory (tied weights), and wants them on the CPU
-    return safetensors.torch.save({k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()})
+    """The state dict as safetensors bytes (written by Python: ``safetensors.torch.save_file`` ignores a full
+    disk). safetensors refuses tensors that share memory (tied weights): those after the first are copied."""
+    tensors, storages = {}, set()
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        storage = v.untyped_storage().data_ptr()
+        tensors[k] = v.clone() if storage in storages else v
+        storages.add(storage)
+    return safetensors.torch.save(tensors)
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -126,9 +133,8 @@ def save(accelerator: Accelerator, folder: Path, step: int, state: TrainingState
             writers |= {
                 MODEL: lambda p: p.write_bytes(_tensor_bytes(state.model)),
                 EMA: lambda p: p.write_bytes(_tensor_bytes(state.ema)),
-                OPTIMIZER: lambda p: p.write_bytes(torch_bytes({"optimizer": state.optimizer.state_dict(),
-                                                                "scheduler": state.scheduler.state_dict(),
-                                                                "scaler": scaler})),
+                OPTIMIZER: lambda p: save_torch(p, {"optimizer": state.optimizer.state_dict(),
+                                                    "scheduler": state.scheduler.state_dict(), "scaler": scaler}),
                 STATE: lambda p: write_json(p, {"step": step, **record})}
         write_files(tmp, dest, writers)
         accelerator.wait_for_everyone()  # every process has written its part before the swap

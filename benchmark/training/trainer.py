@@ -35,7 +35,7 @@ from benchmark.methods import build_method
 from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
-from benchmark.training.checkpoint import TrainingState, disk_full_names, torch_bytes, write_files
+from benchmark.training.checkpoint import TrainingState, disk_full_names, save_torch, write_files
 from benchmark.training.data import SliceSet, batch_at
 
 
@@ -128,7 +128,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
         with disk_full_names(out / "model"), staged_folder(out / "model") as tmp:
             write_files(tmp, out / "model", {
-                "model.pt": lambda p: p.write_bytes(torch_bytes(payload)),
+                "model.pt": lambda p: save_torch(p, payload),
                 "meta.json": lambda p: write_record(p, meta),
                 MANIFEST: lambda p: shutil.copy2(processed / MANIFEST, p)})  # the data contract beside the weights
         with disk_full_names(out / "loss.csv"):

@@ -6,6 +6,7 @@ profile) and trains it to the end through ``segbench train`` (:func:`benchmark.c
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import pickle
@@ -25,8 +26,7 @@ from benchmark.config import load_config
 from benchmark.errors import USER_ERROR
 from benchmark.methods import nnunet
 from benchmark.training import checkpoint, trainer
-from benchmark.training.checkpoint import (EMA, MODEL, OPTIMIZER, STATE, CheckpointError, TrainingState,
-                                           load_torch_file, torch_bytes)
+from benchmark.training.checkpoint import EMA, MODEL, OPTIMIZER, STATE, CheckpointError, TrainingState, load_torch_file
 from benchmark.training.trainer import train
 from tests.conftest import TINY_PARAMS, write_params
 
@@ -82,9 +82,15 @@ def _temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*") if p.name.endswith((".tmp", ".old"))]
 
 
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def _planted(name: str, marker: Path) -> bytes:
     if name == OPTIMIZER:  # a real torch archive, so the payload reaches the unpickler
-        return torch_bytes({"optimizer": Payload(marker), "scheduler": {}, "scaler": None})
+        return _torch_bytes({"optimizer": Payload(marker), "scheduler": {}, "scaler": None})
     return pickle.dumps({"state": Payload(marker)})
 
 
@@ -129,7 +135,7 @@ def test_a_broken_newest_checkpoint_is_skipped_and_runs_nothing(template, projec
 
 FOREIGN = {  # a whole file of the right kind that does not belong to this run -> the skip message
     MODEL: (lambda: safetensors.torch.save({"other.weight": torch.zeros(3)}), "does not fit the model: 2"),
-    OPTIMIZER: (lambda: torch_bytes({"optimizer": {"state": {}, "param_groups": []}, "scheduler": {},
+    OPTIMIZER: (lambda: _torch_bytes({"optimizer": {"state": {}, "param_groups": []}, "scheduler": {},
                                      "scaler": None}), "does not fit this optimizer (ValueError"),
     RNG: (lambda: safetensors.torch.save({"cuda": torch.zeros(8, dtype=torch.uint8)}), "holds no CPU RNG state"),
     STATE: (lambda: json.dumps({"step": 7, "fingerprint": "x", "history": []}).encode(),
@@ -204,16 +210,27 @@ def test_the_grad_scaler_state_is_restored(tmp_path):
 
 
 def _disk_full_at(monkeypatch, name: str) -> None:
-    """Writing the file ``name`` (or its temporary ``.name.*``) writes half of the data, then fails with ENOSPC."""
-    for method in ("write_bytes", "write_text"):
-        real = getattr(Path, method)
+    """Writing the file ``name`` (or its temporary ``.name.*``) writes part of the data, then fails with ENOSPC."""
+    def hit(path) -> bool:
+        return Path(path).name == name or Path(path).name.startswith(f".{name}.")
 
-        def failing(self, data, *args, _real=real, **kwargs):
-            if self.name == name or self.name.startswith(f".{name}."):
+    def full():
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for method in ("write_bytes", "write_text"):
+        def failing(self, data, *args, _real=getattr(Path, method), **kwargs):
+            if hit(self):
                 _real(self, data[:len(data) // 2], *args, **kwargs)
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                raise full()
             return _real(self, data, *args, **kwargs)
         monkeypatch.setattr(Path, method, failing)
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        if hit(getattr(f, "name", "")):
+            f.write(b"PK\x03\x04")
+            raise full()
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", failing_save)
 
 
 def _previous_outputs() -> dict[str, bytes]:
@@ -308,20 +325,20 @@ def test_nnunet_checkpoint_types_load_weights_only(tmp_path):
     """What nnU-Net 2 writes (numpy scalars among plain data) loads with the allow-list; the round trip in
     tests/baselines/test_nnunet.py loads a real one."""
     path = tmp_path / "checkpoint_final.pth"
-    path.write_bytes(torch_bytes(LIKE_NNUNET))
+    path.write_bytes(_torch_bytes(LIKE_NNUNET))
     loaded = load_torch_file(path, nnunet.NNUNET_CHECKPOINT_GLOBALS)
     assert loaded["_best_ema"] == np.float32(0.5) and loaded["logging"]["train_losses"][1] == 0.5
     with pytest.raises(CheckpointError, match=r"checkpoint_final\.pth: refused to load numpy"):
         load_torch_file(path)  # the allow-list is needed, and given for this file only
-    path.write_bytes(torch_bytes({**LIKE_NNUNET, "x": np.array([None, 1], dtype=object)}))
+    path.write_bytes(_torch_bytes({**LIKE_NNUNET, "x": np.array([None, 1], dtype=object)}))
     with pytest.raises(CheckpointError, match=r"checkpoint_final\.pth: refused to load numpy"):
         load_torch_file(path, nnunet.NNUNET_CHECKPOINT_GLOBALS)  # arrays and object dtypes are not admitted
 
 
 @pytest.mark.parametrize("checkpoint, problem", [
-    (lambda marker: torch_bytes({**LIKE_NNUNET, "_best_ema": Payload(marker)}), "refused to load io.open"),
-    (lambda marker: torch_bytes(LIKE_NNUNET)[:500], "unreadable or truncated"),
-    (lambda marker: torch_bytes({"network_weights": {}}), "not an nnU-Net checkpoint"),
+    (lambda marker: _torch_bytes({**LIKE_NNUNET, "_best_ema": Payload(marker)}), "refused to load io.open"),
+    (lambda marker: _torch_bytes(LIKE_NNUNET)[:500], "unreadable or truncated"),
+    (lambda marker: _torch_bytes({"network_weights": {}}), "not an nnU-Net checkpoint"),
 ], ids=["payload", "truncated", "other"])
 def test_nnunet_predict_refuses_a_planted_or_broken_checkpoint(tiny_project, capsys, monkeypatch, checkpoint,
                                                               problem):
