@@ -7,11 +7,12 @@ A checkpoint is the folder ``step-XXXXXXX/`` (built aside, then swapped in). The
 - ``optimizer.pt``: ``{"optimizer", "scheduler", "scaler"}`` state dicts (the scaler's is None unless fp16),
   written by ``torch.save`` and read with ``torch.load(weights_only=True)``, which builds tensors and plain
   containers only;
-- ``state.json``: step, fingerprint, resolved config, loss history;
+- ``state.json``: step, number of processes, fingerprint, resolved config, loss history;
 
 and every process writes ``rng-<rank>.safetensors``: its torch RNG state (``cpu``, and ``cuda`` on a GPU), which
 dropout draws from. Batches and noise need none: they come from per-step generators
-(:mod:`benchmark.training.data`).
+(:mod:`benchmark.training.data`). A run resumed by more processes than saved the checkpoint leaves the RNG of
+the new ranks as seeded (such a run cannot match an uninterrupted one anyway).
 
 Nothing is unpickled with arbitrary globals, so a payload planted in any file is refused as a broken file and
 never runs. :func:`resume` tries the checkpoints newest first and skips, saying so, any with a missing,
@@ -135,7 +136,7 @@ def save(accelerator: Accelerator, folder: Path, step: int, state: TrainingState
                 EMA: lambda p: p.write_bytes(_tensor_bytes(state.ema)),
                 OPTIMIZER: lambda p: save_torch(p, {"optimizer": state.optimizer.state_dict(),
                                                     "scheduler": state.scheduler.state_dict(), "scaler": scaler}),
-                STATE: lambda p: write_json(p, {"step": step, **record})}
+                STATE: lambda p: write_json(p, {"step": step, "world_size": accelerator.num_processes, **record})}
         write_files(tmp, dest, writers)
         accelerator.wait_for_everyone()  # every process has written its part before the swap
     if accelerator.is_main_process:
@@ -219,8 +220,10 @@ def _record(ckpt: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(path, f"not valid JSON ({e})") from None
     if not (isinstance(record, dict) and isinstance(record.get("fingerprint"), str)
-            and isinstance(record.get("history"), list) and record.get("step") == _step_of(ckpt)):
-        raise CheckpointError(path, f"not the state of {ckpt.name} (step, fingerprint and history expected)")
+            and isinstance(record.get("history"), list) and record.get("step") == _step_of(ckpt)
+            and isinstance(record.get("world_size"), int) and record["world_size"] >= 1):
+        raise CheckpointError(path, f"not the state of {ckpt.name} (step, world_size, fingerprint and history "
+                                    f"expected)")
     return record
 
 
@@ -229,12 +232,12 @@ def _step_of(ckpt: Path) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _load(ckpt: Path, state: TrainingState, accelerator: Accelerator, ranks: range) -> None:
-    """Read every file of ``ckpt`` (the RNG files of ``ranks``) and check it, then restore ``state`` and this
-    process's RNG from them."""
+def _load(ckpt: Path, state: TrainingState, accelerator: Accelerator, ranks: range, world_size: int) -> None:
+    """Read every file of ``ckpt`` (the RNG files of those ``ranks`` among the ``world_size`` that saved it) and
+    check it, then restore ``state`` and this process's RNG from them."""
     model, ema = _fitting(ckpt / MODEL, state.model), _fitting(ckpt / EMA, state.ema)
     saved = load_torch_file(ckpt / OPTIMIZER)
-    rngs = {rank: _rng(ckpt / rng_file(rank)) for rank in ranks}
+    rngs = {rank: _rng(ckpt / rng_file(rank)) for rank in ranks if rank < world_size}
     state.model.load_state_dict(model)
     state.ema.load_state_dict(ema)
     try:
@@ -244,10 +247,11 @@ def _load(ckpt: Path, state: TrainingState, accelerator: Accelerator, ranks: ran
             state.scaler.load_state_dict(saved["scaler"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(ckpt / OPTIMIZER, f"does not fit this optimizer ({type(e).__name__}: {e})") from None
-    rng = rngs[accelerator.process_index]
-    torch.set_rng_state(rng["cpu"])
-    if accelerator.device.type == "cuda" and "cuda" in rng:
-        torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
+    rng = rngs.get(accelerator.process_index)
+    if rng is not None:
+        torch.set_rng_state(rng["cpu"])
+        if accelerator.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
 
 
 def resume(accelerator: Accelerator, folder: Path, fingerprint: str, state: TrainingState) -> dict | None:
@@ -267,7 +271,7 @@ def resume(accelerator: Accelerator, folder: Path, fingerprint: str, state: Trai
                 record = _record(ckpt)
                 if record["fingerprint"] != fingerprint:
                     continue  # another config's or data's: not ours to resume
-                _load(ckpt, state, accelerator, range(accelerator.num_processes))
+                _load(ckpt, state, accelerator, range(accelerator.num_processes), record["world_size"])
             except CheckpointError as e:
                 problems.append(str(e))
                 print(f"skipping checkpoint {ckpt.name}: {e}", file=sys.stderr)
@@ -282,5 +286,6 @@ def resume(accelerator: Accelerator, folder: Path, fingerprint: str, state: Trai
         return None
     if not accelerator.is_main_process:
         record = _record(folder / chosen)
-        _load(folder / chosen, state, accelerator, range(accelerator.process_index, accelerator.process_index + 1))
+        rank = accelerator.process_index
+        _load(folder / chosen, state, accelerator, range(rank, rank + 1), record["world_size"])
     return record

@@ -202,7 +202,8 @@ def test_the_grad_scaler_state_is_restored(tmp_path):
                              torch.amp.GradScaler("cpu", init_scale=init_scale))
     checkpoint.save(accelerator, tmp_path, 5, state(512.0), {"fingerprint": "f", "history": []}, keep=1)
     restored = state(2.0 ** 16)
-    assert checkpoint.resume(accelerator, tmp_path, "f", restored) == {"step": 5, "fingerprint": "f", "history": []}
+    assert checkpoint.resume(accelerator, tmp_path, "f", restored) == {"step": 5, "world_size": 1, "fingerprint": "f",
+                                                                      "history": []}
     assert restored.scaler.get_scale() == 512.0
 
 
