@@ -15,7 +15,7 @@ import torch
 from tests.conftest import TINY_PARAMS, write_params
 
 CMD = [sys.executable, "-m", "benchmark.cli", "train", "phantom-cardiac", "unet"]
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code, not an installed one
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code
 
 
 def _train(cwd: Path, extra=()) -> subprocess.CompletedProcess:
