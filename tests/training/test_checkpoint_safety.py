@@ -105,12 +105,8 @@ def test_the_planted_payload_is_a_real_attack(tmp_path):
     assert marker.is_file()
 
 
-BROKEN = {  # kind -> (how the newest checkpoint's file is broken, what the skip message says for each file)
-    "truncated": (lambda data, marker: data[:len(data) // 2], "unreadable or truncated"),
-    "empty": (lambda data, marker: b"", "unreadable or truncated"),
-    "missing": (None, "file is missing"),
-    "payload": (lambda data, marker: None, "unreadable or truncated"),
-}
+BROKEN = {"truncated": "unreadable or truncated", "empty": "unreadable or truncated", "missing": "file is missing",
+          "payload": "unreadable or truncated"}  # how the newest checkpoint's file is broken -> the skip message
 PROBLEM = {(STATE, "truncated"): "not valid JSON", (STATE, "empty"): "not valid JSON",
            (STATE, "payload"): "not valid JSON", (OPTIMIZER, "payload"): "refused to load io.open"}
 
@@ -120,14 +116,14 @@ PROBLEM = {(STATE, "truncated"): "not valid JSON", (STATE, "empty"): "not valid 
 def test_a_broken_newest_checkpoint_is_skipped_and_runs_nothing(template, project, capsys, name, kind):
     marker = project / "marker"
     path = RUN / "checkpoints/step-0000020" / name
-    corrupt, problem = BROKEN[kind]
-    if corrupt is None:
+    if kind == "missing":
         path.unlink()
     else:
-        path.write_bytes(_planted(name, marker) if kind == "payload" else corrupt(path.read_bytes(), marker))
+        data = path.read_bytes()
+        path.write_bytes({"truncated": data[:len(data) // 2], "empty": b"", "payload": _planted(name, marker)}[kind])
     rc, log = _segbench_train(capsys)
     assert rc == 0, log
-    assert f"skipping checkpoint step-0000020: {path}: {PROBLEM.get((name, kind), problem)}" in log
+    assert f"skipping checkpoint step-0000020: {path}: {PROBLEM.get((name, kind), BROKEN[kind])}" in log
     assert f"resuming from {RUN / 'checkpoints/step-0000010'} at step 10" in log
     assert _weights() == template[1]  # as if never interrupted
     assert not marker.exists()
