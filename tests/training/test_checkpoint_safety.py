@@ -186,21 +186,34 @@ def test_checkpoints_of_another_config_are_not_counted(project, capsys):
     assert rc == 0 and "resuming" not in log and "skipping" not in log
 
 
-def test_the_grad_scaler_state_is_restored(tmp_path):
+class Tied(torch.nn.Module):
+    """Two layers sharing one weight, as a plug-in method may have (safetensors refuses shared memory)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False)
+        self.b.weight = self.a.weight
+
+
+def _state(init_scale: float) -> TrainingState:
+    model = Tied()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return TrainingState(model, AveragedModel(model), optimizer,
+                         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                         torch.amp.GradScaler("cpu", init_scale=init_scale))
+
+
+def test_tied_weights_and_the_loss_scale_are_restored(tmp_path):
     """fp16 training keeps a loss scale; it travels in ``optimizer.pt`` (the GPU path, checked here on the CPU)."""
     accelerator = Accelerator(cpu=True)
-
-    def state(init_scale: float) -> TrainingState:
-        model = torch.nn.Linear(2, 2)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        return TrainingState(model, AveragedModel(model), optimizer,
-                             torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-                             torch.amp.GradScaler("cpu", init_scale=init_scale))
-    checkpoint.save(accelerator, tmp_path, 5, state(512.0), {"fingerprint": "f", "history": []}, keep=1)
-    restored = state(2.0 ** 16)
+    saved = _state(512.0)
+    checkpoint.save(accelerator, tmp_path, 5, saved, {"fingerprint": "f", "history": []}, keep=1)
+    restored = _state(2.0 ** 16)
     assert checkpoint.resume(accelerator, tmp_path, "f", restored) == {"step": 5, "world_size": 1, "fingerprint": "f",
                                                                       "history": []}
     assert restored.scaler.get_scale() == 512.0
+    assert torch.equal(restored.model.a.weight, saved.model.a.weight)
+    assert restored.model.b.weight is restored.model.a.weight  # still tied
 
 
 # --------------------------------------------------------------------------------------------------- full disk
