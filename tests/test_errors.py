@@ -21,6 +21,7 @@ from benchmark.errors import USER_ERROR, SegbenchError
 from benchmark.methods import registry
 from benchmark.methods.registry import UnknownMethodError, build_method
 from benchmark.nfe_sweep import NotSweepableError
+from benchmark.training.checkpoint import CheckpointError
 from tests.conftest import write_params
 
 
@@ -32,6 +33,7 @@ from tests.conftest import write_params
     (DownloadError, RuntimeError), (ChecksumError, RuntimeError), (DatasetMissing, RuntimeError),
     (DataUnavailable, RuntimeError), (DataFormatError, ValueError), (ContentError, ValueError),
     (CatalogueError, ValueError), (ClaimsError, ValueError), (ReleaseFileMissing, FileNotFoundError),
+    (CheckpointError, ValueError),
 ])
 def test_every_user_error_is_a_segbench_error_and_keeps_its_builtin_base(cls, builtin):
     assert issubclass(cls, SegbenchError) and issubclass(cls, builtin)

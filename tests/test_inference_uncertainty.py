@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from benchmark.cli import main
 from benchmark.config import EvalConfig, load_config
@@ -20,6 +21,7 @@ from benchmark.evaluation import evaluate
 from benchmark.inference import UNCERTAINTY, predict
 from benchmark.metrics.fusion import sample_spread
 from benchmark.nfe_sweep import nfe_sweep, sweep_settings
+from benchmark.training.checkpoint import CheckpointError
 from benchmark.training.trainer import train
 from tests.conftest import write_params
 from tests.data.tamper import copy_processed, empty_split, hidden, rewrite_label, snapshot
@@ -112,3 +114,25 @@ def test_cli_predict_with_an_empty_test_split_exits_with_one_line_and_keeps_the_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["segbench predict: error: data/processed/phantom-cardiac/manifest.json: the test split has no cases"]
     assert snapshot(run / "predictions") == before and hidden(run) == []
+
+
+class _Payload:
+    """Unpickled, it creates ``marker``: what a planted model file would make run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_predict_refuses_a_planted_model_file_in_one_line_and_runs_nothing(flow_model, previous, tmp_path, capsys):
+    (model_dir, pcfg), (processed, out, before) = flow_model, previous
+    planted = tmp_path / "model"
+    shutil.copytree(model_dir, planted)
+    marker = tmp_path / "marker"
+    torch.save({"state_dict": _Payload(marker)}, planted / "model.pt")
+    with pytest.raises(CheckpointError, match=re.escape(str(planted / "model.pt"))) as err:
+        predict(processed, planted, out, pcfg, threads=1)
+    assert "\n" not in str(err.value) and not marker.exists()
+    assert snapshot(out) == before and hidden(out.parent) == []

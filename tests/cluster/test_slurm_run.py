@@ -65,7 +65,7 @@ def _submitted(proj) -> set[str]:
 
 def _same_outputs(a: Path, b: Path) -> None:
     run = "runs/phantom-cardiac/unet"
-    wa, wb = (torch.load(p / run / "model/model.pt", weights_only=False)["state_dict"] for p in (a, b))
+    wa, wb = (torch.load(p / run / "model/model.pt", weights_only=True)["state_dict"] for p in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     for f in ("results/phantom-cardiac/unet/metrics.json", "results/phantom-cardiac/unet/per_case.csv",
               "results/phantom-cardiac/unet/per_case_sets.csv", "paper/tables/table1_cardiac.md"):
