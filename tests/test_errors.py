@@ -75,7 +75,7 @@ def test_a_method_constructor_rejecting_its_parameters_is_a_config_error_naming_
     monkeypatch.setattr(registry, "method_class", lambda name: _Picky)
     with pytest.raises(ConfigError, match=r"^method.picky.model: width must be >= 1, got 0$"):
         build_method("picky", 1, 2, {"width": 0})
-    with pytest.raises(ConfigError, match=r"^method.picky.model: got an unexpected keyword argument 'depth'"):
+    with pytest.raises(ConfigError, match=r"^method.picky.model.depth: not a parameter of picky; accepted: width "):
         build_method("picky", 1, 2, {"depth": 3})
     with pytest.raises(TypeError, match="a bug inside the constructor") as exc:  # not a user error
         build_method("picky", 1, 2, {"width": 99})
