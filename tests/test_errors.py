@@ -140,8 +140,7 @@ def test_a_full_disk_during_predict_is_one_error_and_the_previous_predictions_st
     targets = _fill_the_disk_on_call(monkeypatch, np, "savez", 2)   # the second case file
     assert main(["predict", "phantom-cardiac", "unet"]) == USER_ERROR
     err = capsys.readouterr().err
-    final = Path(targets[0]).name.split(".")[1]                      # .CASE.npz.HOST-PID.XXXXXXXX.tmp -> CASE
-    assert err == (f"segbench predict: error: runs/phantom-cardiac/unet/predictions/{final}.npz: could not be "
+    assert err == (f"segbench predict: error: runs/phantom-cardiac/unet/predictions/{Path(targets[0]).name}: could not be "
                    f"written: No space left on device; the previous output, if any, is left as it was and no "
                    f"temporary file remains\n")
     assert _files(trained_project / "runs") == before and _temporaries(trained_project) == []

@@ -111,21 +111,20 @@ def _disk_full_named(path: Path, tmp: Path | None = None) -> Iterator[None]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file. A full disk is a
-    :class:`DiskFullError` naming ``path``; ``path`` is then as it was, and the temporary file is gone."""
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file. ``tmp_path`` has
+    ``path``'s own name, in a private hidden folder beside it (a writer that records the file's name, as
+    ``torch.save`` does, writes the same bytes on every run). A full disk is a :class:`DiskFullError` naming
+    ``path``; ``path`` is then as it was, and the temporary file is gone."""
     path = Path(path)
     with _disk_full_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent))
         try:
-            write(Path(tmp))
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            write(folder / path.name)
+            os.replace(folder / path.name, path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
