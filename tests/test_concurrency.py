@@ -169,3 +169,11 @@ def test_the_temporaries_of_a_killed_writer_are_removed_by_the_next_write_and_a_
     stale[2].write_text("half")
     atomic_write(tmp_path / "a.json", lambda t: t.write_text("{}"))
     assert not stale[2].exists() and (tmp_path / "a.json").read_text() == "{}"
+
+
+def test_a_stage_that_fails_leaves_no_folder_made_for_its_lock(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    assert main(["train", "phantom-cardiac", "unet"]) == USER_ERROR   # no processed dataset
+    err = capsys.readouterr().err
+    assert err.startswith("segbench train: error: data/processed/phantom-cardiac") and "manifest is missing" in err
+    assert sorted(p.name for p in project.iterdir()) == ["params.yaml"]
