@@ -28,10 +28,10 @@ class StageBusyError(SegbenchError):
 @contextlib.contextmanager
 def exclusive(folder: Path, stage: str) -> Iterator[None]:
     """Hold the lock of ``stage`` on ``folder`` (created if needed) for the block; :class:`StageBusyError` naming
-    the holder's host and pid when another process holds it. A folder made for the lock and left empty by the
-    block is removed after it."""
+    the holder's host and pid when another process holds it. Folders made for the lock and left empty by the
+    block are removed after it."""
     folder = Path(folder)
-    made = not folder.exists()
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{stage}.lock"
     while True:
@@ -57,6 +57,6 @@ def exclusive(folder: Path, stage: str) -> Iterator[None]:
     finally:
         os.unlink(path)  # while still holding it: a process waiting on this file sees it gone and retries
         os.close(fd)
-        if made:
-            with contextlib.suppress(OSError):  # not empty: the stage wrote into it
-                folder.rmdir()
+        with contextlib.suppress(OSError):  # stops at the first one the stage wrote into
+            for d in made:
+                d.rmdir()
