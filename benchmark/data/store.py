@@ -61,7 +61,12 @@ def _owner() -> str:
 
 def _remove_stale(folder: Path) -> None:
     """Delete the temporary files and folders (``.NAME.HOST-PID.XXXXXXXX.tmp`` or ``.old``) in ``folder`` left by
-    a process of this host that no longer runs (killed mid-write). Another host's, or a live process's, are kept."""
+    a process of this host that no longer runs (killed mid-write). Another host's, or a live process's, are kept.
+    Inside a private temporary folder of this process nobody else writes, so nothing is looked for there (which
+    keeps writing n files into a staged folder linear in n)."""
+    mine = f".{_owner()}."
+    if any(mine in d.name and d.name.endswith(".tmp") for d in (folder, *folder.parents)):
+        return
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
