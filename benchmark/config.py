@@ -370,8 +370,9 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         "nfe_sweep": build_section(SweepConfig, raw.get("nfe_sweep"), "nfe_sweep", src),
         "table4": build_section(Table4Config, raw.get("table4"), "table4", src),
         "claims": build_section(ClaimsConfig, raw.get("claims"), "claims", src)}, "", src)
-    for name in cfg.methods + cfg.baselines.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
-        cfg.method_config(name)
+    for name, key in cfg.named_methods().items():
+        if name not in cfg.method:
+            raise ConfigError(f"{src}: {key}: {name!r} has no section method.{name} (sections: {sorted(cfg.method)})")
     for section in ("baselines", "ablations"):
         outside = [d for d in getattr(cfg, section).datasets if d not in cfg.datasets]
         if outside:

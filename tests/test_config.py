@@ -197,3 +197,9 @@ def test_check_data_stops_on_a_dataset_or_method_no_package_registers(tmp_path, 
 def test_check_data_passes_the_shipped_profiles_names(tmp_path):
     for profile in ("params.yaml", "profiles/paper.yaml"):
         load_config(ROOT / profile).check_names()   # every name registered, every model section binds
+
+
+def test_a_method_listed_without_a_section_names_the_list(tmp_path):
+    path = _params(tmp_path, ablations={"datasets": ["phantom-cardiac"], "methods": ["medflowseg-dsba"]})
+    assert _error(path) == (f"{path}: ablations.methods: 'medflowseg-dsba' has no section method.medflowseg-dsba "
+                            f"(sections: ['unet'])")
