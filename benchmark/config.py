@@ -268,7 +268,7 @@ class Config(Checked):
     def check_methods(self, names: tuple[str, ...]) -> None:
         """Each method of ``names`` is registered and its ``method.NAME.model`` section names only parameters its
         constructor takes (:func:`benchmark.methods.registry.check_params`). This imports the methods' code
-        (about 7 s for all of the default profile's), so it runs when a stage that needs them loads the file,
+        (about 5 s for all of the default profile's), so it runs when a stage that needs them loads the file,
         not on every load."""
         from benchmark.methods.registry import check_params
         named = self.named_methods()
