@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -140,7 +141,8 @@ def test_a_full_disk_during_predict_is_one_error_and_the_previous_predictions_st
     targets = _fill_the_disk_on_call(monkeypatch, np, "savez", 2)   # the second case file
     assert main(["predict", "phantom-cardiac", "unet"]) == USER_ERROR
     err = capsys.readouterr().err
-    assert err == (f"segbench predict: error: runs/phantom-cardiac/unet/predictions/{Path(targets[0]).name}: could not be "
+    case = Path(targets[0]).name                                     # the file's own name, in a private folder
+    assert err == (f"segbench predict: error: runs/phantom-cardiac/unet/predictions/{case}: could not be "
                    f"written: No space left on device; the previous output, if any, is left as it was and no "
                    f"temporary file remains\n")
     assert _files(trained_project / "runs") == before and _temporaries(trained_project) == []
@@ -181,8 +183,9 @@ def test_a_full_quota_is_named_the_same_way_and_other_os_errors_are_not_user_err
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(t))
 
     with pytest.raises(DiskFullError, match=rf"^{re.escape(str(tmp_path / 'a.json'))}: could not be written: "
-                                            rf"{os.strerror(errno.EDQUOT)};"):
+                                            rf"{os.strerror(errno.EDQUOT)};") as exc:
         atomic_write(tmp_path / "a.json", quota)
+    assert str(pickle.loads(pickle.dumps(exc.value))) == str(exc.value)   # crosses a worker process whole
     with pytest.raises(DiskFullError, match=rf"^{re.escape(str(tmp_path / 'out' / 'sub' / 'x.npz'))}: "):
         with staged_folder(tmp_path / "out") as tmp:
             (tmp / "sub").mkdir()

@@ -105,7 +105,8 @@ def reference(tmp_path_factory) -> list[tuple[dict[str, bytes], int, dict[str, b
     """For each stage: the project's files before it, its number of commits, the files after it."""
     root = tmp_path_factory.mktemp("reference")
     write_params(root / "params.yaml", ablations={"datasets": [], "methods": []},
-                 table4={"datasets": ["phantom-cardiac"], "methods": ["unet"]}, nfe_sweep={"datasets": [], "method": "medflowseg"},
+                 table4={"datasets": ["phantom-cardiac"], "methods": ["unet"]},
+                 nfe_sweep={"datasets": [], "method": "medflowseg"},
                  train={**TINY_PARAMS["train"], "steps": 60, "checkpoint_every": 10})
     for f in ("paper/claims.yaml", "paper/catalogue.yaml"):
         (root / f).parent.mkdir(parents=True, exist_ok=True)

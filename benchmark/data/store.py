@@ -53,6 +53,9 @@ class DiskFullError(SegbenchError):
                          f"and no temporary file remains")
         self.path, self.reason = Path(path), reason
 
+    def __reduce__(self):  # rebuilt from both arguments when raised in a worker process
+        return DiskFullError, (self.path, self.reason)
+
 
 def _owner() -> str:
     """This process, as written into its temporary names: ``HOST-PID`` (read per call: a forked worker differs)."""
