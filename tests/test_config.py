@@ -157,6 +157,11 @@ def _with_method(**sections) -> dict:
      "method.medflowseg.model.widht: not a parameter of medflowseg; accepted: channels, num_res_blocks, "),
     (["predict", "phantom-cardiac", "unet"], _with_method(unet={"model": {"chanels": [4, 8]}}),
      "method.unet.model.chanels: not a parameter of unet; accepted: channels, strides, num_res_units, dropout "),
+    (["train", "phantom-cardiac", "nnunet"], _with_method(nnunet={"model": {"epoch": 2}}),
+     "method.nnunet.model: unknown key(s) ['epoch'] (allowed: ['epochs', "),
+    (["check-data", "--no-probe"], {"baselines": {"datasets": ["phantom-cardiac"], "methods": ["nnunet"]},
+                                    **_with_method(nnunet={"model": {"tile_step_size": 0}})},
+     "method.nnunet.model.tile_step_size: must be a number in (0, 1], got 0"),
 ])
 def test_a_bad_value_stops_the_stage_at_once_with_one_line_naming_the_file_and_key(tmp_path, monkeypatch, capsys,
                                                                                    argv, overrides, message):

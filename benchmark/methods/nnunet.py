@@ -80,6 +80,10 @@ class NNUNet(TrainsItself):
     """The registry entry of nnU-Net (see the module docstring)."""
 
     @staticmethod
+    def check_model(model: dict) -> None:
+        NNUNetSettings.from_model(model)
+
+    @staticmethod
     def train(processed: Path, out: Path, config: MethodConfig, reference: str = "majority",
               max_steps: int | None = None) -> RunRecord:
         return train(processed, out, config, reference, max_steps)

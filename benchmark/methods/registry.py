@@ -55,7 +55,8 @@ def _interface_problem(method) -> str | None:
 def check_params(name: str, params: dict, source: str | None = None, key: str = "methods") -> None:
     """That ``name`` is registered (else a :class:`ConfigError` at ``key``, the key path naming it) and that its
     constructor takes every key of ``params``, its ``method.NAME.model`` section, and is given all it needs,
-    ``source`` being the parameters file. A method that trains itself checks its section at its own stage."""
+    ``source`` being the parameters file. A method that trains itself checks its section itself
+    (:meth:`~benchmark.methods.interface.TrainsItself.check_model`)."""
     from benchmark.config import ConfigError
     from benchmark.methods.interface import TrainsItself
 
@@ -66,6 +67,11 @@ def check_params(name: str, params: dict, source: str | None = None, key: str = 
         raise ConfigError(f"{prefix}{key}: {e}") from None
     if not (isinstance(cls, type) and issubclass(cls, TrainsItself)):
         _bind(name, cls, 1, 1, params, prefix)
+        return
+    try:
+        cls.check_model(params)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}") from None
 
 
 def _bind(name: str, cls: type, in_channels: int, num_classes: int, params: dict, prefix: str = "") -> None:
