@@ -22,17 +22,18 @@ def _config(args, *methods: str):
     return cfg
 
 
-def _one_at_a_time(folder: Path, stage: str):
+def _one_at_a_time(folder: Path, stage: str, wait: bool = False):
     """The lock of ``stage`` on ``folder`` (:mod:`benchmark.lock`). Under a multi-process launcher only rank 0
     takes it: when that rank stops, the launcher stops the others."""
     from benchmark.lock import exclusive
-    return exclusive(folder, stage) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    return exclusive(folder, stage, wait) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def cmd_fetch(args):
     from benchmark.data.sources import fetch
     cfg = _config(args)
-    status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
+    with _one_at_a_time(paths.downloads(args.dataset), "fetch", wait=True):
+        status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
     print(f"fetch {args.dataset}: {'available' if status['available'] else 'NOT AVAILABLE'}")
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,3 +178,27 @@ def test_a_stage_that_fails_leaves_no_folder_made_for_its_lock(project, monkeypa
     err = capsys.readouterr().err
     assert err.startswith("segbench train: error: data/processed/phantom-cardiac") and "manifest is missing" in err
     assert sorted(p.name for p in project.iterdir()) == ["params.yaml"]
+
+
+def test_a_second_fetch_waits_for_the_first_then_runs(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom benchmark.lock import exclusive\n"
+                               "with exclusive(sys.argv[1], 'fetch'):\n    print('held', flush=True)\n"
+                               "    sys.stdin.readline()\n", str(tmp_path)],
+                              env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    acquired = threading.Event()
+
+    def second():
+        with exclusive(tmp_path, "fetch", wait=True):
+            acquired.set()
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(1.0)
+    assert not acquired.is_set()                                  # waiting on the first
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
+    waiter.join(timeout=60)
+    assert acquired.is_set() and holder.wait(timeout=60) == 0 and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == (f"{tmp_path}: waiting for another `segbench fetch` (pid {holder.pid} on "
+                                       f"{os.uname().nodename}) to end\n")
