@@ -35,9 +35,9 @@ def exclusive(folder: Path, stage: str, wait: bool = False) -> Iterator[None]:
     wait until it ends. Folders made for the lock and left empty by the block are removed after it."""
     folder = Path(folder)
     made = [d for d in (folder, *folder.parents) if not d.exists()]  # innermost first
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{stage}.lock"
     while True:
+        folder.mkdir(parents=True, exist_ok=True)  # again after a wait: the holder may have removed it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -72,14 +72,9 @@ def test_two_fetches_and_two_preprocesses_at_once_leave_one_complete_dataset(pro
         assert _temporaries(project) == []
 
 
-def test_two_predicts_at_once_leave_one_complete_folder_and_a_second_train_stops(project):
-    assert main(["--params", str(project / "params.yaml"), "fetch", "phantom-cardiac",
-                 "--out", str(project / "data" / "fetched" / "phantom-cardiac")]) == 0
-    os.chdir(project)
-    try:
-        assert main(["preprocess", "phantom-cardiac"]) == 0
-    finally:
-        os.chdir(ROOT)
+def test_two_predicts_at_once_leave_one_complete_folder_and_a_second_train_stops(project, monkeypatch):
+    monkeypatch.chdir(project)
+    assert main(["fetch", "phantom-cardiac"]) == 0 and main(["preprocess", "phantom-cardiac"]) == 0
     run = project / "runs" / "phantom-cardiac" / "unet"
 
     first = _start(project, "train", "phantom-cardiac", "unet")

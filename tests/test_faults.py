@@ -126,7 +126,8 @@ def reference(tmp_path_factory) -> list[tuple[dict[str, bytes], int, dict[str, b
 
 
 @pytest.mark.parametrize("stage", range(len(STAGES)), ids=[argv[0] for argv in STAGES])
-def test_a_stage_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_outputs(reference, tmp_path, stage):
+def test_a_stage_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_outputs(reference, tmp_path, monkeypatch,
+                                                                                     stage):
     argv = STAGES[stage]
     before, commits, after = reference[stage]
     assert commits >= 1
@@ -135,10 +136,7 @@ def test_a_stage_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_out
     killed = subprocess.run([sys.executable, "-c", KILLED_AT, *argv], cwd=project, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": str(kill_at)}, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr     # it died inside the stage's writes
-    os.chdir(project)
-    try:
-        assert main(argv) == 0
-    finally:
-        os.chdir(ROOT)
+    monkeypatch.chdir(project)
+    assert main(argv) == 0
     assert _temporaries(project) == []
     assert _comparable(_files(project)) == _comparable(after), f"kill before commit {kill_at} of {commits}"
