@@ -42,7 +42,19 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _host() -> str:
+    """This machine and PID namespace (two containers may share a host name, not their process ids), as a name
+    without ``.`` or ``-``."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:  # no /proc (macOS)
+        namespace = ""
+    return "_".join(filter(None, (socket.gethostname(), namespace))).replace(".", "_").replace("-", "_") or "host"
+
+
+_HOST = _host()
 
 
 class DiskFullError(SegbenchError):
