@@ -1,8 +1,9 @@
 """Two runs of one stage at once never corrupt its output (issue 19, item 1).
 
 fetch, preprocess and predict build their folder privately and swap it in: both runs finish and the survivor is
-one run's complete folder. train, evaluate, nfe-sweep and tables take a lock on their output: a second run stops
-at once naming the holder. A writer killed mid-write leaves temporaries that the next write removes.
+one run's complete folder (a second fetch of a dataset also waits for the first, whose downloads it shares).
+train, evaluate, nfe-sweep and tables take a lock on their output: a second run stops at once naming the holder.
+A writer killed mid-write leaves temporaries that the next write removes.
 """
 from __future__ import annotations
 
