@@ -22,7 +22,8 @@ nnU-Net's environment variables point there for the run only and are restored af
    give identical weights on CPU. nnU-Net's own final validation (``perform_actual_validation``) is skipped.
 4. predict (:func:`build_predictor`, :func:`predict_files`): ``nnUNetPredictor`` built from the saved plans and
    checkpoint (not by trainer name: that lookup walks nnunetv2's trainer package, whose timm/torchvision imports
-   fail beside a CPU torch), Gaussian sliding window with ``tile_step_size`` and mirroring (``use_mirroring``,
+   fail beside a CPU torch; the suite reads the checkpoint with ``torch.load(weights_only=True)``, never with
+   nnU-Net's ``load_checkpoint``, which unpickles anything), Gaussian sliding window with ``tile_step_size`` and mirroring (``use_mirroring``,
    nnU-Net's default on), run file to file (``predict_from_files_sequential``: NIfTI in, NIfTI out, no workers).
 
 Where this departs from nnU-Net's own protocol: one model (fold 0 on the suite's train/val split) instead of the

@@ -6,9 +6,10 @@ files, a name, a stage run before the one it needs. Its message names the file (
 :data:`USER_ERROR`; any other exception is a bug in the suite or in a method and shows its traceback.
 
 Every such error class of the suite derives from it. Where callers or tests catch a builtin type, the class
-keeps that type as a second base (``ConfigError``, ``CaseFileError``, ``ManifestError``: ``ValueError``;
-``UnknownMethodError``, ``UnknownDatasetError``: ``KeyError``; ``DownloadError``, ``DatasetMissing``:
-``RuntimeError``). A method package does not import the suite: its constructor raises ``ValueError`` for a
+keeps that type as a second base (``ConfigError``, ``CaseFileError``, ``ManifestError``, ``DataFormatError``,
+``ContentError``, ``CatalogueError``, ``ClaimsError``, ``CheckpointError``: ``ValueError``; ``UnknownMethodError``,
+``UnknownDatasetError``: ``KeyError``; ``DownloadError``, ``DatasetMissing``: ``RuntimeError``;
+``ReleaseFileMissing``: ``FileNotFoundError``). A method package does not import the suite: its constructor raises ``ValueError`` for a
 bad parameter, and :func:`benchmark.methods.registry.build_method` turns that into a :class:`SegbenchError`
 naming the method.
 """

@@ -21,7 +21,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from benchmark.config import EvalConfig
-from benchmark.data.manifest import load_manifest
+from benchmark.data.manifest import ManifestError, load_manifest
 from benchmark.data.store import CaseFileError, atomic_write, load_arrays, load_case, write_json
 from benchmark.metrics import EmptyPolicy, case_metrics
 from benchmark.metrics.fusion import STAPLE_MAX_ITERATIONS, fuse
@@ -79,9 +79,9 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     info = manifest.dataset
     entries = manifest.split("test")
     if not entries:
-        raise CaseFileError(processed / "manifest.json", "the test split is empty")
-    jobs = [(processed / e.file, e.case_id, e.subject_id, predictions / f"{e.case_id}.npz", info.num_classes,
-             info.channels, cfg) for e in entries]
+        raise ManifestError(f"{manifest.path}: the test split has no cases")
+    jobs = [(processed / e.file, e.case_id, e.subject_id, e.sha256, predictions / f"{e.case_id}.npz",
+             info.num_classes, info.channels, cfg) for e in entries]
     scored = _map(_score_case, jobs, cfg.workers)
     rows = [{"case_id": e.case_id, "subject_id": e.subject_id, "class": cls,
              **{name: per_class[name][k] for name in METRICS}}
@@ -110,8 +110,8 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
 
 def _score_case(job) -> tuple[dict, dict]:
     """Fused-prediction metrics per class and set metrics of one test case (runs in a worker process)."""
-    case_file, case_id, subject_id, pred_path, num_classes, channels, cfg = job
-    case = load_case(case_file, case_id, subject_id, num_classes, channels)
+    case_file, case_id, subject_id, sha256, pred_path, num_classes, channels, cfg = job
+    case = load_case(case_file, case_id, subject_id, num_classes, channels, sha256)
     samples = load_arrays(pred_path, ("samples",))["samples"]
     if samples.ndim != 4 or samples.shape[1:] != case.label.shape[1:]:
         raise CaseFileError(pred_path, f"samples must be (n, Z, H, W) = (n, {case.label.shape[1:]}), got {samples.shape}")

@@ -34,15 +34,15 @@ def overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarra
 def example_slice(ds: str) -> tuple[int, Case, int, np.ndarray] | None:
     """The test slice of ``ds`` with the most foreground in the raters' majority reference (a readable
     example): ``(num_classes, case, slice index z, reference (H, W))``, or None if ``ds`` is not processed."""
+    from benchmark.data.manifest import MANIFEST, load_manifest
     from benchmark.data.preprocess import load_split
     from benchmark.metrics.fusion import majority_vote
+    from benchmark.records import Status
 
-    try:
-        manifest, cases = load_split(paths.processed(ds), "test")
-    except ValueError:
+    processed = paths.processed(ds)
+    if not (processed / MANIFEST).is_file() or load_manifest(processed).status is not Status.OK:
         return None
-    if not cases:
-        return None
+    manifest, cases = load_split(processed, "test")
     k = manifest.dataset.num_classes
     refs = [majority_vote(c.label, k) for c in cases]
     ci, zi = max(((i, z) for i, r in enumerate(refs) for z in range(r.shape[0])),

@@ -19,6 +19,7 @@ from benchmark.data.store import CaseFileError, save_arrays, staged_folder
 from benchmark.methods import build_method
 from benchmark.metrics.fusion import sample_spread
 from benchmark.records import PredictionRecord, RunRecord, Status, read_record, write_record
+from benchmark.training.checkpoint import load_torch_file
 
 UNCERTAINTY = "1 - (count of the modal label) / n per pixel over the n samples; 0 where all agree (always for n = 1)"
 
@@ -33,10 +34,7 @@ def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
     path = Path(model_dir) / "model.pt"
     if not path.is_file():
         raise CaseFileError(path, "trained model is missing (run the train stage)")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise CaseFileError(path, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})") from e
+    payload = load_torch_file(path)
     model = build_method(payload["method"], payload["in_channels"], payload["num_classes"], payload["model_params"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from benchmark.data.store import CaseFileError, atomic_write
+from benchmark.data.store import CaseFileError, atomic_write, json_text
 
 __all__ = ["Status", "Record", "RunRecord", "PredictionRecord", "EvaluationRecord", "ComplexityRecord",
            "write_record", "read_record"]
@@ -194,20 +193,9 @@ class ComplexityRecord(Record):
     reason: str = ""
 
 
-def _finite(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_record(path: Path, record: Record) -> None:
     """Write ``record`` to ``path`` atomically as indented JSON (a value JSON cannot hold, as a string)."""
-    text = json.dumps(_finite(record.to_json()), indent=1, default=str, allow_nan=False)
+    text = json_text(record.to_json())
     atomic_write(Path(path), lambda t: t.write_text(text))
 
 

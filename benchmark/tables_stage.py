@@ -7,13 +7,12 @@ runs (``benchmark/tracking.py``).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from benchmark import paths
 from benchmark.config import Config
-from benchmark.data.store import atomic_write
+from benchmark.data.store import atomic_write, json_text
 from benchmark.evidence import Evidence, load_evidence
 from benchmark.reproduction import Line, judge_all
 
@@ -35,7 +34,7 @@ def render_all(cfg: Config, log_mlflow: bool = True) -> list[Path]:
     written += write_report(ev, lines, paths.PAPER)     # after the figures: the report links those present
     headline = flat_metrics(headline_metrics(ev, lines))
     metrics_file = paths.PAPER / "metrics.json"
-    atomic_write(metrics_file, lambda t: t.write_text(json.dumps(headline, indent=1, sort_keys=True)))
+    atomic_write(metrics_file, lambda t: t.write_text(json_text(headline, sort_keys=True)))
     if log_mlflow:
         from benchmark.tracking import log_all
         log_all(ev, written, summary_metrics=headline)

@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.catalogue import CatalogueError
 from benchmark.cli import main
+from benchmark.claims import ClaimsError
 from benchmark.config import ConfigError
 from benchmark.data.archive import ArchiveError, UnsafeArchiveError
 from benchmark.data.download import ChecksumError, DownloadError
-from benchmark.data.interface import DatasetMissing, DataUnavailable
+from benchmark.data.filetype import ContentError
+from benchmark.data.interface import DataFormatError, DatasetMissing, DataUnavailable, ReleaseFileMissing
 from benchmark.data.manifest import ManifestError
 from benchmark.data.registry import UnknownDatasetError
 from benchmark.data.safe_pickle import PickleFileError, UnsafePickleError
@@ -26,6 +29,7 @@ from benchmark.errors import USER_ERROR, SegbenchError
 from benchmark.methods import registry
 from benchmark.methods.registry import UnknownMethodError, build_method
 from benchmark.nfe_sweep import NotSweepableError
+from benchmark.training.checkpoint import CheckpointError
 from tests.conftest import write_params
 
 
@@ -35,7 +39,9 @@ from tests.conftest import write_params
     (UnsafePickleError, ValueError), (NotSweepableError, ValueError),
     (UnknownMethodError, KeyError), (UnknownDatasetError, KeyError),
     (DownloadError, RuntimeError), (ChecksumError, RuntimeError), (DatasetMissing, RuntimeError),
-    (DataUnavailable, RuntimeError),
+    (DataUnavailable, RuntimeError), (DataFormatError, ValueError), (ContentError, ValueError),
+    (CatalogueError, ValueError), (ClaimsError, ValueError), (ReleaseFileMissing, FileNotFoundError),
+    (CheckpointError, ValueError),
 ])
 def test_every_user_error_is_a_segbench_error_and_keeps_its_builtin_base(cls, builtin):
     assert issubclass(cls, SegbenchError) and issubclass(cls, builtin)

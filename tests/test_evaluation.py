@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark.cli import main
 from benchmark.config import EvalConfig
+from benchmark.data.manifest import ManifestError
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError, save_arrays
 from benchmark.evaluation import evaluate
 from benchmark.metrics.multirater import set_metrics
+from benchmark.errors import USER_ERROR
 from benchmark.records import EvaluationRecord, PredictionRecord, Status, read_record, write_record
+from tests.data.tamper import copy_processed, empty_split, hidden, rewrite_label, snapshot
 
 
 @pytest.fixture
@@ -97,3 +103,72 @@ def test_eval_config_validates_new_fields():
     with pytest.raises(ConfigError, match="workers"):
         EvalConfig(workers=0)
     assert dataclasses.replace(EvalConfig(), ged_samples=[16, 100]).ged_samples == (16, 100)
+
+
+# ---------------------------------------------------------------- the data is what the manifest says (issue 19)
+def _previous_results(tiny_processed, predictions, out):
+    """A good evaluation in ``out``, and its bytes."""
+    evaluate(tiny_processed, predictions, out, EvalConfig(workers=1), "m")
+    return snapshot(out)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rewritten_test_label_is_refused_naming_the_file_and_both_hashes(tiny_processed, predictions, tmp_path,
+                                                                           workers):
+    processed = copy_processed(tiny_processed, tmp_path / "processed")
+    recorded = {c["file"]: c["sha256"] for c in json.loads((processed / "manifest.json").read_text())["cases"]}
+    before = _previous_results(processed, predictions, tmp_path / "r")
+    victim = rewrite_label(processed, "test")
+    actual = hashlib.sha256(victim.read_bytes()).hexdigest()
+    with pytest.raises(CaseFileError) as err:
+        evaluate(processed, predictions, tmp_path / "r", EvalConfig(workers=workers), "m")
+    assert err.value.path == victim
+    message = str(err.value)
+    assert message.startswith(f"{victim}: ") and recorded[str(victim.relative_to(processed))] in message
+    assert actual in message
+    assert snapshot(tmp_path / "r") == before and hidden(tmp_path / "r") == []
+
+
+def test_cli_evaluate_refuses_a_rewritten_label_with_the_user_error_code(tiny_project, tmp_path, monkeypatch,
+                                                                           capsys):
+    processed = tiny_project / "data" / "processed" / "phantom-cardiac"
+    manifest, cases = load_split(processed, "test")
+    predictions = tiny_project / "runs" / "phantom-cardiac" / "m" / "predictions"
+    for case in cases:
+        save_arrays(predictions / f"{case.case_id}.npz", samples=case.label[:1])
+    write_record(predictions / "meta.json", PredictionRecord(
+        Status.OK, dataset=manifest.dataset.name, n_cases=len(cases), n_samples_requested=1, n_samples=1,
+        nfe_per_sample=1, seconds_per_case=0.1, seconds_total=0.1, device="cpu", seed=0, uncertainty="test"))
+    victim = rewrite_label(processed, "test")
+    monkeypatch.chdir(tiny_project)
+    assert main(["evaluate", "phantom-cardiac", "m"]) == USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"segbench evaluate: error: data/processed/phantom-cardiac/"
+                                               f"{victim.relative_to(processed)}: content changed")
+    assert not (tiny_project / "results").exists()
+
+
+def test_an_empty_test_split_names_the_manifest_and_the_split(tiny_processed, predictions, tmp_path):
+    processed = copy_processed(tiny_processed, tmp_path / "processed")
+    before = _previous_results(processed, predictions, tmp_path / "r")
+    manifest = empty_split(processed, "test")
+    with pytest.raises(ManifestError, match=re.escape(f"{manifest}: the test split has no cases")):
+        evaluate(processed, predictions, tmp_path / "r", EvalConfig(workers=1), "m")
+    assert snapshot(tmp_path / "r") == before
+
+
+def test_no_json_the_evaluation_writes_holds_nan(tiny_processed, tmp_path):
+    """A method that predicts background everywhere: HD95 has no value for any case (NaN in the means), and the
+    JSON files say null, never NaN."""
+    manifest, cases = load_split(tiny_processed, "test")
+    out = tmp_path / "predictions"
+    for case in cases:
+        save_arrays(out / f"{case.case_id}.npz", samples=np.zeros((1, *case.label.shape[1:]), np.uint8))
+    write_record(out / "meta.json", PredictionRecord(
+        Status.OK, dataset=manifest.dataset.name, n_cases=len(cases), n_samples_requested=1, n_samples=1,
+        nfe_per_sample=1, seconds_per_case=0.1, seconds_total=0.1, device="cpu", seed=0, uncertainty="test"))
+    evaluate(tiny_processed, out, tmp_path / "r", EvalConfig(workers=1, one_empty_hd95="nan"), "m")
+    for name in ("evaluation.json", "metrics.json"):
+        text = (tmp_path / "r" / name).read_text()
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}"))
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["avg_hd95"] is None

@@ -7,10 +7,13 @@ job imports it before it starts its stage.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmark.cluster.record import FOLDER, LOGS
 
 
 @dataclass(frozen=True)
@@ -36,4 +39,37 @@ class StageRun:
                 else:
                     path.unlink(missing_ok=True)
         print(f"[segbench cluster] {self.stage}: {self.command}", flush=True)
-        subprocess.run(["bash", "-c", self.command], cwd=root / self.wdir, check=True)
+        env = submitit.JobEnvironment()
+        try:
+            subprocess.run(["bash", "-c", self.command], cwd=root / self.wdir, check=True)
+        except BaseException:
+            if env.global_rank == 0:
+                write_outcome(root / FOLDER / LOGS, env.job_id, FAILED)
+            raise
+        if env.global_rank == 0:
+            write_outcome(root / FOLDER / LOGS, env.job_id, COMPLETED)
+
+
+COMPLETED, FAILED = "COMPLETED", "FAILED"
+
+
+def outcome_path(logs: Path, job_id: str) -> Path:
+    """Where the job ``job_id`` leaves its outcome in the submission's log folder ``logs``: a JSON file, read when
+    SLURM no longer knows the job (a cluster without accounting). submitit's own result file is a pickle, which
+    the suite never reads."""
+    return logs / f"{job_id}.outcome.json"
+
+
+def write_outcome(logs: Path, job_id: str, state: str) -> None:
+    path = outcome_path(logs, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"job_id": job_id, "state": state}))
+
+
+def read_outcome(logs: Path, job_id: str) -> str | None:
+    """COMPLETED or FAILED as the job left it, or None (no outcome, or not one this module writes)."""
+    try:
+        state = json.loads(outcome_path(logs, job_id).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return state if state in (COMPLETED, FAILED) else None

@@ -10,10 +10,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from benchmark.cluster.job import COMPLETED, read_outcome
 from benchmark.cluster.resources import Resources
 from benchmark.errors import SegbenchError
 
-DONE = "COMPLETED"
+DONE = COMPLETED
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STOPPED"}
 
 
@@ -59,17 +60,6 @@ def _table(cmd: list[str]) -> dict[str, str]:
     return {job_id.strip(): state.split()[0] for job_id, state, *_ in rows if state.strip()}
 
 
-def _from_result(folder: Path, job_id: str) -> str | None:
-    import submitit
-    from submitit.core.utils import pickle_load
-
-    result = submitit.SlurmJob(folder=folder, job_id=job_id).paths.result_pickle
-    if not result.is_file():
-        return None
-    outcome, _ = pickle_load(result)
-    return DONE if outcome == "success" else "FAILED"
-
-
 def job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     """SLURM's state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ...) of each job; UNKNOWN for a
     job no source knows any more."""
@@ -81,7 +71,7 @@ def job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     if rest:
         states.update(_table(["sacct", "--noheader", "--allocations", "--parsable2", "--format=JobID,State",
                               f"--jobs={','.join(rest)}"]))
-    return {j: states.get(j) or _from_result(folder, j) or "UNKNOWN" for j in job_ids}
+    return {j: states.get(j) or read_outcome(folder, j) or "UNKNOWN" for j in job_ids}
 
 
 def cancel(folder: Path, job_ids: list[str]) -> None:

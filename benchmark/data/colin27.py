@@ -78,7 +78,7 @@ from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import nearest_index, resize_matrix
 from benchmark.data.interface import DataFormatError, DataUnavailable
 from benchmark.data.manifest import file_sha256
-from benchmark.data.store import staged_folder
+from benchmark.data.store import json_text, staged_folder
 from benchmark.errors import SegbenchError
 
 __all__ = ["INFO", "COARSE_CLASSES", "FetchError", "Colin27Source", "fetch", "load", "split",
@@ -148,7 +148,7 @@ def fetch(dest: Path) -> dict:
             raise FetchError(_help(dest, tried))
         prov["sha256"] = {f: file_sha256(out / f) for f in FILES}
         prov["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+        (out / "provenance.json").write_text(json_text(prov, indent=2) + "\n")
     return prov
 
 

@@ -1,11 +1,12 @@
 """Resumable, checksum-verified HTTP downloads.
 
 A download writes ``NAME.part`` beside its destination and renames it to ``NAME``
-only once every byte has arrived and the checksum matched, so ``NAME`` is always
-whole. A cut connection leaves ``NAME.part``; the next call asks the server for
-the remaining bytes (an HTTP ``Range`` request) and carries on. A checksum
-mismatch deletes the part file and raises: the bytes are wrong, so resuming them
-would only reproduce the mismatch.
+only once every byte has arrived, the checksum matched and the content is what the
+name says (:mod:`benchmark.data.filetype`: a web page is refused whatever the
+``Content-Type`` header claimed), so ``NAME`` is always whole. A cut connection
+leaves ``NAME.part``; the next call asks the server for the remaining bytes (an
+HTTP ``Range`` request) and carries on. A checksum or content mismatch deletes the
+part file and raises: the bytes are wrong, so resuming them would only reproduce it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from benchmark.data.filetype import ContentError, check_content
 from benchmark.errors import SegbenchError
 
 USER_AGENT = "segbench (MedFlowSeg benchmark suite)"
@@ -41,15 +43,18 @@ def download(url: str, dest: Path, *, checksum: str | None = None, timeout: floa
     """Download ``url`` into ``dest`` (resuming ``dest.part``), verify, rename; return the SHA-256.
 
     ``checksum``: ``"sha256:HEX"`` or ``"md5:HEX"``, or None when none is recorded. An existing ``dest`` is
-    verified and kept. ``progress(done, total)`` is called after every chunk.
+    verified (checksum and content) and kept, right or wrong. ``progress(done, total)`` is called after every chunk.
 
     Raises:
-        DownloadError: the server could not be reached, refused, sent a web page instead of the file, or
-            closed the connection early (the part file is kept; calling again resumes it).
+        DownloadError: the server could not be reached, refused, or closed the connection early (the part file
+            is kept; calling again resumes it); or sent a web page (by its header or its content) or a file
+            whose content is not what ``dest``'s name says (the part file is deleted).
         ChecksumError: the whole file arrived with another checksum (the part file is deleted).
+        ContentError: an existing ``dest`` is not what its name says.
     """
     dest = Path(dest)
     if dest.is_file():
+        check_content(dest)
         return verify(dest, checksum, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -105,23 +110,31 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
 
 
 def verify(path: Path, checksum: str | None, origin: str) -> str:
-    """SHA-256 of ``path``; :class:`ChecksumError` if it does not match ``checksum`` (``"algo:HEX"``, when given)."""
+    """SHA-256 of ``path``; :class:`ChecksumError` if it does not match ``checksum`` (``"algo:HEX"``, when given).
+    The message says what is wrong, not what to do: that depends on whose file it is (the caller adds it)."""
     sha = file_digest(path, "sha256")
     if checksum:
         algo, _, want = checksum.partition(":")
         got = sha if algo == "sha256" else file_digest(path, algo)
         if got != want.lower():
-            raise ChecksumError(f"{path} (from {origin}): {algo} is {got}, expected {want}. The file is "
-                                f"corrupt or not the release this suite was written for; delete it and fetch again.")
+            raise ChecksumError(f"{path} (from {origin}): {algo} is {got}, expected {want}; the file is "
+                                f"corrupt or not the release this suite was written for")
     return sha
 
 
 def _finish(part: Path, dest: Path, checksum: str | None, url: str) -> str:
+    """Check the whole ``part`` (content, then checksum) and rename it to ``dest``; delete it if either fails."""
     try:
+        check_content(part, dest.name)
         digest = verify(part, checksum, url)
-    except ChecksumError:
+    except ChecksumError as e:
         part.unlink(missing_ok=True)
-        raise
+        raise ChecksumError(f"{e}; the download was deleted") from e
+    except ContentError as e:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: the server did not send {dest.name} ({e}); the download was deleted. If the "
+                            f"address needs a login or a confirmation, download it in a browser and place it by "
+                            f"hand") from e
     os.replace(part, dest)
     return digest
 

@@ -60,6 +60,11 @@ class DataFormatError(SegbenchError, ValueError):
     stage stops with it as one line, so a user can fix or replace that file."""
 
 
+class ReleaseFileMissing(SegbenchError, FileNotFoundError):
+    """Raised by ``load``: a file the converter needs is not among the dataset's files (an annotation without
+    its image, a split list, the release's index). The message starts with the file (or the folder searched)."""
+
+
 @runtime_checkable
 class DatasetSource(Protocol):
     info: DatasetInfo

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmark.data.case import DatasetInfo
 from benchmark.data.download import file_digest
-from benchmark.data.store import atomic_write
+from benchmark.data.store import atomic_write, json_text, load_arrays
 from benchmark.errors import SegbenchError
 from benchmark.records import Status
 
@@ -53,6 +53,8 @@ class Manifest:
     reason: str = ""
     provenance: dict = field(default_factory=dict)
     cases: list[CaseEntry] = field(default_factory=list)
+    path: Path | None = field(default=None, compare=False, repr=False)
+    """The ``manifest.json`` this was read from (None for one built in memory); the case files are beside it."""
 
     def split(self, name: str) -> list[CaseEntry]:
         return [c for c in self.cases if c.split == name]
@@ -60,7 +62,7 @@ class Manifest:
     def to_json(self) -> str:
         d = {"dataset": asdict(self.dataset), "status": self.status, "reason": self.reason,
              "provenance": self.provenance, "cases": [asdict(c) for c in self.cases]}
-        return json.dumps(d, indent=1)
+        return json_text(d)
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / MANIFEST
@@ -79,7 +81,7 @@ def load_manifest(path: Path) -> Manifest:
         d = json.loads(path.read_text())
         info = DatasetInfo(**{**d["dataset"], "class_names": tuple(d["dataset"]["class_names"])})
         cases = [CaseEntry(**c) for c in d["cases"]]
-        return Manifest(info, Status(d["status"]), d.get("reason", ""), d.get("provenance", {}), cases)
+        return Manifest(info, Status(d["status"]), d.get("reason", ""), d.get("provenance", {}), cases, path)
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise ManifestError(f"{path}: not a valid manifest ({type(e).__name__}: {e})") from e
 
@@ -127,6 +129,8 @@ class LeakReport:
     slices_in_several_splits: dict[str, list[str]]  # slice hash -> case ids
     test_cases_leaked: list[str]
     n_test_cases: int
+    recomputed: int = 0                                   # cases whose slice hashes were computed from their files
+    hashes_differ: list[str] = field(default_factory=list)  # of those, the cases whose manifest hashes are not theirs
 
     @property
     def ok(self) -> bool:
@@ -134,23 +138,45 @@ class LeakReport:
 
     def summary(self) -> str:
         if self.ok:
-            return "no leaks: every subject and every image slice belongs to one split"
+            return "no leaks: every subject and every image slice belongs to one split" + self._source()
         frac = len(self.test_cases_leaked) / max(1, self.n_test_cases)
         lines = [f"LEAK: {len(self.subjects_in_several_splits)} subjects and "
                  f"{len(self.slices_in_several_splits)} identical slices occur in several splits; "
                  f"{len(self.test_cases_leaked)}/{self.n_test_cases} test cases ({100 * frac:.0f}%) are affected"]
+        lines[0] += self._source()
         for s, splits in list(self.subjects_in_several_splits.items())[:10]:
             lines.append(f"  subject {s}: {', '.join(splits)}")
+        for h, ids in list(self.slices_in_several_splits.items())[:10]:
+            lines.append(f"  slice {h}: cases {', '.join(ids)}")
         return "\n".join(lines)
+
+    def _source(self) -> str:
+        if not self.recomputed:
+            return ""
+        differ = (f"; the manifest's hashes are not those of {len(self.hashes_differ)} of them "
+                  f"({', '.join(self.hashes_differ[:10])})" if self.hashes_differ else "")
+        return f" (slice hashes of {self.recomputed} cases computed from their files{differ})"
 
 
 def check_leaks(manifest: Manifest) -> LeakReport:
-    """Find subjects, and identical image slices, that occur in more than one split."""
+    """Find subjects, and identical image slices, that occur in more than one split.
+
+    The slice hashes are computed from the case files beside a manifest read from disk, where they are there,
+    not taken from the manifest (which could have been edited); the manifest's own are used for the others.
+    """
     subject_splits: dict[str, set[str]] = defaultdict(set)
     hash_cases: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    recomputed, differ = 0, []
     for c in manifest.cases:
         subject_splits[c.subject_id].add(c.split)
-        for h in c.slice_hashes:
+        hashes = c.slice_hashes
+        case_file = manifest.path.parent / c.file if manifest.path is not None else None
+        if case_file is not None and case_file.is_file():
+            hashes = slice_hashes(load_arrays(case_file, ("image",))["image"])
+            recomputed += 1
+            if hashes != c.slice_hashes:
+                differ.append(c.case_id)
+        for h in hashes:
             if h != BLANK:
                 hash_cases[h].add((c.split, c.case_id))
     bad_subjects = {s: sorted(v) for s, v in subject_splits.items() if len(v) > 1}
@@ -160,4 +186,4 @@ def check_leaks(manifest: Manifest) -> LeakReport:
     test = manifest.split("test")
     leaked = sorted(c.case_id for c in test
                     if c.subject_id in bad_subjects or c.case_id in leaked_ids)
-    return LeakReport(bad_subjects, bad_slices, leaked, len(test))
+    return LeakReport(bad_subjects, bad_slices, leaked, len(test), recomputed, differ)

@@ -89,11 +89,21 @@ def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) 
 
 
 def load_split(processed: Path, split: str) -> tuple[Manifest, list[Case]]:
-    """Read and validate every case of one split of a processed dataset."""
+    """Read and validate every case of one split of a processed dataset, each file checked against the hash
+    the manifest records.
+
+    Raises:
+        ManifestError: the manifest is missing or invalid, or the train or test split has no cases (the val
+            split may be empty).
+        CaseFileError: a case file is missing, unreadable, not the file the manifest hashed, or invalid.
+    """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} not in {SPLITS}")
     manifest = load_manifest(processed)
     info = manifest.dataset
-    cases = [load_case(Path(processed) / e.file, e.case_id, e.subject_id, info.num_classes, info.channels)
-             for e in manifest.split(split)]
+    entries = manifest.split(split)
+    if not entries and split in ("train", "test"):
+        raise ManifestError(f"{manifest.path}: the {split} split has no cases")
+    cases = [load_case(Path(processed) / e.file, e.case_id, e.subject_id, info.num_classes, info.channels, e.sha256)
+             for e in entries]
     return manifest, cases

@@ -6,13 +6,18 @@ nothing), never half of one.
 
 A processed case is an ``.npz`` holding ``image`` float32 ``(Z, C, H, W)``,
 ``label`` uint8 ``(R, Z, H, W)`` and ``spacing`` float64 ``(3,)`` in (z, y, x) mm.
-Every problem with a file raises :class:`CaseFileError` naming the file.
+Every problem with a file raises :class:`CaseFileError` naming the file; a case read with the hash its
+manifest records is checked against it before it is parsed. Every JSON file is written by :func:`json_text`:
+no ``NaN`` or ``Infinity`` in any of them.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import socket
@@ -206,13 +211,24 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read ``keys`` from an ``.npz``, turning every failure into a :class:`CaseFileError`."""
+def load_arrays(path: Path, keys: tuple[str, ...], sha256: str | None = None) -> dict[str, np.ndarray]:
+    """Read ``keys`` from an ``.npz``, turning every failure into a :class:`CaseFileError`.
+
+    ``sha256``: the hash the manifest recorded; then the bytes are read once, hashed, and parsed only when they
+    match, so what is used is what was verified.
+    """
     path = Path(path)
     if not path.is_file():
         raise CaseFileError(path, "file is missing")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        source = path
+        if sha256 is not None:
+            data = path.read_bytes()
+            if (actual := hashlib.sha256(data).hexdigest()) != sha256:
+                raise CaseFileError(path, f"content changed since the manifest was written: its sha256 is "
+                                          f"{actual}, the manifest records {sha256} (run the preprocess stage again)")
+            source = io.BytesIO(data)
+        with np.load(source, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise CaseFileError(path, f"missing arrays {missing} (has {sorted(z.files)})")
@@ -234,9 +250,28 @@ def read_json(path: Path, what: str):
         raise CaseFileError(path, f"{what} is not valid JSON ({e})") from e
 
 
+def finite(value):
+    """``value`` with every non-finite float (NaN, infinity) replaced by None, in nested dicts and lists:
+    JSON has no NaN, so every JSON file of the suite writes "no value" as ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(obj, indent: int = 1, sort_keys: bool = False) -> str:
+    """``obj`` as indented JSON: non-finite numbers as ``null`` (:func:`finite`), other values JSON cannot hold
+    as strings; never ``NaN`` or ``Infinity``."""
+    return json.dumps(finite(obj), indent=indent, default=str, allow_nan=False, sort_keys=sort_keys)
+
+
 def write_json(path: Path, obj) -> None:
-    """Atomically write ``obj`` as indented JSON (values JSON cannot hold are written as strings)."""
-    atomic_write(path, lambda t: t.write_text(json.dumps(obj, indent=1, default=str)))
+    """Atomically write ``obj`` as :func:`json_text`."""
+    text = json_text(obj)
+    atomic_write(path, lambda t: t.write_text(text))
 
 
 def save_case(path: Path, case: Case) -> None:
@@ -245,14 +280,14 @@ def save_case(path: Path, case: Case) -> None:
 
 
 def load_case(path: Path, case_id: str, subject_id: str, num_classes: int | None = None,
-              channels: int | None = None) -> Case:
-    """Read and validate one case file.
+              channels: int | None = None, sha256: str | None = None) -> Case:
+    """Read and validate one case file (``sha256``: the manifest's hash of it, verified before it is parsed).
 
     Raises:
-        CaseFileError: missing/truncated file, wrong ranks, image/label shape mismatch,
-            non-finite intensities, labels outside ``[0, num_classes)``, wrong channel count.
+        CaseFileError: missing/truncated file, content not the recorded hash, wrong ranks, image/label shape
+            mismatch, non-finite intensities, labels outside ``[0, num_classes)``, wrong channel count.
     """
-    a = load_arrays(path, ("image", "label", "spacing"))
+    a = load_arrays(path, ("image", "label", "spacing"), sha256)
     case = Case(case_id, subject_id, a["image"], a["label"], tuple(float(s) for s in a["spacing"]))
     validate_case(case, path, num_classes, channels)
     return case
@@ -276,5 +311,5 @@ def validate_case(case: Case, path: Path | str, num_classes: int | None = None,
     if num_classes is not None and label.size and int(label.max()) >= num_classes:
         bad = sorted(int(v) for v in np.unique(label) if v >= num_classes)
         raise CaseFileError(path, f"label values {bad} outside the declared classes 0..{num_classes - 1}")
-    if len(case.spacing) != 3 or not all(s > 0 for s in case.spacing):
+    if len(case.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in case.spacing):
         raise CaseFileError(path, f"spacing must be 3 positive (z, y, x) values, got {case.spacing}")

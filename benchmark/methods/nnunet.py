@@ -50,6 +50,7 @@ from benchmark.methods.interface import TrainsItself
 from benchmark.metrics.fusion import fuse
 from benchmark.provenance import git_revision, json_hash
 from benchmark.records import PredictionRecord, RunRecord, Status, write_record
+from benchmark.training.checkpoint import CheckpointError, load_torch_file
 from benchmark.training.trainer import weights_hash, write_loss_csv, write_not_run
 
 METHOD = "nnunet"
@@ -222,19 +223,29 @@ def _write_model(out: Path, results: Path, meta: RunRecord, processed: Path) -> 
 # Predict
 
 
+_NUMPY_SCALAR = np.float32(0).__reduce__()[0]  # numpy's ``scalar``, by whichever module name this numpy has
+NNUNET_CHECKPOINT_GLOBALS = [(np.dtype, "numpy.dtype"),
+                             *((_NUMPY_SCALAR, f"{m}.multiarray.scalar") for m in ("numpy.core", "numpy._core")),
+                             *(type(np.dtype(code)) for code in "?bBhHiIlLqQefdg")]
+"""What nnU-Net's ``checkpoint_final.pth`` holds besides tensors and plain data: numpy scalars (its logged losses
+and Dice) and their numeric dtypes. Object dtypes are not admitted, so nothing in the file can build an object
+or run code."""
+
+
 def load_predictor(model_dir: Path, settings: NNUNetSettings):
-    """nnU-Net's predictor for the model in ``model_dir/nnunet``; a missing or unreadable model is a
-    :class:`CaseFileError` naming the file."""
+    """nnU-Net's predictor for the model in ``model_dir/nnunet``. A missing model is a :class:`CaseFileError`, a
+    truncated or refused checkpoint (anything beyond tensors, plain data and numpy scalars) a
+    :class:`~benchmark.training.checkpoint.CheckpointError`, each naming the file."""
     folder = Path(model_dir) / MODEL_SUBDIR
     ckpt_file = folder / f"fold_{FOLD}" / "checkpoint_final.pth"
     if not ckpt_file.is_file():
         raise CaseFileError(ckpt_file, "trained nnU-Net model is missing (run the train stage)")
     plans = read_json(folder / "plans.json", "nnU-Net plans")
     dataset_json = read_json(folder / "dataset.json", "nnU-Net dataset.json")
-    try:  # our own file, written by nnU-Net's trainer; it holds the trainer's init args, so not weights_only
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
-        raise CaseFileError(ckpt_file, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})") from e
+    ckpt = load_torch_file(ckpt_file, NNUNET_CHECKPOINT_GLOBALS)
+    if not (isinstance(ckpt, dict) and {"network_weights", "init_args", "trainer_name"} <= ckpt.keys()):
+        raise CheckpointError(ckpt_file, "not an nnU-Net checkpoint (network_weights, init_args, trainer_name "
+                                         "expected)")
     return build_predictor(plans, dataset_json, ckpt, settings.tile_step_size, settings.use_mirroring,
                            default_device())
 

@@ -6,38 +6,37 @@ Outputs in ``out`` (a run folder ``runs/<dataset>/<method>``):
   ``model/manifest.json``: a copy of the data manifest the weights were trained on;
 - ``loss.csv``: step, loss, lr, seconds (a DVC plot);
 - ``checkpoints/step-XXXXXXX/``: full training state every ``checkpoint_every`` steps
-  (model, EMA, optimizer, scheduler, RNG) and ``state.json`` (step, resolved config, loss
-  history), resumed automatically when the config and data fingerprint match. Not a DVC
-  output, so DVC never deletes it before a rerun.
+  (:mod:`benchmark.training.checkpoint`: safetensors and a weights-only optimizer file, nothing
+  that runs code when read), resumed automatically from the newest usable one whose config and
+  data fingerprint match. Not a DVC output, so DVC never deletes it before a rerun.
+
+The ``model`` folder is built aside and swapped in whole. A full disk while writing any of these
+is one error naming the file; the previous checkpoints, model and curve are kept.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import dataclasses
-import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from benchmark.config import MethodConfig, TrainConfig
-from benchmark.data.manifest import MANIFEST, ManifestError, file_sha256
+from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import atomic_write, staged_folder, write_json
+from benchmark.data.store import atomic_write, staged_folder
 from benchmark.methods import build_method
 from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
+from benchmark.training import checkpoint
+from benchmark.training.checkpoint import TrainingState, disk_full_names, save_torch, write_files
 from benchmark.training.data import SliceSet, batch_at
-
-CKPT_PREFIX = "step-"
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -47,17 +46,6 @@ def write_loss_csv(path: Path, rows: list[dict]) -> None:
             w.writeheader()
             w.writerows(rows)
     atomic_write(path, write)
-
-
-def latest_checkpoint(folder: Path, fingerprint: str) -> Path | None:
-    """The newest complete checkpoint made with the same config and data, if any."""
-    if not folder.is_dir():
-        return None
-    for ckpt in sorted(folder.glob(f"{CKPT_PREFIX}*"), reverse=True):
-        state = ckpt / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("fingerprint") == fingerprint:
-            return ckpt
-    return None
 
 
 def write_not_run(out: Path, reason: str) -> None:
@@ -77,8 +65,6 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     torch.set_num_threads(cfg.threads)
     processed, out = Path(processed), Path(out)
     manifest, cases = load_split(processed, "train")
-    if not cases:
-        raise ManifestError(f"{processed / MANIFEST}: the train split has no cases")
     info = manifest.dataset
     data = SliceSet.from_cases(cases)
     manifest_sha = file_sha256(processed / MANIFEST)
@@ -94,17 +80,15 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     warmup = max(1, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     trainable, optimizer, scheduler = accelerator.prepare(LossForward(model), optimizer, scheduler)
-    accelerator.register_for_checkpointing(ema)
+    state = TrainingState(model, ema, optimizer, scheduler, accelerator.scaler)
 
     ckpt_dir = out / "checkpoints"
     history: list[dict] = []
     start = 0
-    resume = latest_checkpoint(ckpt_dir, fingerprint)
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        state = json.loads((resume / "state.json").read_text())
-        start, history = state["step"], state["history"]
-        accelerator.print(f"resuming from {resume} at step {start}")
+    resumed = checkpoint.resume(accelerator, ckpt_dir, fingerprint, state)
+    if resumed is not None:
+        start, history = resumed["step"], resumed["history"]
+        accelerator.print(f"resuming from {ckpt_dir / f'{checkpoint.CKPT_PREFIX}{start:07d}'} at step {start}")
 
     stop = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
@@ -125,8 +109,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                         "seconds": round(time.perf_counter() - t0, 3)})
         bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == stop:
-            _checkpoint(accelerator, ckpt_dir, step + 1, {"fingerprint": fingerprint, "config": resolved,
-                                                           "history": history}, cfg.keep_checkpoints)
+            checkpoint.save(accelerator, ckpt_dir, step + 1, state,
+                            {"fingerprint": fingerprint, "config": resolved, "history": history}, cfg.keep_checkpoints)
     bar.close()
 
     meta = RunRecord(Status.PARTIAL if stop < cfg.steps else Status.OK, method=method, dataset=info.name,
@@ -138,13 +122,15 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                      manifest_sha256=manifest_sha, git_revision=git_revision(),
                      weights_sha256=weights_hash(ema.module))
     if accelerator.is_main_process and stop == cfg.steps:
-        (out / "model").mkdir(parents=True, exist_ok=True)
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
-        atomic_write(out / "model" / "model.pt", lambda t: torch.save(payload, t))
-        write_record(out / "model" / "meta.json", meta)
-        shutil.copy2(processed / MANIFEST, out / "model" / MANIFEST)  # the data contract beside the weights
-        write_loss_csv(out / "loss.csv", history)
+        with disk_full_names(out / "model"), staged_folder(out / "model") as tmp:
+            write_files(tmp, out / "model", {
+                "model.pt": lambda p: save_torch(p, payload),
+                "meta.json": lambda p: write_record(p, meta),
+                MANIFEST: lambda p: shutil.copy2(processed / MANIFEST, p)})  # the data contract beside the weights
+        with disk_full_names(out / "loss.csv"):
+            write_loss_csv(out / "loss.csv", history)
     accelerator.wait_for_everyone()
     return meta
 
@@ -168,28 +154,3 @@ class LossForward(torch.nn.Module):
 
     def forward(self, images, labels, generator):
         return self.method.loss(images, labels, generator)
-
-
-def _checkpoint(accelerator: Accelerator, folder: Path, step: int, state: dict, keep: int):
-    """Save the full training state as ``step-XXXXXXX/`` (built aside, then swapped in)."""
-    with _staged_on_main(accelerator, folder / f"{CKPT_PREFIX}{step:07d}") as tmp:
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            write_json(tmp / "state.json", {"step": step, **state})
-        accelerator.wait_for_everyone()  # every process has written its part before the swap
-    if accelerator.is_main_process:
-        for old in sorted(folder.glob(f"{CKPT_PREFIX}*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-@contextlib.contextmanager
-def _staged_on_main(accelerator: Accelerator, dest: Path) -> Iterator[Path]:
-    """:func:`~benchmark.data.store.staged_folder` run by the main process; every process writes into its
-    temporary folder, whose name the main process sends to the others."""
-    if accelerator.is_main_process:
-        with staged_folder(dest) as tmp:
-            broadcast_object_list([str(tmp)])
-            yield tmp
-    else:
-        yield Path(broadcast_object_list([None])[0])

@@ -65,7 +65,7 @@ def _submitted(proj) -> set[str]:
 
 def _same_outputs(a: Path, b: Path) -> None:
     run = "runs/phantom-cardiac/unet"
-    wa, wb = (torch.load(p / run / "model/model.pt", weights_only=False)["state_dict"] for p in (a, b))
+    wa, wb = (torch.load(p / run / "model/model.pt", weights_only=True)["state_dict"] for p in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     for f in ("results/phantom-cardiac/unet/metrics.json", "results/phantom-cardiac/unet/per_case.csv",
               "results/phantom-cardiac/unet/per_case_sets.csv", "paper/tables/table1_cardiac.md"):
@@ -151,4 +151,7 @@ def test_the_tiny_profile_through_slurm_equals_a_local_repro(slurm, tmp_path):
     wait_until_idle(slurm, 60)
     lines = _segbench(proj, slurm, "status").stdout.splitlines()
     assert lines[-1].strip() == "3 CANCELLED"
-    assert set(_pipeline_status(proj, slurm)) == {"evaluate@phantom-cardiac-unet", "tables"}
+    # nothing of the cancelled submission is recorded: evaluate stays out of date (and tables with it once the
+    # evaluate job had started and removed its outputs, which depends on when the cancel came)
+    assert {"evaluate@phantom-cardiac-unet"} <= set(_pipeline_status(proj, slurm)) <= {
+        "evaluate@phantom-cardiac-unet", "tables"}

@@ -3,6 +3,7 @@ the refusal to write a leaking dataset, manifest I/O and the ``check-leaks`` CLI
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from benchmark.data import registry
 from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
+from benchmark.records import Status
+from tests.data.tamper import copy_processed
 
 INFO = DatasetInfo(name="phantom-unit", modality="MRI", channels=1, class_names=("background", "fg"))
 FRACTIONS = {"train": 0.6, "val": 0.1, "test": 0.3}
@@ -285,3 +288,33 @@ def test_cli_check_leaks_corrupt_manifest(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("segbench check-leaks: error:")
     assert str(tmp_path / "manifest.json") in err[0]
+
+
+def test_cli_check_leaks_recomputes_slice_hashes_edited_to_hide_a_leak(tiny_processed, tmp_path, capsys):
+    """A train case copied into the test split as another subject, its slice hashes in the manifest replaced by
+    made-up ones: check-leaks computes them from the file and still reports the leak."""
+    processed = copy_processed(tiny_processed, tmp_path / "processed")
+    d = json.loads((processed / "manifest.json").read_text())
+    train = next(c for c in d["cases"] if c["split"] == "train")
+    shutil.copyfile(processed / train["file"], processed / "cases/planted.npz")
+    d["cases"].append({**train, "case_id": "planted", "subject_id": "nobody", "split": "test",
+                       "file": "cases/planted.npz", "slice_hashes": [f"{i:016x}" for i in range(train["n_slices"])]})
+    (processed / "manifest.json").write_text(json.dumps(d, indent=1))
+    trusting = load_manifest(processed)
+    assert check_leaks(Manifest(trusting.dataset, Status.OK, cases=trusting.cases)).ok  # the manifest alone hides it
+
+    assert main(["check-leaks", str(processed)]) == 1
+    out = capsys.readouterr().out
+    assert "LEAK: 0 subjects and" in out and "1/" in out and "test cases" in out
+    assert f"slice hashes of {len(d['cases'])} cases computed from their files" in out
+    assert "the manifest's hashes are not those of 1 of them (planted)" in out
+    assert f"cases {', '.join(sorted([train['case_id'], 'planted']))}" in out
+
+
+def test_check_leaks_names_a_case_file_it_cannot_read(tiny_processed, tmp_path, capsys):
+    processed = copy_processed(tiny_processed, tmp_path / "processed")
+    victim = sorted((processed / "cases").glob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert main(["check-leaks", str(processed)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"segbench check-leaks: error: {victim}: unreadable or truncated")

@@ -8,6 +8,7 @@ on the phantom generators.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from benchmark.data.manifest import SPLITS, ManifestError, file_sha256, load_man
 from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
-from benchmark.data.store import CaseFileError, atomic_write, load_case, save_case
+from benchmark.data.store import CaseFileError, atomic_write, load_case, save_arrays, save_case
+from benchmark.records import Status
+from tests.data.tamper import hidden
 
 NAME = "phantom-unit"
 SIZE = 32
@@ -455,3 +458,61 @@ def test_concurrent_builders_of_one_folder_each_get_their_own_and_one_wins_whole
         contents = set(snapshot(dest).values())
         assert contents in ({b"A"}, {b"B"}) and len(snapshot(dest)) == 50   # one builder's whole folder
         assert _hidden(tmp_path) == []
+
+
+# ---------------------------------------------------------------- no JSON with NaN (issue 19)
+def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
+    from benchmark.data.store import write_json
+    path = tmp_path / "x.json"
+    write_json(path, {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": np.float64("nan"),
+                      "e": (2.5, "s")})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None, {"c": None}], "d": None, "e": [2.5, "s"]}
+    assert hidden(tmp_path) == []
+
+
+def test_manifest_json_never_holds_nan(tmp_path):
+    from benchmark.data.manifest import Manifest
+    info = DatasetInfo(name="x", modality="MRI", channels=1, class_names=("bg", "fg"))
+    Manifest(info, Status.OK, provenance={"split_fractions": {"train": float("nan")}}).save(tmp_path)
+    text = (tmp_path / "manifest.json").read_text()
+    assert "NaN" not in text and load_manifest(tmp_path).provenance == {"split_fractions": {"train": None}}
+
+
+def test_an_infinite_spacing_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "c.npz"
+    save_arrays(path, image=np.zeros((1, 1, 4, 4), np.float32), label=np.zeros((1, 1, 4, 4), np.uint8),
+                spacing=np.array([1.0, np.inf, 1.0]))
+    with pytest.raises(CaseFileError, match=re.escape(f"{path}: spacing must be 3 positive")):
+        load_case(path, "c", "s")
+
+
+# ---------------------------------------------------------------- an empty split, named with its manifest (issue 19)
+def test_load_split_names_the_manifest_of_an_empty_train_or_test_split_and_allows_an_empty_val(tiny_processed,
+                                                                                                 tmp_path):
+    from benchmark.data.preprocess import load_split
+    from tests.data.tamper import copy_processed, empty_split
+    processed = copy_processed(tiny_processed, tmp_path / "p")
+    manifest = empty_split(processed, "val", into="train")
+    assert load_split(processed, "val")[1] == []
+    for split in ("test", "train"):
+        empty_split(processed, split, into="val")
+        with pytest.raises(ManifestError, match=re.escape(f"{manifest}: the {split} split has no cases")):
+            load_split(processed, split)
+
+
+def test_cli_train_with_an_empty_train_split_exits_with_one_line_naming_the_manifest(tiny_project, monkeypatch,
+                                                                                        capsys):
+    from tests.data.tamper import empty_split
+    empty_split(tiny_project / "data" / "processed" / "phantom-cardiac", "train")
+    monkeypatch.chdir(tiny_project)
+    assert main(["train", "phantom-cardiac", "unet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["segbench train: error: data/processed/phantom-cardiac/manifest.json: the train split has no cases"]
+    assert not (tiny_project / "runs").exists()
+
+
+def test_json_text_sorts_keys_when_asked_and_never_writes_nan():
+    from benchmark.data.store import json_text
+    assert json_text({"b": float("nan"), "a": 1.0}, sort_keys=True) == '{\n "a": 1.0,\n "b": null\n}'

@@ -9,15 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.conftest import write_params
+from tests.conftest import TINY_PARAMS, write_params
 
 CMD = [sys.executable, "-m", "benchmark.cli", "train", "phantom-cardiac", "unet"]
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's code
 
 
 def _train(cwd: Path, extra=()) -> subprocess.CompletedProcess:
-    return subprocess.run(CMD + list(extra), cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(CMD + list(extra), cwd=cwd, capture_output=True, text=True, timeout=300, env=ENV)
 
 
 def _weights(cwd: Path) -> dict:
@@ -41,7 +43,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny_project, tmp_path_factory):
     ref = _train(other)
     assert ref.returncode == 0, ref.stderr
 
-    proc = subprocess.Popen(CMD, cwd=tiny_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(CMD, cwd=tiny_project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV)
     ckpts = tiny_project / "runs/phantom-cardiac/unet/checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and not (ckpts.is_dir() and any(ckpts.glob("step-*"))):
@@ -61,20 +63,31 @@ def test_resume_after_sigkill_is_bit_identical(tiny_project, tmp_path_factory):
     assert len(loss_a) == 401
 
 
-def test_interrupted_then_resumed_in_process(tiny_project, monkeypatch):
-    """Stop at step 10 with --max-steps, resume to 30: same weights as 30 straight steps."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_interrupted_then_resumed_in_process(tiny_project, monkeypatch, capsys, dropout):
+    """Stop at step 10 with --max-steps, resume to 30: same weights and model file as 30 straight steps. With
+    dropout, which draws from torch's global RNG, this needs the RNG state the checkpoint restores."""
     from benchmark.config import load_config
     from benchmark.training.trainer import train
 
     monkeypatch.chdir(tiny_project)
+    unet = {"model": {**TINY_PARAMS["method"]["unet"]["model"], "dropout": dropout}}
+    write_params(tiny_project / "params.yaml", method={**TINY_PARAMS["method"], "unet": unet})
     mcfg = load_config("params.yaml").method_config("unet")
     processed = tiny_project / "data/processed/phantom-cardiac"
     partial = train("unet", processed, tiny_project / "a", mcfg, max_steps=10)
     assert partial.status == "partial" and not (tiny_project / "a/model/model.pt").exists()
     resumed = train("unet", processed, tiny_project / "a", mcfg)
+    assert f"resuming from {tiny_project / 'a/checkpoints/step-0000010'} at step 10" in capsys.readouterr().out
     straight = train("unet", processed, tiny_project / "b", mcfg)
     assert resumed.weights_sha256 == straight.weights_sha256
     assert resumed.steps == 30
+    # the model file is the same bytes whatever its temporary name was
+    assert (tiny_project / "a/model/model.pt").read_bytes() == (tiny_project / "b/model/model.pt").read_bytes()
+    if dropout:
+        no_dropout = train("unet", processed, tiny_project / "c",
+                           load_config(write_params(tiny_project / "p0.yaml")).method_config("unet"))
+        assert no_dropout.weights_sha256 != straight.weights_sha256  # dropout is in effect
 
 
 def test_checkpoint_from_other_config_is_not_resumed(tiny_project, monkeypatch):

@@ -43,7 +43,7 @@ import numpy as np
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
 from benchmark.data.real.source import RealSource, RemoteFile
@@ -76,8 +76,8 @@ def _release_dirs(root: Path) -> dict[str, Path]:
         if _PATIENT.match(patient_dir.name) and part in PARTS:
             found.setdefault(part, patient_dir.parent)
     if not found:
-        raise FileNotFoundError(f"{root}: no training/patientNNN/Info.cfg or testing/patientNNN/Info.cfg; "
-                                f"not the ACDC release (database/ folder of the HumanHeart zip)")
+        raise ReleaseFileMissing(f"{root}: no training/patientNNN/Info.cfg or testing/patientNNN/Info.cfg; "
+                                 f"not the ACDC release (database/ folder of the HumanHeart zip)")
     return found
 
 
@@ -116,7 +116,7 @@ def load(root: Path, cfg: DataConfig):
             pid = patient_dir.name
             info_path = patient_dir / "Info.cfg"
             if not info_path.is_file():
-                raise FileNotFoundError(f"{info_path}: missing; it names the ED and ES frames")
+                raise ReleaseFileMissing(f"{info_path}: missing; it names the ED and ES frames")
             info = read_info(info_path)
             for phase in ("ED", "ES"):
                 frame = int(info[phase])

@@ -57,7 +57,7 @@ import SimpleITK as sitk
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
 from benchmark.data.real.source import RealSource, RemoteFile
@@ -96,14 +96,14 @@ _CASE = re.compile(r"^(BraTS2021_\d{5})_seg\.nii\.gz$")
 def _case_folders(root: Path) -> list[tuple[str, Path]]:
     hits = sorted((m[1], p.parent) for p in root.rglob("BraTS2021_*_seg.nii.gz") if (m := _CASE.match(p.name)))
     if not hits:
-        raise FileNotFoundError(f"{root}: no BraTS2021_NNNNN_seg.nii.gz files; not the BraTS 2021 training data "
-                                f"(BraTS2021_Training_Data.tar)")
+        raise ReleaseFileMissing(f"{root}: no BraTS2021_NNNNN_seg.nii.gz files; not the BraTS 2021 training data "
+                                 f"(BraTS2021_Training_Data.tar)")
     return hits
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (every BraTS 2021 case has {', '.join(SEQUENCES)} and seg)")
+        raise ReleaseFileMissing(f"{path}: missing (every BraTS 2021 case has {', '.join(SEQUENCES)} and seg)")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

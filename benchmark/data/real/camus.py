@@ -46,7 +46,7 @@ import numpy as np
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
 from benchmark.data.real.source import RealSource, RemoteFile
@@ -85,8 +85,8 @@ def _images(root: Path) -> dict[tuple[str, str, str], Path]:
         if key not in found or (m[4] == "nii.gz" and not found[key].name.endswith(".nii.gz")):
             found[key] = path
     if not found:
-        raise FileNotFoundError(f"{root}: no patientNNNN_{{2CH,4CH}}_{{ED,ES}}.nii.gz or .mhd images; not a CAMUS "
-                                f"release (database_nifti/ of CAMUS_public.zip, or training/ of training.zip)")
+        raise ReleaseFileMissing(f"{root}: no patientNNNN_{{2CH,4CH}}_{{ED,ES}}.nii.gz or .mhd images; not a CAMUS "
+                                 f"release (database_nifti/ of CAMUS_public.zip, or training/ of training.zip)")
     return found
 
 
@@ -112,7 +112,7 @@ def read_split_lists(root: Path) -> tuple[Path, dict[str, str]] | None:
         for part, split in SPLITS.items():
             path = folder / pattern.format(part)
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing beside {hits[0].name}; the split lists come as three")
+                raise ReleaseFileMissing(f"{path}: missing beside {hits[0].name}; the split lists come as three")
             for line in path.read_text().splitlines():
                 if line.strip():
                     pid = _patient_id(line.strip(), path)

@@ -16,20 +16,16 @@ refuses it (a leak) and ``data.splits: seeded`` is the way out.
 """
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
-from benchmark.data.real.medical_io import read_rgb
+from benchmark.data.real.medical_io import csv_header, read_csv, read_image, read_rgb
 from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="glas", modality="histology", channels=3, class_names=("background", "gland"),
@@ -51,18 +47,17 @@ _NAME = re.compile(r"^(train|testA|testB)_(\d+)\.bmp$")
 def _release_dir(root: Path) -> Path:
     hits = sorted(root.rglob("Grade.csv"))
     if not hits:
-        raise FileNotFoundError(f"{root}: no Grade.csv; not the Warwick QU GlaS release")
+        raise ReleaseFileMissing(f"{root}: no Grade.csv; not the Warwick QU GlaS release")
     return hits[0].parent
 
 
 def _patients(folder: Path) -> dict[str, str]:
-    with open(folder / "Grade.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip().lower() for h in rows[0]]
-    if "name" not in header or "patient id" not in header:
-        raise DataFormatError(f"{folder / 'Grade.csv'}: expected columns 'name' and 'patient ID', got {rows[0]}")
-    i, j = header.index("name"), header.index("patient id")
-    return {r[i].strip(): r[j].strip() for r in rows[1:] if r}
+    rows = read_csv(folder / "Grade.csv", "grade table")
+    header = csv_header(folder / "Grade.csv", "grade table")
+    column = {h.lower(): h for h in header}
+    if "name" not in column or "patient id" not in column:
+        raise DataFormatError(f"{folder / 'Grade.csv'}: expected columns 'name' and 'patient ID', got {header}")
+    return {r[column["name"]].strip(): r[column["patient id"]].strip() for r in rows}
 
 
 def load(root: Path, cfg: DataConfig):
@@ -72,16 +67,16 @@ def load(root: Path, cfg: DataConfig):
     names = sorted((p for p in folder.iterdir() if _NAME.match(p.name)),
                    key=lambda p: (_NAME.match(p.name)[1], int(_NAME.match(p.name)[2])))
     if not names:
-        raise FileNotFoundError(f"{folder}: no train_/testA_/testB_ images")
+        raise ReleaseFileMissing(f"{folder}: no train_/testA_/testB_ images")
     for path in names:
         part, stem = _NAME.match(path.name)[1], path.stem
         anno = path.with_name(f"{stem}_anno.bmp")
         if not anno.is_file():
-            raise FileNotFoundError(f"{path}: its annotation {anno.name} is missing")
+            raise ReleaseFileMissing(f"{path}: its annotation {anno.name} is missing")
         if stem not in patients:
             raise DataFormatError(f"{folder / 'Grade.csv'}: no row for {stem}")
         rgb = read_rgb(path)
-        inst = np.asarray(Image.open(anno))
+        inst = read_image(anno, "annotation")
         if inst.ndim == 3:       # some readers give the 8-bit map as RGB: the instance id is in every channel
             inst = inst[..., 0]
         if inst.shape != rgb.shape[1:]:

@@ -46,21 +46,19 @@ it is not used.
 """
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
-from benchmark.data.real.medical_io import is_os_debris, read_rgb
+from benchmark.data.real.medical_io import csv_header, is_os_debris, read_csv, read_image, read_rgb
 from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="isic", modality="dermoscopy", channels=3, class_names=("background", "lesion"),
@@ -103,21 +101,19 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _IMAGE_NAME = re.compile(r"^ISIC_\d+\.(jpe?g|png)$", re.IGNORECASE)   # masks have more name parts
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f))
-
-
 def _find_csv(root: Path, preferred: str, needs: set[str], what: str) -> Path:
-    """The CSV named ``preferred``, else any CSV under ``root`` whose header has the columns ``needs``."""
+    """The CSV named ``preferred``, else any CSV under ``root`` whose header has the columns ``needs``; a
+    ``preferred`` file without them is an error naming it."""
     hits = sorted(p for p in root.rglob("*.csv") if not is_os_debris(p))
     hits.sort(key=lambda p: p.name != preferred)
     for p in hits:
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            header = {h.strip() for h in next(csv.reader(f), [])}
+        header = set(csv_header(p, what))
         if needs <= header:
             return p
-    raise FileNotFoundError(f"{root}: no {what} CSV ({preferred}, or any CSV with columns {sorted(needs)})")
+        if p.name == preferred:
+            raise DataFormatError(f"{p}: the {what} CSV lacks the columns {sorted(needs - header)} "
+                                  f"(its first line: {sorted(header)[:10]})")
+    raise ReleaseFileMissing(f"{root}: no {what} CSV ({preferred}, or any CSV with columns {sorted(needs)})")
 
 
 def _file_index(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -131,7 +127,7 @@ def _file_index(root: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 def _subjects(root: Path) -> dict[str, str]:
     path = _find_csv(root, "IMAplusplus_img_metadata.csv", {"isic_id", "patient_id", "lesion_id"}, "image metadata")
     out = {}
-    for row in _read_csv(path):
+    for row in read_csv(path, "image metadata"):
         iid = row["isic_id"].strip()
         out[iid] = (row.get("patient_id") or "").strip() or (row.get("lesion_id") or "").strip() or iid
     return out
@@ -141,7 +137,7 @@ def _three_rater_images(root: Path) -> tuple[Path, dict[str, list[dict[str, str]
     path = _find_csv(root, "IMAplusplus_seg_metadata.csv", {"ISIC_id", "seg_filename", "annotator"},
                      "segmentation metadata")
     by_image: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in _read_csv(path):
+    for row in read_csv(path, "segmentation metadata"):
         if row["annotator"].strip() in _CONSENSUS:
             continue
         by_image[row["ISIC_id"].strip()].append(row)
@@ -151,7 +147,7 @@ def _three_rater_images(root: Path) -> tuple[Path, dict[str, list[dict[str, str]
 
 
 def _mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    arr = np.asarray(Image.open(path))
+    arr = read_image(path, "rater mask")
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=2)
     if arr.shape != shape:
@@ -171,15 +167,15 @@ def load(root: Path, cfg: DataConfig):
     for iid, rows in chosen.items():
         img_path = images.get(iid)
         if img_path is None:
-            raise FileNotFoundError(f"{root}: image {iid} (.jpg) not found; put it in {IMAGES_ZIP} "
-                                    f"(data/raw/isic/), see HOW_TO_GET")
+            raise ReleaseFileMissing(f"{root}: image {iid} (.jpg) not found; put it in {IMAGES_ZIP} "
+                                     f"(data/raw/isic/), see HOW_TO_GET")
         rgb = read_rgb(img_path)
         shape = rgb.shape[1:]
         label = np.zeros((3, 1, *shape), np.uint8)
         for r, row in enumerate(rows):
             name = row["seg_filename"].strip()
             if name not in masks:
-                raise FileNotFoundError(f"{root}: mask {name} (listed in {seg_csv.name}) is not in segs.zip")
+                raise ReleaseFileMissing(f"{root}: mask {name} (listed in {seg_csv.name}) is not in segs.zip")
             label[r, 0] = _mask(masks[name], shape)
         yield Case(case_id=f"isic-{iid}", subject_id=f"isic-{subjects.get(iid, iid)}",
                    image=resize_image(rgb, cfg.size)[None], label=resize_label(label, cfg.size),

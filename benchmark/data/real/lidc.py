@@ -51,13 +51,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
+from benchmark.data.real.medical_io import read_image
 from benchmark.data.real.source import RealSource, RemoteFile
 from benchmark.data.safe_pickle import load_plain_pickle
 
@@ -116,11 +116,7 @@ def _binary(mask: np.ndarray, where: str) -> np.ndarray:
 
 def _grey(path: Path) -> np.ndarray:
     """A PNG as a 2D array of its grey values (a grey image stored as RGB/RGBA gives its first channel)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except OSError as e:
-        raise DataFormatError(f"{path}: unreadable PNG ({e})") from e
+    arr = read_image(path, "PNG")
     if arr.ndim == 3:
         if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
                                       and np.array_equal(arr[..., 0], arr[..., 2])):
@@ -160,8 +156,8 @@ def _rater_masks(gt_patient: Path, stem: str, image_path: Path) -> list[Path]:
                    key=lambda t: t[0]) if gt_patient.is_dir() else []
     ids = [i for i, _ in found]
     if ids not in ([0, 1, 2, 3], [1, 2, 3, 4]):
-        raise FileNotFoundError(f"{image_path}: expected four rater masks {gt_patient / (stem + '_l0.png')} .. _l3.png "
-                                f"(or _l1 .. _l4), found rater ids {ids}")
+        raise ReleaseFileMissing(f"{image_path}: expected four rater masks {gt_patient / (stem + '_l0.png')} .. "
+                                 f"_l3.png (or _l1 .. _l4), found rater ids {ids}")
     return [p for _, p in found]
 
 
@@ -235,8 +231,8 @@ def load(root: Path, cfg: DataConfig):
     if pickles:
         yield from _load_pickle(pickles[0], cfg)
         return
-    raise FileNotFoundError(f"{root}: neither the LIDC crops (train/ val/ test/ folders holding images/ and gt/) "
-                            f"nor {PICKLE_NAME}")
+    raise ReleaseFileMissing(f"{root}: neither the LIDC crops (train/ val/ test/ folders holding images/ and gt/) "
+                             f"nor {PICKLE_NAME}")
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:

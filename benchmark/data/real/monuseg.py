@@ -51,7 +51,7 @@ from PIL import Image, ImageDraw
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import is_os_debris, read_rgb
 from benchmark.data.real.source import RealSource, RemoteFile
@@ -157,8 +157,8 @@ def _images(root: Path) -> list[tuple[Path, Path, str]]:
         else:
             out.append((tif, tif.with_suffix(".xml"), "test"))
     if not out:
-        raise FileNotFoundError(f"{root}: no TCGA-*.tif images; not the MoNuSeg release "
-                                f"({', '.join(f.name for f in FILES)})")
+        raise ReleaseFileMissing(f"{root}: no TCGA-*.tif images; not the MoNuSeg release "
+                                 f"({', '.join(f.name for f in FILES)})")
     return out
 
 
@@ -166,7 +166,7 @@ def load(root: Path, cfg: DataConfig):
     """Yield one case per tile: ``image`` ``(1, 3, S, S)``, ``label`` ``(1, 1, S, S)`` in {0, 1}."""
     for tif, xml, part in _images(Path(root)):
         if not xml.is_file():
-            raise FileNotFoundError(f"{tif}: its outline file {xml} is missing")
+            raise ReleaseFileMissing(f"{tif}: its outline file {xml} is missing")
         rgb = read_rgb(tif)
         regions, facts = read_regions(xml)
         mask, skipped = rasterise(regions, rgb.shape[1:])

@@ -45,14 +45,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from benchmark.config import DataConfig
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.imaging import resize_image, resize_label, resized_spacing
-from benchmark.data.interface import DataFormatError
+from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
-from benchmark.data.real.medical_io import is_os_debris, read_rgb
+from benchmark.data.real.medical_io import is_os_debris, read_image, read_rgb
 from benchmark.data.real.source import RealSource, RemoteFile
 
 INFO = DatasetInfo(name="refuge2", modality="fundus", channels=3,
@@ -90,7 +89,7 @@ def _part_dirs(root: Path) -> list[tuple[str, Path]]:
     found = sorted((PARTS[p.name], p) for p in root.rglob("*-400") if p.is_dir() and p.name in PARTS
                    and not is_os_debris(p.relative_to(root)))
     if not found:
-        raise FileNotFoundError(f"{root}: no Training-400/ or Test-400/ folder; not the REFUGE-Multirater release")
+        raise ReleaseFileMissing(f"{root}: no Training-400/ or Test-400/ folder; not the REFUGE-Multirater release")
     seen: dict[str, Path] = {}
     for part, folder in found:
         if part in seen:
@@ -103,9 +102,9 @@ def _part_dirs(root: Path) -> list[tuple[str, Path]]:
 def _mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """One rater's binary mask: 255 (or 1) is the structure."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: rater mask missing (each image needs {N_RATERS} cup and "
-                                f"{N_RATERS} disc masks)")
-    arr = np.asarray(Image.open(path).convert("L"))
+        raise ReleaseFileMissing(f"{path}: rater mask missing (each image needs {N_RATERS} cup and "
+                                 f"{N_RATERS} disc masks)")
+    arr = read_image(path, "rater mask", "L")
     if arr.shape != shape:
         raise DataFormatError(f"{path}: mask {arr.shape} and image {shape} differ in size")
     fg = arr > (127 if arr.max() > 1 else 0)
@@ -124,7 +123,7 @@ def load(root: Path, cfg: DataConfig):
             name = sub.name
             img_path = sub / f"{name}.jpg"
             if not img_path.is_file():
-                raise FileNotFoundError(f"{img_path}: image missing from its folder")
+                raise ReleaseFileMissing(f"{img_path}: image missing from its folder")
             rgb = read_rgb(img_path)
             shape = rgb.shape[1:]
             label = np.zeros((N_RATERS, 1, *shape), np.uint8)
@@ -140,7 +139,7 @@ def load(root: Path, cfg: DataConfig):
                        spacing=resized_spacing((1.0, 1.0, 1.0), shape, cfg.size),
                        extra={"source": str(img_path), "part": part, "spacing_unit": "native pixel"})
     if n == 0:
-        raise FileNotFoundError(f"{root}: the REFUGE part folders hold no image folders")
+        raise ReleaseFileMissing(f"{root}: the REFUGE part folders hold no image folders")
 
 
 def split(cases: list[Case], cfg: DataConfig) -> dict[str, str]:

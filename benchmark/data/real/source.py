@@ -18,8 +18,11 @@ Each dataset is one module of this package declaring:
 
 Where files are looked for, in order: ``data/raw/DATASET/NAME`` (placed by hand; ``data.dvc`` tracks
 ``data/raw``), then ``data/downloads/DATASET/NAME`` (what earlier fetches downloaded), then the URL,
-downloaded resumably into ``data/downloads``. Every file is checked against its recorded checksum, hand-placed
-ones included; a mismatch is an error.
+downloaded resumably into ``data/downloads``. Every file, hand-placed ones included, is checked against its
+recorded checksum and for content of the kind its name says (:mod:`benchmark.data.filetype`; never a web page).
+A wrong file (checksum, content, or an archive that cannot be read) is an error naming it: one placed by hand is
+the user's and is kept (they replace it); one the suite downloaded is deleted, so the next fetch downloads it
+again.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from benchmark.config import DataConfig
 from benchmark.data import download as dl
 from benchmark.data.archive import ARCHIVE_SUFFIXES, ArchiveError, extract, is_archive
 from benchmark.data.case import Case, DatasetInfo
+from benchmark.data.filetype import ContentError, check_content
 from benchmark.data.interface import DatasetMissing
 
 LICENCE_FILE = "LICENCE.txt"
@@ -141,7 +145,7 @@ class RealSource:
                 path = self.downloads / f.name
                 sha = dl.download(f.url, path, checksum=f.checksum)
             else:
-                sha = dl.verify(path, f.checksum, "placed by hand" if origin == "placed by hand" else f.url)
+                sha = self._check_local(f, path, by_hand=origin == "placed by hand")
             if f.checksum is None:
                 print(f"fetch {self.info.name}: no checksum recorded for {f.name}; its SHA-256 is {sha}. Record "
                       f"it in {self.module.__name__} so later fetches are verified.", flush=True)
@@ -151,7 +155,7 @@ class RealSource:
                 try:
                     extract(path, dest / archive_stem(path.name))
                 except ArchiveError as e:
-                    raise ArchiveError(f"{e}; delete {path} and fetch again") from e
+                    raise self._refused(f, path, origin == "placed by hand", e) from e
             else:
                 _copy(path, dest / f.name)
         licence = licence_text(self.module)
@@ -159,6 +163,24 @@ class RealSource:
         print(licence, flush=True)
         return {"source": self.module.HOMEPAGE, "files": records, "licence": self.module.LICENCE,
                 "citation": self.module.CITATION, "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def _check_local(self, f: RemoteFile, path: Path, by_hand: bool) -> str:
+        """The SHA-256 of a file already here, after checking its content and checksum."""
+        try:
+            check_content(path)
+            return dl.verify(path, f.checksum, "placed by hand" if by_hand else f.url)
+        except (dl.ChecksumError, ContentError) as e:
+            raise self._refused(f, path, by_hand, e) from e
+
+    def _refused(self, f: RemoteFile, path: Path, by_hand: bool, e: Exception) -> Exception:
+        """``e`` with what became of the wrong file ``path``: one placed by hand is the user's and is kept; one
+        downloaded is deleted, so that the next fetch downloads it again (see the module docstring)."""
+        if by_hand:
+            instead = "" if f.gated else " (or remove it: the fetch then downloads it)"
+            return type(e)(f"{e}. It was placed by hand and is kept: replace it with the release's "
+                           f"{f.name}{instead}")
+        path.unlink(missing_ok=True)
+        return type(e)(f"{e}. The download has been deleted: fetch again to download it anew")
 
     def load(self, src: Path, cfg: DataConfig):
         return self.module.load(Path(src), cfg)

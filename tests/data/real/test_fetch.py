@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from benchmark.data.archive import ArchiveError, UnsafeArchiveError, extract
 from benchmark.data.download import ChecksumError, DownloadError, download, part_path
 from benchmark.data.real import glas
 from benchmark.data.download import file_digest
+from benchmark.data.filetype import ContentError, check_content, expected_kinds
 from benchmark.data.interface import DatasetMissing
 from benchmark.data.real.source import RealSource, RemoteFile
 from benchmark.data.sources import fetch
@@ -205,3 +207,136 @@ def test_unreachable_downloads_count_as_missing(tmp_path, http_server):
     assert source.missing() == [
         f"{f.name}: {f.url} cannot be reached from this machine; download it elsewhere and place it in "
         f"{tmp_path / 'raw'}/" for f in (nowhere, not_there)]
+
+
+# ---------------------------------------------------------------- content, not names or headers (issue 19)
+def _formats(tmp_path: Path) -> dict[str, bytes]:
+    """One small real file of each format the suite reads, by a name of that format."""
+    import bz2
+    import gzip
+    import lzma
+
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+
+    out: dict[str, bytes] = {}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "a")
+    out["a.zip"] = buf.getvalue()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"a"))
+    out["a.tar"] = buf.getvalue()
+    out["a.tar.gz"] = gzip.compress(out["a.tar"])
+    out["a.tar.bz2"] = bz2.compress(out["a.tar"])
+    out["a.tar.xz"] = lzma.compress(out["a.tar"])
+    img = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    for name, fmt in (("a.png", "PNG"), ("a.jpg", "JPEG"), ("a.bmp", "BMP"), ("a.tif", "TIFF")):
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        out[name] = buf.getvalue()
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 4), np.int16)), str(tmp_path / "a.nii"))
+    out["a.nii"] = (tmp_path / "a.nii").read_bytes()
+    out["a.nii.gz"] = gzip.compress(out["a.nii"])
+    out["a.csv"] = b"image,rater\nISIC_1,a\n"
+    return out
+
+
+def test_every_format_is_told_by_its_content_and_a_wrong_name_is_refused(tmp_path):
+    files = _formats(tmp_path)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        check_content(tmp_path / name)
+        for other in ("a.zip", "a.png", "a.nii"):
+            if expected_kinds(other) != expected_kinds(name):
+                (tmp_path / other).write_bytes(data)
+                with pytest.raises(ContentError, match=re.escape(f"{tmp_path / other}: its name says "
+                                                                 f"{expected_kinds(other)[0]}, but its content is")):
+                    check_content(tmp_path / other)
+    (tmp_path / "x.zip").write_bytes(b"")
+    with pytest.raises(ContentError, match="its name says zip, but its content is empty"):
+        check_content(tmp_path / "x.zip")
+
+
+PAGE = b"\xef\xbb\xbf\n  <!DOCTYPE html>\n<html><body>Please sign in to download</body></html>"
+
+
+@pytest.mark.parametrize("name", ["data.zip", "IMAplusplus_seg_metadata.csv", "data_lidc.pickle", "no_suffix"])
+def test_a_web_page_served_as_a_zip_is_refused_whatever_its_header(tmp_path, http_server, name):
+    (http_server.root / name).write_bytes(PAGE)
+    http_server.content_type = "application/zip"          # the header lies; no checksum is recorded
+    dest = tmp_path / "dl" / name
+    with pytest.raises(DownloadError, match=re.escape(f"{http_server.file_url(name)}: the server did not send "
+                                                      f"{name} ({part_path(dest)}: is a web page (HTML)")):
+        download(http_server.file_url(name), dest)
+    assert not dest.exists() and not part_path(dest).exists()
+
+
+def test_a_download_whose_content_is_not_its_name_is_refused(tmp_path, http_server):
+    (http_server.root / "data.zip").write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(DownloadError, match="its name says zip, but its content is of no known format"):
+        download(http_server.file_url("data.zip"), tmp_path / "data.zip")
+    assert list(tmp_path.glob("data.zip*")) == []
+
+
+def _placed(tmp_path: Path, data: bytes, checksum: str | None) -> tuple[RealSource, Path]:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / NAME).write_bytes(data)
+    f = dataclasses.replace(glas.FILES[0], url=None, checksum=checksum)
+    return RealSource(glas, raw=raw, downloads=tmp_path / "downloads", files=(f,)), raw / NAME
+
+
+def test_a_hand_placed_file_with_a_wrong_checksum_is_refused_and_kept(tmp_path, capsys):
+    make_glas_zip(tmp_path / "good.zip")
+    data = (tmp_path / "good.zip").read_bytes()
+    source, placed = _placed(tmp_path, data, "sha256:" + "00" * 32)
+    with pytest.raises(ChecksumError) as err:
+        fetch("glas", tmp_path / "fetched" / "glas", DataConfig(size=16), source=source)
+    assert str(err.value).startswith(f"{placed} (from placed by hand): sha256 is ")
+    assert "It was placed by hand and is kept: replace it with the release's" in str(err.value)
+    assert placed.read_bytes() == data and list((tmp_path / "fetched").iterdir()) == []
+
+
+def test_a_hand_placed_web_page_is_refused_and_kept(tmp_path):
+    source, placed = _placed(tmp_path, PAGE, None)
+    with pytest.raises(ContentError, match=re.escape(f"{placed}: is a web page (HTML), not {NAME}")):
+        fetch("glas", tmp_path / "fetched" / "glas", DataConfig(size=16), source=source)
+    assert placed.read_bytes() == PAGE and list((tmp_path / "fetched").iterdir()) == []
+
+
+def test_an_earlier_download_gone_wrong_is_deleted_and_fetched_again(tmp_path, http_server):
+    cfg, dest = DataConfig(size=16), tmp_path / "fetched" / "glas"
+    source = _source(tmp_path, http_server)
+    (tmp_path / "downloads").mkdir()
+    cached = tmp_path / "downloads" / NAME
+    cached.write_bytes(PAGE)
+    with pytest.raises(ContentError, match=re.escape(f"{cached}: is a web page")) as err:
+        fetch("glas", dest, cfg, source=source)
+    assert "The download has been deleted: fetch again to download it anew" in str(err.value)
+    assert not cached.exists() and list(dest.parent.iterdir()) == []
+    assert fetch("glas", dest, cfg, source=source)["available"] and cached.is_file()
+
+
+@pytest.mark.parametrize("by_hand", [True, False])
+def test_a_truncated_archive_is_kept_when_placed_by_hand_and_deleted_when_downloaded(tmp_path, http_server, by_hand):
+    make_glas_zip(tmp_path / "good.zip")
+    cut = (tmp_path / "good.zip").read_bytes()[:3000]
+    if by_hand:
+        source, path = _placed(tmp_path, cut, None)
+    else:
+        (http_server.root / NAME).write_bytes(cut)
+        f = dataclasses.replace(glas.FILES[0], url=http_server.file_url(NAME), checksum=None)
+        source = RealSource(glas, raw=tmp_path / "raw", downloads=tmp_path / "downloads", files=(f,))
+        path = tmp_path / "downloads" / NAME
+    with pytest.raises(ArchiveError, match=re.escape(f"{path}: unreadable or truncated archive")) as err:
+        fetch("glas", tmp_path / "fetched" / "glas", DataConfig(size=16), source=source)
+    if by_hand:
+        assert "It was placed by hand and is kept" in str(err.value) and path.read_bytes() == cut
+    else:
+        assert "The download has been deleted" in str(err.value) and not path.exists()
+    assert list((tmp_path / "fetched").iterdir()) == []
