@@ -70,10 +70,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _comparable(files: dict[str, bytes]) -> dict:
-    # Accelerate's random_states_*.pkl holds the interpreter's global RNG states (Python's is seeded from
-    # os.urandom at start-up, so no two processes agree); no training draw uses them (batch_at's generators).
-    return {name: _timings_dropped(name, data) for name, data in files.items()
-            if not Path(name).name.startswith("random_states_")}
+    return {name: _timings_dropped(name, data) for name, data in files.items()}
 
 
 def _temporaries(root: Path) -> list[str]:
