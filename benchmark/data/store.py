@@ -117,7 +117,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _disk_full_named(path: Path, tmp: Path | None = None) -> Iterator[None]:
+def disk_full_named(path: Path, tmp: Path | None = None) -> Iterator[None]:
     """Turn a full disk or quota (``OSError`` ENOSPC/EDQUOT) into a :class:`DiskFullError` naming ``path``, or,
     for a file inside the temporary folder ``tmp`` that will become ``path``, that file's final path."""
     try:
@@ -141,7 +141,7 @@ def atomic_write(path: Path, write) -> None:
     ``torch.save`` does, writes the same bytes on every run). A full disk is a :class:`DiskFullError` naming
     ``path``; ``path`` is then as it was, and the temporary file is gone."""
     path = Path(path)
-    with _disk_full_named(path):
+    with disk_full_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path.parent)
         folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent))
@@ -160,12 +160,12 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     deleted and ``dest`` is left as it was. Temporary folders left beside ``dest`` by a killed builder are deleted
     first. A full disk is a :class:`DiskFullError` naming the file, under ``dest``, that could not be written."""
     dest = Path(dest)
-    with _disk_full_named(dest):
+    with disk_full_named(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(dest.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_owner()}.", suffix=".tmp", dir=dest.parent))
     try:
-        with _disk_full_named(dest, tmp):
+        with disk_full_named(dest, tmp):
             os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the mode mkdir() would have
             yield tmp
             replace_folder(tmp, dest)
