@@ -47,6 +47,13 @@ def test_every_user_error_is_a_segbench_error_and_keeps_its_builtin_base(cls, bu
     assert issubclass(cls, SegbenchError) and issubclass(cls, builtin)
 
 
+def test_a_full_disk_and_a_busy_stage_are_user_errors_and_no_os_errors():
+    from benchmark.data.store import DiskFullError
+    from benchmark.lock import StageBusyError
+    for cls in (DiskFullError, StageBusyError):
+        assert issubclass(cls, SegbenchError) and not issubclass(cls, OSError)
+
+
 def test_a_user_error_is_one_line_and_exit_2(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert main(["--params", str(missing), "fetch", "phantom-cardiac"]) == USER_ERROR == 2
