@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -12,15 +13,27 @@ from benchmark.cluster.cli import add_cluster_commands
 from benchmark.errors import USER_ERROR, SegbenchError
 
 
-def _config(args):
+def _config(args, *methods: str):
+    """The parameters file, with the ``model:`` sections of ``methods`` (those the stage builds) bound to their
+    constructors now, before any work."""
     from benchmark.config import load_config
-    return load_config(args.params)
+    cfg = load_config(args.params)
+    cfg.check_methods(methods)
+    return cfg
+
+
+def _one_at_a_time(folder: Path, stage: str, wait: bool = False):
+    """The lock of ``stage`` on ``folder`` (:mod:`benchmark.lock`). Under a multi-process launcher only rank 0
+    takes it: when that rank stops, the launcher stops the others."""
+    from benchmark.lock import exclusive
+    return exclusive(folder, stage, wait) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def cmd_fetch(args):
     from benchmark.data.sources import fetch
     cfg = _config(args)
-    status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
+    with _one_at_a_time(paths.downloads(args.dataset), "fetch", wait=True):
+        status = fetch(args.dataset, args.out or paths.fetched(args.dataset), cfg.data)
     print(f"fetch {args.dataset}: {'available' if status['available'] else 'NOT AVAILABLE'}")
 
 
@@ -28,6 +41,7 @@ def cmd_check_data(args):
     from benchmark.data.real.availability import check
     from benchmark.data.store import write_json
     cfg = _config(args)
+    cfg.check_names()
     record, message = check(cfg.datasets, probe=not args.no_probe)
     out = args.out or paths.DATA / "availability.json"
     if message:
@@ -60,10 +74,15 @@ def _trains_itself(method: str):
 
 
 def cmd_train(args):
+    cfg = _config(args, args.method)
+    out = args.out or paths.run(args.dataset, args.method)
+    with _one_at_a_time(out, "train"):
+        _train(args, cfg, out)
+
+
+def _train(args, cfg, out: Path):
     from benchmark.data.manifest import load_manifest
     from benchmark.training.trainer import train, write_not_run
-    cfg = _config(args)
-    out = args.out or paths.run(args.dataset, args.method)
     manifest = load_manifest(paths.processed(args.dataset))
     if manifest.status != "ok":
         write_not_run(out, manifest.reason)
@@ -85,7 +104,7 @@ def cmd_train(args):
 
 def cmd_predict(args):
     from benchmark.inference import predict
-    cfg = _config(args)
+    cfg = _config(args, args.method)
     mcfg = cfg.method_config(args.method)
     external = _trains_itself(args.method)
     if external:
@@ -100,8 +119,10 @@ def cmd_predict(args):
 def cmd_evaluate(args):
     from benchmark.evaluation import evaluate
     cfg = _config(args)
-    m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method),
-                 args.out or paths.results(args.dataset, args.method), cfg.evaluation, args.method)
+    out = args.out or paths.results(args.dataset, args.method)
+    with _one_at_a_time(out, "evaluate"):
+        m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method), out,
+                     cfg.evaluation, args.method)
     summary = {k: round(v, 4) if v is not None else None for k, v in (m.average or {}).items()}
     print(f"evaluate {args.dataset}/{args.method}: {m.status.value} {summary}")
 
@@ -110,7 +131,7 @@ def cmd_complexity(args):
     from benchmark.complexity import complexity_record
     from benchmark.data.manifest import load_manifest
     from benchmark.records import ComplexityRecord, write_record
-    cfg = _config(args)
+    cfg = _config(args, args.method)
     mcfg = cfg.method_config(args.method)
     manifest = load_manifest(paths.processed(args.dataset))
     out = args.out or paths.results(args.dataset, args.method) / "complexity.json"
@@ -129,12 +150,13 @@ def cmd_complexity(args):
 
 def cmd_nfe_sweep(args):
     from benchmark.nfe_sweep import nfe_sweep, sweep_settings
-    cfg = _config(args)
+    cfg = _config(args, args.method)
     mcfg = cfg.method_config(args.method)
     out = args.out or paths.results(args.dataset, args.method) / "nfe_sweep"
-    df = nfe_sweep(paths.processed(args.dataset), paths.model(args.dataset, args.method), out,
-                   sweep_settings(args.steps, args.dopri5, args.rtol, args.atol), args.n_samples,
-                   mcfg.predict.seed, mcfg.predict.batch_size, mcfg.train.threads, cfg.evaluation)
+    with _one_at_a_time(out, "nfe-sweep"):
+        df = nfe_sweep(paths.processed(args.dataset), paths.model(args.dataset, args.method), out,
+                       sweep_settings(args.steps, args.dopri5, args.rtol, args.atol), args.n_samples,
+                       mcfg.predict.seed, mcfg.predict.batch_size, mcfg.train.threads, cfg.evaluation)
     print(f"nfe-sweep {args.dataset}/{args.method}: {'not run' if df.empty else f'{len(df)} settings'} -> {out}")
     if not df.empty:
         print(df.to_string(index=False))
@@ -143,7 +165,9 @@ def cmd_nfe_sweep(args):
 def cmd_tables(args):
     from benchmark.tables_stage import render_all
     cfg = _config(args)
-    for path in render_all(cfg, log_mlflow=not args.no_mlflow):
+    with _one_at_a_time(paths.PAPER, "tables"):
+        written = render_all(cfg, log_mlflow=not args.no_mlflow)
+    for path in written:
         print(path)
 
 

@@ -240,6 +240,50 @@ class Config(Checked):
             raise ConfigError(f"{self.source}: no section method.{name} (known: {sorted(self.method)})")
         return self.method[name]
 
+    def named_methods(self) -> dict[str, str]:
+        """Every method the profile names, with the key path of its first mention."""
+        keys = [("methods", self.methods), ("baselines.methods", self.baselines.methods),
+                ("ablations.methods", self.ablations.methods), ("table4.methods", self.table4.methods),
+                ("nfe_sweep.method", (self.nfe_sweep.method,) if self.nfe_sweep.datasets else ())]
+        return _first_mention(keys)
+
+    def named_datasets(self) -> dict[str, str]:
+        """Every dataset the profile names, with the key path of its first mention."""
+        keys = [("datasets", self.datasets), ("baselines.datasets", self.baselines.datasets),
+                ("ablations.datasets", self.ablations.datasets), ("nfe_sweep.datasets", self.nfe_sweep.datasets),
+                ("table4.datasets", self.table4.datasets)]
+        return _first_mention(keys)
+
+    def check_names(self) -> None:
+        """Every dataset and method the profile names is registered, and every such method's ``model:`` section
+        binds to its constructor (:meth:`check_methods`): the check of ``segbench check-data``, the pipeline's
+        first stage, so a typo stops ``dvc repro`` within seconds."""
+        from benchmark.data.registry import available_datasets
+        registered = available_datasets()
+        for name, key in self.named_datasets().items():
+            if name not in registered:
+                raise ConfigError(f"{self.source}: {key}: unknown dataset {name!r}; registered: {registered}")
+        self.check_methods(tuple(self.named_methods()))
+
+    def check_methods(self, names: tuple[str, ...]) -> None:
+        """Each method of ``names`` is registered and its ``method.NAME.model`` section names only parameters its
+        constructor takes (:func:`benchmark.methods.registry.check_params`). This imports the methods' code
+        (about 5 s for all of the default profile's), so it runs when a stage that needs them loads the file,
+        not on every load."""
+        from benchmark.methods.registry import check_params
+        named = self.named_methods()
+        for name in names:
+            check_params(name, self.method_config(name).model, self.source, named.get(name, f"method.{name}"))
+
+
+def _first_mention(keys: list[tuple[str, tuple[str, ...]]]) -> dict[str, str]:
+    """``{name: the first key path listing it}`` over ``(key path, names)`` pairs, in order."""
+    out: dict[str, str] = {}
+    for key, names in keys:
+        for name in names:
+            out.setdefault(name, key)
+    return out
+
 
 def build_section(cls, d: dict | None, where: str, source: str | None = None):
     """The dataclass ``cls`` from the mapping ``d`` found at key path ``where`` of the file ``source``; an
@@ -326,8 +370,9 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         "nfe_sweep": build_section(SweepConfig, raw.get("nfe_sweep"), "nfe_sweep", src),
         "table4": build_section(Table4Config, raw.get("table4"), "table4", src),
         "claims": build_section(ClaimsConfig, raw.get("claims"), "claims", src)}, "", src)
-    for name in cfg.methods + cfg.baselines.methods + cfg.ablations.methods + ((cfg.nfe_sweep.method,) if cfg.nfe_sweep.datasets else ()):
-        cfg.method_config(name)
+    for name, key in cfg.named_methods().items():
+        if name not in cfg.method:
+            raise ConfigError(f"{src}: {key}: {name!r} has no section method.{name} (sections: {sorted(cfg.method)})")
     for section in ("baselines", "ablations"):
         outside = [d for d in getattr(cfg, section).datasets if d not in cfg.datasets]
         if outside:

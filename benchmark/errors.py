@@ -9,7 +9,9 @@ Every such error class of the suite derives from it. Where callers or tests catc
 keeps that type as a second base (``ConfigError``, ``CaseFileError``, ``ManifestError``, ``DataFormatError``,
 ``ContentError``, ``CatalogueError``, ``ClaimsError``, ``CheckpointError``: ``ValueError``; ``UnknownMethodError``,
 ``UnknownDatasetError``: ``KeyError``; ``DownloadError``, ``DatasetMissing``: ``RuntimeError``;
-``ReleaseFileMissing``: ``FileNotFoundError``). A method package does not import the suite: its constructor raises ``ValueError`` for a
+``ReleaseFileMissing``: ``FileNotFoundError``). ``DiskFullError`` (a full disk or quota, naming the file) and
+``StageBusyError`` (another run of the stage holds its output) keep none: a caller that catches ``OSError``
+for a network failure must not swallow a full disk. A method package does not import the suite: its constructor raises ``ValueError`` for a
 bad parameter, and :func:`benchmark.methods.registry.build_method` turns that into a :class:`SegbenchError`
 naming the method.
 """

@@ -11,12 +11,23 @@ Flow Network evaluations.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import torch
 from monai.losses import DiceCELoss
 
 from medflowseg.config import MedFlowSegConfig
 from medflowseg.flow import VELOCITY_LOSSES, FlowMatchingMethod, ODESolver, decode_labels, encode_labels
 from medflowseg.networks import ConditionFeatures, ConditionNetwork, FlowNetwork
+
+
+def _constructor_signature(config: type) -> inspect.Signature:
+    """``(in_channels, num_classes, *, <each field of config with its default>)``: what ``inspect.signature``
+    reports for a constructor taking ``**fields``, so a caller can check a parameter's name before building."""
+    p = inspect.Parameter
+    fixed = [p(name, p.POSITIONAL_OR_KEYWORD, annotation=int) for name in ("in_channels", "num_classes")]
+    return inspect.Signature(fixed + [p(f.name, p.KEYWORD_ONLY, default=f.default) for f in dataclasses.fields(config)])
 
 
 class MedFlowSeg(FlowMatchingMethod):
@@ -26,6 +37,7 @@ class MedFlowSeg(FlowMatchingMethod):
     variant: dict = {"structural": "dbsa", "semantic": "fa"}
     """The conditioning switches this registered method fixes; overriding them is an error, so a
     method name always means one architecture (Table 3's rows are the subclasses below)."""
+    __signature__ = _constructor_signature(MedFlowSegConfig)
 
     def __init__(self, in_channels: int, num_classes: int, **fields):
         clash = {k: v for k, v in fields.items() if k in self.variant and v != self.variant[k]}

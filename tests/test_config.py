@@ -11,6 +11,7 @@ import yaml
 from benchmark.config import (ConfigError, DataConfig, EvalConfig, MethodConfig, TrainConfig, build_section,
                               load_config)
 from benchmark.errors import SegbenchError
+from tests.conftest import MEDFLOWSEG_TINY, TINY_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,3 +133,78 @@ def test_build_section_without_a_file_names_the_key_path():
     with pytest.raises(ConfigError, match=r"^method.x.model.steps: must be an integer >= 1, got 0$"):
         build_section(TrainConfig, {"steps": 0}, "method.x.model")
     assert build_section(TrainConfig, None, "train") == TrainConfig()
+
+
+# ---------------------------------------------------------------- the issue's examples, through `segbench`
+def _with_method(**sections) -> dict:
+    """The tiny profile's ``method:`` with ``sections`` replacing or adding methods' sections."""
+    return {"method": {**TINY_PARAMS["method"], **sections}}
+
+
+@pytest.mark.parametrize("argv, overrides, message", [
+    (["train", "phantom-cardiac", "unet"], {"train": {"steps": -5}}, "train.steps: must be an integer >= 1, got -5"),
+    (["train", "phantom-cardiac", "unet"], {"train": {"steps": "thirty"}},
+     "train.steps: must be an integer >= 1, got 'thirty'"),
+    (["train", "phantom-cardiac", "unet"], {"train": {"checkpoint_every": 0}},
+     "train.checkpoint_every: must be an integer >= 1, got 0"),
+    (["predict", "phantom-cardiac", "unet"], {"predict": {"n_samples": -2}},
+     "predict.n_samples: must be an integer >= 1, got -2"),
+    (["train", "phantom-cardiac", "unet"], {"evaluation": {"hd95_convention": "mean"}},
+     "evaluation.hd95_convention: must be one of 'pooled', 'max', got 'mean'"),
+    (["train", "phantom-cardiac", "medflowseg"], _with_method(medflowseg={"model": {**MEDFLOWSEG_TINY, "widht": 8}}),
+     "method.medflowseg.model.widht: not a parameter of medflowseg; accepted: channels, num_res_blocks, "),
+    (["check-data", "--no-probe"], _with_method(medflowseg={"model": {**MEDFLOWSEG_TINY, "widht": 8}}),
+     "method.medflowseg.model.widht: not a parameter of medflowseg; accepted: channels, num_res_blocks, "),
+    (["predict", "phantom-cardiac", "unet"], _with_method(unet={"model": {"chanels": [4, 8]}}),
+     "method.unet.model.chanels: not a parameter of unet; accepted: channels, strides, num_res_units, dropout "),
+    (["train", "phantom-cardiac", "nnunet"], _with_method(nnunet={"model": {"epoch": 2}}),
+     "method.nnunet.model: unknown key(s) ['epoch'] (allowed: ['epochs', "),
+    (["check-data", "--no-probe"], {"baselines": {"datasets": ["phantom-cardiac"], "methods": ["nnunet"]},
+                                    **_with_method(nnunet={"model": {"tile_step_size": 0}})},
+     "method.nnunet.model.tile_step_size: must be a number in (0, 1], got 0"),
+])
+def test_a_bad_value_stops_the_stage_at_once_with_one_line_naming_the_file_and_key(tmp_path, monkeypatch, capsys,
+                                                                                   argv, overrides, message):
+    from benchmark.cli import main
+    from benchmark.errors import USER_ERROR
+    from tests.conftest import write_params
+
+    monkeypatch.chdir(tmp_path)  # nothing may be written: the run folder would appear here
+    params = write_params(tmp_path / "params.yaml", **overrides)
+    assert main(["--params", str(params), *argv]) == USER_ERROR == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"segbench {argv[0]}: error: {params}: {message}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"datasets": ["phantom-cardaic"], "ablations": {"datasets": [], "methods": []}, "nfe_sweep": {"datasets": []},
+      "table4": {"datasets": [], "methods": []}},
+     "datasets: unknown dataset 'phantom-cardaic'; registered: ["),
+    ({"nfe_sweep": {"datasets": ["phantom-hart"], "method": "medflowseg"}},
+     "nfe_sweep.datasets: unknown dataset 'phantom-hart'; registered: ["),
+    ({"ablations": {"datasets": ["phantom-cardiac"], "methods": ["medflowseg-sx"]},
+      "table4": {"datasets": [], "methods": []}, **_with_method(**{"medflowseg-sx": {}})},
+     "ablations.methods: unknown method 'medflowseg-sx'; registered: ["),
+])
+def test_check_data_stops_on_a_dataset_or_method_no_package_registers(tmp_path, capsys, overrides, message):
+    from benchmark.cli import main
+    from tests.conftest import write_params
+
+    params = write_params(tmp_path / "params.yaml", **overrides)
+    out = tmp_path / "availability.json"
+    assert main(["--params", str(params), "check-data", "--no-probe", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"segbench check-data: error: {params}: {message}") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_check_data_passes_the_shipped_profiles_names(tmp_path):
+    for profile in ("params.yaml", "profiles/paper.yaml"):
+        load_config(ROOT / profile).check_names()   # every name registered, every model section binds
+
+
+def test_a_method_listed_without_a_section_names_the_list(tmp_path):
+    path = _params(tmp_path, ablations={"datasets": ["phantom-cardiac"], "methods": ["medflowseg-dsba"]})
+    assert _error(path) == (f"{path}: ablations.methods: 'medflowseg-dsba' has no section method.medflowseg-dsba "
+                            f"(sections: ['unet'])")

@@ -2,6 +2,14 @@
 lets every other exception (a bug) show its traceback."""
 from __future__ import annotations
 
+import errno
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +45,13 @@ from tests.conftest import write_params
 ])
 def test_every_user_error_is_a_segbench_error_and_keeps_its_builtin_base(cls, builtin):
     assert issubclass(cls, SegbenchError) and issubclass(cls, builtin)
+
+
+def test_a_full_disk_and_a_busy_stage_are_user_errors_and_no_os_errors():
+    from benchmark.data.store import DiskFullError
+    from benchmark.lock import StageBusyError
+    for cls in (DiskFullError, StageBusyError):
+        assert issubclass(cls, SegbenchError) and not issubclass(cls, OSError)
 
 
 def test_a_user_error_is_one_line_and_exit_2(tmp_path, capsys):
@@ -81,8 +96,113 @@ def test_a_method_constructor_rejecting_its_parameters_is_a_config_error_naming_
     monkeypatch.setattr(registry, "method_class", lambda name: _Picky)
     with pytest.raises(ConfigError, match=r"^method.picky.model: width must be >= 1, got 0$"):
         build_method("picky", 1, 2, {"width": 0})
-    with pytest.raises(ConfigError, match=r"^method.picky.model: got an unexpected keyword argument 'depth'"):
+    with pytest.raises(ConfigError, match=r"^method.picky.model.depth: not a parameter of picky; accepted: width "):
         build_method("picky", 1, 2, {"depth": 3})
     with pytest.raises(TypeError, match="a bug inside the constructor") as exc:  # not a user error
         build_method("picky", 1, 2, {"width": 99})
     assert not isinstance(exc.value, SegbenchError)
+
+
+# ---------------------------------------------------------------- a full disk (ENOSPC) while a stage writes
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _temporaries(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name.endswith((".tmp", ".old")))
+
+
+def _fill_the_disk_on_call(monkeypatch, owner, name: str, n: int) -> list[str]:
+    """Make ``owner.name`` write part of its file, then fail with ENOSPC, on its ``n``-th call; returns the
+    temporary files it was writing."""
+    real = getattr(owner, name)
+    calls, targets = [0], []
+
+    def full(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] < n:
+            return real(*args, **kwargs)
+        target = args[0]
+        targets.append(str(getattr(target, "name", target)))
+        (target.write if hasattr(target, "write") else Path(target).open("ab").write)(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(owner, name, full)
+    return targets
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory, tiny_processed):
+    """The tiny project with unet trained, predicted and evaluated once."""
+    root = tmp_path_factory.mktemp("full-disk")
+    write_params(root / "params.yaml")
+    shutil.copytree(tiny_processed, root / "data" / "processed" / "phantom-cardiac")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        for stage in ("train", "predict", "evaluate"):
+            assert main([stage, "phantom-cardiac", "unet"]) == 0
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_a_full_disk_during_predict_is_one_error_and_the_previous_predictions_stay(trained_project, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.chdir(trained_project)
+    before = _files(trained_project / "runs")
+    targets = _fill_the_disk_on_call(monkeypatch, np, "savez", 2)   # the second case file
+    assert main(["predict", "phantom-cardiac", "unet"]) == USER_ERROR
+    err = capsys.readouterr().err
+    case = Path(targets[0]).name                                     # the file's own name, in a private folder
+    assert err == (f"segbench predict: error: runs/phantom-cardiac/unet/predictions/{case}: could not be "
+                   f"written: No space left on device; the previous output, if any, is left as it was and no "
+                   f"temporary file remains\n")
+    assert _files(trained_project / "runs") == before and _temporaries(trained_project) == []
+
+
+def test_a_full_disk_during_preprocess_is_one_error_and_the_previous_dataset_stays(trained_project, monkeypatch,
+                                                                                   capsys, tmp_path):
+    monkeypatch.chdir(trained_project)
+    assert main(["fetch", "phantom-cardiac", "--out", str(tmp_path / "fetched")]) == 0
+    processed = trained_project / "data" / "processed"
+    before = _files(processed)
+    capsys.readouterr()
+    _fill_the_disk_on_call(monkeypatch, np, "savez", 3)
+    assert main(["preprocess", "phantom-cardiac", "--src", str(tmp_path / "fetched")]) == USER_ERROR
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"segbench preprocess: error: data/processed/phantom-cardiac/cases/[\w-]+\.npz: could not be "
+                        r"written: No space left on device; the previous output, if any, is left as it was and no "
+                        r"temporary file remains\n", err), err
+    assert _files(processed) == before and _temporaries(trained_project) == [] and _temporaries(tmp_path) == []
+
+
+def test_a_full_disk_during_a_json_write_is_one_error_and_the_previous_file_stays(trained_project, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.chdir(trained_project)
+    before = _files(trained_project / "results")
+    _fill_the_disk_on_call(monkeypatch, Path, "write_text", 1)      # evaluation.json, the first file it writes
+    assert main(["evaluate", "phantom-cardiac", "unet"]) == USER_ERROR
+    assert capsys.readouterr().err == (
+        "segbench evaluate: error: results/phantom-cardiac/unet/evaluation.json: could not be written: No space "
+        "left on device; the previous output, if any, is left as it was and no temporary file remains\n")
+    assert _files(trained_project / "results") == before and _temporaries(trained_project) == []
+
+
+def test_a_full_quota_is_named_the_same_way_and_other_os_errors_are_not_user_errors(tmp_path):
+    from benchmark.data.store import DiskFullError, atomic_write, staged_folder
+
+    def quota(t: Path):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(t))
+
+    with pytest.raises(DiskFullError, match=rf"^{re.escape(str(tmp_path / 'a.json'))}: could not be written: "
+                                            rf"{os.strerror(errno.EDQUOT)};") as exc:
+        atomic_write(tmp_path / "a.json", quota)
+    assert str(pickle.loads(pickle.dumps(exc.value))) == str(exc.value)   # crosses a worker process whole
+    with pytest.raises(DiskFullError, match=rf"^{re.escape(str(tmp_path / 'out' / 'sub' / 'x.npz'))}: "):
+        with staged_folder(tmp_path / "out") as tmp:
+            (tmp / "sub").mkdir()
+            quota(tmp / "sub" / "x.npz")
+    with pytest.raises(PermissionError):                            # not a full disk: propagates as it is
+        atomic_write(tmp_path / "b.json", lambda t: (_ for _ in ()).throw(PermissionError(errno.EACCES, "no")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

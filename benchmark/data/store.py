@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -45,20 +46,110 @@ class CaseFileError(SegbenchError, ValueError):
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _host() -> str:
+    """This machine and PID namespace (two containers may share a host name, not their process ids), as a name
+    without ``.`` or ``-``."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:  # no /proc (macOS)
+        namespace = ""
+    return "_".join(filter(None, (socket.gethostname(), namespace))).replace(".", "_").replace("-", "_") or "host"
+
+
+_HOST = _host()
+
+
+class DiskFullError(SegbenchError):
+    """The disk or the user's quota filled up while writing ``path``; what was there before is left as it was."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: could not be written: {reason}; the previous output, if any, is left as it was "
+                         f"and no temporary file remains")
+        self.path, self.reason = Path(path), reason
+
+    def __reduce__(self):  # rebuilt from both arguments when raised in a worker process
+        return DiskFullError, (self.path, self.reason)
+
+
+def _owner() -> str:
+    """This process, as written into its temporary names: ``HOST-PID`` (read per call: a forked worker differs)."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _remove_stale(folder: Path) -> None:
+    """Delete the temporary files and folders (``.NAME.HOST-PID.XXXXXXXX.tmp`` or ``.old``) in ``folder`` left by
+    a process of this host that no longer runs (killed mid-write). Another host's, or a live process's, are kept.
+    Inside a private temporary folder of this process nobody else writes, so nothing is looked for there (which
+    keeps writing n files into a staged folder linear in n)."""
+    mine = f".{_owner()}."
+    if any(mine in d.name and d.name.endswith(".tmp") for d in (folder, *folder.parents)):
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith((".tmp", ".old"))):
+            continue
+        parts = name[:-4].rsplit(".", 2)
+        host, _, pid = parts[1].rpartition("-") if len(parts) == 3 else ("", "", "")
+        if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def disk_full_named(path: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Turn a full disk or quota (``OSError`` ENOSPC/EDQUOT) into a :class:`DiskFullError` naming ``path``, or,
+    for a file inside the temporary folder ``tmp`` that will become ``path``, that file's final path."""
+    try:
+        yield
+    except DiskFullError as e:
+        if tmp is None or not e.path.is_relative_to(tmp):
+            raise
+        raise DiskFullError(path / e.path.relative_to(tmp), e.reason) from e.__cause__
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        named = path
+        if tmp is not None and e.filename and Path(e.filename).is_relative_to(tmp):
+            named = path / Path(e.filename).relative_to(tmp)
+        raise DiskFullError(named, e.strerror or os.strerror(e.errno)) from e
+
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file. ``tmp_path`` has
+    ``path``'s own name, in a private hidden folder beside it (a writer that records the file's name, as
+    ``torch.save`` does, writes the same bytes on every run). A full disk is a :class:`DiskFullError` naming
+    ``path``; ``path`` is then as it was, and the temporary file is gone."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path.parent)
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent))
+        try:
+            write(folder / path.name)
+            os.replace(folder / path.name, path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -66,14 +157,18 @@ def staged_folder(dest: Path) -> Iterator[Path]:
     """Build a folder, then swap it in: ``with staged_folder(dest) as tmp:`` yields a new, empty folder of its own
     beside ``dest`` (a unique hidden name, so two builders of one ``dest`` never share or delete each other's);
     when the block succeeds the folder replaces ``dest`` (:func:`replace_folder`), when it raises the folder is
-    deleted and ``dest`` is left as it was."""
+    deleted and ``dest`` is left as it was. Temporary folders left beside ``dest`` by a killed builder are deleted
+    first. A full disk is a :class:`DiskFullError` naming the file, under ``dest``, that could not be written."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    with disk_full_named(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(dest.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_owner()}.", suffix=".tmp", dir=dest.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the mode mkdir() would have
-        yield tmp
-        replace_folder(tmp, dest)
+        with disk_full_named(dest, tmp):
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the mode mkdir() would have
+            yield tmp
+            replace_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -85,7 +180,7 @@ def replace_folder(new: Path, dest: Path) -> None:
     builder puts its folder at ``dest`` in between, that one is moved aside in turn: the last to finish wins."""
     new, dest = Path(new), Path(dest)
     while True:
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{_owner()}.", suffix=".old", dir=dest.parent))
         try:
             dest.rename(aside)  # replaces the empty folder ``aside``
             moved = True

@@ -23,7 +23,7 @@ hooks (target encoding, velocity, read-out, ...) and ``loss``. A method register
 ``segbench.methods`` entry-point group (``benchmark/methods/registry.py``), which checks this interface.
 
 A method that configures, trains and predicts by itself (nnU-Net, ``benchmark/methods/nnunet.py``) registers
-instead a class that derives from :class:`TrainsItself` and provides its two static methods; ``segbench train``
+instead a class that derives from :class:`TrainsItself` and provides its three static methods; ``segbench train``
 and ``segbench predict`` hand their stage to it, and its predictions take the format of ``benchmark/inference.py``,
 so the evaluate stage is the same for every method.
 """
@@ -102,11 +102,19 @@ class TrainsItself(abc.ABC):
     """A method that configures, trains and predicts by itself, with its own code (nnU-Net).
 
     The registered class derives from this one (that declaration is how ``segbench`` tells it from a
-    :class:`SegmentationMethod`; it is never instantiated) and implements both static methods. ``segbench train``
+    :class:`SegmentationMethod`; it is never instantiated) and implements the three static methods. ``segbench train``
     and ``segbench predict`` call them once, in one process (rank 0 under a multi-process launcher). The stages
     that build a network (complexity, nfe-sweep) do not apply to it. Errors the user can fix (a bad
     ``method_config.model``, an unsupported option) are :class:`benchmark.errors.SegbenchError`.
     """
+
+    @staticmethod
+    @abc.abstractmethod
+    def check_model(model: dict) -> None:
+        """Check ``model``, the method's ``method.<name>.model`` section, when the parameters file is loaded
+        (``segbench check-data`` and the method's own stages, before any work): a key the method does not take,
+        or a value it cannot use, is a ``benchmark.config.ConfigError`` naming the key path
+        (``method.<name>.model.<key>: ...``)."""
 
     @staticmethod
     @abc.abstractmethod

@@ -81,6 +81,10 @@ class NNUNet(TrainsItself):
     """The registry entry of nnU-Net (see the module docstring)."""
 
     @staticmethod
+    def check_model(model: dict) -> None:
+        NNUNetSettings.from_model(model)
+
+    @staticmethod
     def train(processed: Path, out: Path, config: MethodConfig, reference: str = "majority",
               max_steps: int | None = None) -> RunRecord:
         return train(processed, out, config, reference, max_steps)
@@ -250,9 +254,9 @@ def predict(processed: Path, model_dir: Path, out: Path, mcfg: MethodConfig) -> 
     """The predict stage for nnU-Net: ``out/<case>.npz`` and ``out/meta.json`` (built aside, then swapped in)."""
     processed, out = Path(processed), Path(out)
     torch.set_num_threads(mcfg.train.threads)
-    work = out.with_name(f".{out.name}{WORK}")
 
     def predict_cases(tmp: Path) -> PredictionRecord:
+        work = tmp / WORK  # inside this run's private folder: a second run at once has its own
         try:
             return _predict_cases(processed, Path(model_dir), tmp, work, NNUNetSettings.from_model(mcfg.model), mcfg)
         finally:

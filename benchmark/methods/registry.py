@@ -52,20 +52,59 @@ def _interface_problem(method) -> str | None:
     return None
 
 
+def check_params(name: str, params: dict, source: str | None = None, key: str = "methods") -> None:
+    """That ``name`` is registered (else a :class:`ConfigError` at ``key``, the key path naming it) and that its
+    constructor takes every key of ``params``, its ``method.NAME.model`` section, and is given all it needs,
+    ``source`` being the parameters file. A method that trains itself checks its section itself
+    (:meth:`~benchmark.methods.interface.TrainsItself.check_model`)."""
+    from benchmark.config import ConfigError
+    from benchmark.methods.interface import TrainsItself
+
+    prefix = f"{source}: " if source else ""
+    try:
+        cls = method_class(name)
+    except UnknownMethodError as e:
+        raise ConfigError(f"{prefix}{key}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, TrainsItself)):
+        _bind(name, cls, 1, 1, params, prefix)
+        return
+    try:
+        cls.check_model(params)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def _bind(name: str, cls: type, in_channels: int, num_classes: int, params: dict, prefix: str = "") -> None:
+    """Bind ``cls(in_channels, num_classes, **params)`` to the constructor's signature without calling it; a
+    parameter it does not take, or one it needs and lacks, is a :class:`ConfigError` naming the key path."""
+    from benchmark.config import ConfigError
+
+    signature = inspect.signature(cls)
+    fixed = {"in_channels", "num_classes"}
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        accepted = [p for p, v in signature.parameters.items() if p not in fixed and v.kind is not v.VAR_POSITIONAL]
+        unknown = [k for k in params if k not in accepted]
+        if unknown:
+            raise ConfigError(f"{prefix}method.{name}.model.{unknown[0]}: not a parameter of {name}; accepted: "
+                              f"{', '.join(accepted)} ({cls.__module__}.{cls.__qualname__})")
+    try:
+        signature.bind(in_channels=in_channels, num_classes=num_classes, **params)
+    except TypeError as e:
+        raise ConfigError(f"{prefix}method.{name}.model: {e} (the parameters of {cls.__module__}."
+                          f"{cls.__qualname__})") from e
+
+
 def _construct(name: str, cls: type, in_channels: int, num_classes: int, params: dict):
-    """``cls(in_channels, num_classes, **params)``; parameters it does not take, or a ``ValueError`` it raises
-    for a bad one (a method package does not import the suite's errors), become a :class:`ConfigError`
-    naming the method's section. Any other exception is a bug and propagates as it is."""
+    """``cls(in_channels, num_classes, **params)``; parameters it does not take (:func:`_bind`), or a
+    ``ValueError`` it raises for a bad one (a method package does not import the suite's errors), become a
+    :class:`ConfigError` naming the method's section. Any other exception is a bug and propagates as it is."""
     from benchmark.config import ConfigError
     from benchmark.methods.interface import TrainsItself
 
     if isinstance(cls, type) and issubclass(cls, TrainsItself):
         raise SegbenchError(f"method {name!r} trains and predicts by itself; it has no network to build for this "
                             f"stage (only `segbench train` and `segbench predict` apply to it)")
-    try:
-        inspect.signature(cls).bind(in_channels=in_channels, num_classes=num_classes, **params)
-    except TypeError as e:
-        raise ConfigError(f"method.{name}.model: {e} (the parameters of {cls.__module__}.{cls.__qualname__})") from e
+    _bind(name, cls, in_channels, num_classes, params)
     try:
         return cls(in_channels=in_channels, num_classes=num_classes, **params)
     except ValueError as e:
