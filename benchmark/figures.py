@@ -142,6 +142,14 @@ def uncertainty_figure(ev: Evidence, out: Path) -> Path:
     examples = {ds: example_slice(ds) for ds in datasets}
     rows = [(ds, m, load_samples(ds, m, ex[1].case_id) if ex else None)
             for ds, ex in examples.items() for m in cfg.table4.methods]
+    if not rows:   # a profile whose table4 lists no method: the figure says so
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"profile '{cfg.profile}': table4 lists no method, so no samples to show",
+                ha="center", va="center", fontsize=9)
+        atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png", bbox_inches="tight"))
+        plt.close(fig)
+        return out
     vmax = max([1.0] + [np.log2(min(s.shape[0], examples[ds][0])) for ds, _, s in rows if s is not None])
     cmaps = {2: ("viridis", 1.0, "P(foreground): fraction of the K samples"), 3: ("magma", vmax, "entropy (bits)")}
 

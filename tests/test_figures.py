@@ -79,3 +79,14 @@ def test_training_curves_figure_with_and_without_runs(project, tmp_path):
 
     shutil.rmtree(paths.RUNS)
     _decodes(training_curves_figure(_evidence(project), tmp_path / "figs" / "empty.png"))
+
+
+def test_uncertainty_figure_of_a_profile_without_table4_methods(tmp_path, monkeypatch, lesion_processed):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(lesion_processed, paths.processed(LESION))
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=[LESION], methods=["unet"],
+                                   ablations={"datasets": [], "methods": []},
+                                   nfe_sweep={"datasets": [], "method": "medflowseg"},
+                                   table4={"datasets": [], "methods": []}))
+    png = uncertainty_figure(_evidence(cfg), tmp_path / "figs" / "uncertainty.png")
+    assert mpimg.imread(png).ndim == 3   # a figure saying there is nothing to show, not a traceback

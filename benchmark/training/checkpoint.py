@@ -23,10 +23,8 @@ so the user decides (delete them, or restore the files).
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
-import os
 import re
 import shutil
 import sys
@@ -41,12 +39,11 @@ from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
 from torch.optim.swa_utils import AveragedModel
 
-from benchmark.data.store import staged_folder, write_json
+from benchmark.data.store import disk_full_named, staged_folder, write_json
 from benchmark.errors import SegbenchError
 
 CKPT_PREFIX = "step-"
 MODEL, EMA, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CheckpointError(SegbenchError, ValueError):
@@ -74,23 +71,11 @@ def rng_file(rank: int) -> str:
 # ------------------------------------------------------------------------------------------------------ writing
 
 
-@contextlib.contextmanager
-def disk_full_names(path: Path) -> Iterator[None]:
-    """Turn a full disk or quota while writing ``path`` into one :class:`SegbenchError` naming it."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in _DISK_FULL:
-            raise
-        raise SegbenchError(f"{path}: could not be written ({os.strerror(e.errno)}); the previous outputs are "
-                            f"kept: free some space and rerun") from e
-
-
 def write_files(tmp: Path, dest: Path, writers: dict[str, Callable[[Path], None]]) -> None:
     """Call each ``writers[name](tmp / name)``; a full disk names ``dest / name``, where the file would have been
     once ``tmp`` is swapped in."""
     for name, write in writers.items():
-        with disk_full_names(dest / name):
+        with disk_full_named(dest / name):
             write(tmp / name)
 
 
@@ -126,7 +111,7 @@ def save(accelerator: Accelerator, folder: Path, step: int, state: TrainingState
     newest ``keep`` checkpoints. A full disk is one :class:`SegbenchError` naming the file; the folder being built
     is removed and the previous checkpoints are kept."""
     dest = folder / f"{CKPT_PREFIX}{step:07d}"
-    with disk_full_names(dest), _staged_on_main(accelerator, dest) as tmp:  # the folder itself, or its swap
+    with disk_full_named(dest), _staged_on_main(accelerator, dest) as tmp:  # the folder itself, or its swap
         writers = {rng_file(accelerator.process_index):
                    lambda p: p.write_bytes(safetensors.torch.save(_rng_state(accelerator.device)))}
         if accelerator.is_main_process:

@@ -30,12 +30,12 @@ from tqdm import tqdm
 from benchmark.config import MethodConfig, TrainConfig
 from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
-from benchmark.data.store import atomic_write, staged_folder
+from benchmark.data.store import atomic_write, disk_full_named, staged_folder
 from benchmark.methods import build_method
 from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
-from benchmark.training.checkpoint import TrainingState, disk_full_names, save_torch, write_files
+from benchmark.training.checkpoint import TrainingState, save_torch, write_files
 from benchmark.training.data import SliceSet, batch_at
 
 
@@ -124,12 +124,12 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     if accelerator.is_main_process and stop == cfg.steps:
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
-        with disk_full_names(out / "model"), staged_folder(out / "model") as tmp:
+        with disk_full_named(out / "model"), staged_folder(out / "model") as tmp:
             write_files(tmp, out / "model", {
                 "model.pt": lambda p: save_torch(p, payload),
                 "meta.json": lambda p: write_record(p, meta),
                 MANIFEST: lambda p: shutil.copy2(processed / MANIFEST, p)})  # the data contract beside the weights
-        with disk_full_names(out / "loss.csv"):
+        with disk_full_named(out / "loss.csv"):
             write_loss_csv(out / "loss.csv", history)
     accelerator.wait_for_everyone()
     return meta
