@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmark.data.filetype import ContentError, check_content
+from benchmark.data.store import disk_full_named
 from benchmark.errors import SegbenchError
 
 USER_AGENT = "segbench (MedFlowSeg benchmark suite)"
@@ -87,7 +88,7 @@ def download(url: str, dest: Path, *, checksum: str | None = None, timeout: floa
         total = offset + int(length) if length is not None else None
         done = offset
         try:
-            with open(part, "ab" if offset else "wb") as f:
+            with disk_full_named(part), open(part, "ab" if offset else "wb") as f:   # a full disk is no cut
                 while block := response.read(chunk):
                     f.write(block)
                     done += len(block)

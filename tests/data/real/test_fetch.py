@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import re
 import tarfile
@@ -12,13 +13,14 @@ import pytest
 
 from benchmark.config import DataConfig
 from benchmark.data.archive import ArchiveError, UnsafeArchiveError, extract
-from benchmark.data.download import ChecksumError, DownloadError, download, part_path
+from benchmark.data import download as download_module
+from benchmark.data.download import ChecksumError, DownloadError, download, file_digest, part_path
 from benchmark.data.real import glas
-from benchmark.data.download import file_digest
 from benchmark.data.filetype import ContentError, check_content, expected_kinds
 from benchmark.data.interface import DatasetMissing
 from benchmark.data.real.source import RealSource, RemoteFile
 from benchmark.data.sources import fetch
+from benchmark.data.store import DiskFullError
 from tests.data.real.test_glas import make_glas_zip
 
 NAME = glas.FILES[0].name
@@ -340,3 +342,28 @@ def test_a_truncated_archive_is_kept_when_placed_by_hand_and_deleted_when_downlo
     else:
         assert "The download has been deleted" in str(err.value) and not path.exists()
     assert list((tmp_path / "fetched").iterdir()) == []
+
+
+def test_a_full_disk_while_downloading_is_named_as_such_not_as_a_cut(tmp_path, http_server, monkeypatch):
+    (http_server.root / "f.bin").write_bytes(b"\x00" * 300_000)
+    dest = tmp_path / "dl" / "f.bin"
+    dest.parent.mkdir()
+
+    class FullDisk:
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download_module, "open", FullDisk, raising=False)
+    with pytest.raises(DiskFullError) as err:
+        download(http_server.file_url("f.bin"), dest)
+    assert str(err.value).startswith(f"{part_path(dest)}: ") and "No space left on device" in str(err.value)
+    assert "connection" not in str(err.value) and not dest.exists()
