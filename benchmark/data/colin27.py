@@ -66,7 +66,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -133,17 +132,21 @@ def fetch(dest: Path) -> dict:
     (3) if that failed for lack of package lists and we are root,
     ``apt-get update -qq`` once and download again. The folder is built aside
     and swapped in only when complete (:func:`~benchmark.data.store.staged_folder`;
-    the download and unpacking happen in a scratch folder beside it); a complete
+    the download and unpacking happen in a scratch folder inside the folder being built); a complete
     ``dest`` is returned as is. Returns the provenance: method, source, package
     version, sha256 of each file. Raises :class:`FetchError` when every route fails.
     """
     dest = Path(dest)
     if (dest / "provenance.json").is_file() and all((dest / f).is_file() for f in FILES):
         return json.loads((dest / "provenance.json").read_text())
-    with staged_folder(dest) as out, \
-            tempfile.TemporaryDirectory(prefix=f".{dest.name}-work-", dir=dest.parent) as work:
+    with staged_folder(dest) as out:
+        # scratch space inside the staged folder: a killed fetch leaves it where the next write's clean-up of
+        # dead temporaries removes it with the folder
+        work = out / ".work"
+        work.mkdir()
         tried: list[str] = []
-        prov = _from_system(out, tried) or _from_apt(out, Path(work), tried)
+        prov = _from_system(out, tried) or _from_apt(out, work, tried)
+        shutil.rmtree(work)
         if prov is None:
             raise FetchError(_help(dest, tried))
         prov["sha256"] = {f: file_sha256(out / f) for f in FILES}
