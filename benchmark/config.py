@@ -18,7 +18,8 @@ from typing import Any, Callable
 import yaml
 
 from benchmark.errors import SegbenchError
-from benchmark.metrics.fusion import FUSIONS
+from benchmark.metrics.fusion import FUSIONS, STAPLE_MAX_ITERATIONS
+from benchmark.metrics.multirater import DIVERSITY_READINGS
 
 
 class ConfigError(SegbenchError, ValueError):
@@ -143,9 +144,15 @@ class EvalConfig(Checked):
     fusion: str = checked("majority", one_of(*sorted(FUSIONS)))
     # how K samples become one prediction for Dice/IoU/HD95: "majority" (= the mean of hard samples) or "staple"
     reference: str = checked("majority", one_of(*sorted(FUSIONS)))  # how several raters become one reference
+    staple_max_iterations: int = checked(STAPLE_MAX_ITERATIONS, integer(1))
+    # STAPLE runs to SimpleITK's convergence; this guard stops only maps that never converge (each such case
+    # is warned about and counted in evaluation.json); see benchmark/metrics/fusion.py for the figures
     ged_samples: tuple[int, ...] = checked((), COUNTS)
     # GED also on the first n samples for each n here (GED_16, GED_100); GED on all K samples is always
     # reported, as ged_K
+    ci_diversity: str = checked("pairwise_dice", one_of(*DIVERSITY_READINGS))
+    # CI's diversity agreement: "pairwise_dice" (spread of pairwise 1 - Dice) or "pixel_variance" (spread of the
+    # pixel variance of pairwise differences); public implementations disagree (benchmark/metrics/multirater.py)
     workers: int = checked(2, integer(1))             # processes scoring cases in parallel (1: in this process)
 
     def __post_init__(self):

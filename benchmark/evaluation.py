@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from benchmark.config import EvalConfig
 from benchmark.data.manifest import ManifestError, load_manifest
 from benchmark.data.store import CaseFileError, atomic_write, load_arrays, load_case, write_json
 from benchmark.metrics import EmptyPolicy, case_metrics
-from benchmark.metrics.fusion import STAPLE_MAX_ITERATIONS, fuse
-from benchmark.metrics.multirater import SET_CONVENTIONS, set_metrics
+from benchmark.metrics.fusion import StapleNotConverged, fuse
+from benchmark.metrics.multirater import DIVERSITY_READINGS, SET_CONVENTIONS, set_metrics
 from benchmark.records import EvaluationRecord, PredictionRecord, Status, read_record, write_record
 
 METRICS = ("dice", "iou", "hd95")
@@ -42,8 +44,10 @@ def conventions(cfg: EvalConfig, n_annotators: int) -> dict:
             "hd95_unit": "mm", "spacing_order": "(z, y, x)",
             "case": case,
             "average": "mean over foreground classes of the mean over cases (NaN excluded)",
-            "reference_raters": n_annotators, "staple_max_iterations": STAPLE_MAX_ITERATIONS,
-            "set_metrics": {**SET_CONVENTIONS, "samples": "the method's n samples as predicted (not fused)",
+            "reference_raters": n_annotators,
+            "set_metrics": {**SET_CONVENTIONS, "ci_diversity_reading": f"{cfg.ci_diversity}: "
+                                                                     f"{DIVERSITY_READINGS[cfg.ci_diversity]}",
+                            "samples": "the method's n samples as predicted (not fused)",
                             "raters": "every rater of the case (not fused)",
                             "case": case, "aggregate": "mean over cases"}}
 
@@ -85,8 +89,12 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     scored = _map(_score_case, jobs, cfg.workers)
     rows = [{"case_id": e.case_id, "subject_id": e.subject_id, "class": cls,
              **{name: per_class[name][k] for name in METRICS}}
-            for e, (per_class, _) in zip(entries, scored) for k, cls in enumerate(info.class_names[1:])]
-    set_rows = [{"case_id": e.case_id, "subject_id": e.subject_id, **sets} for e, (_, sets) in zip(entries, scored)]
+            for e, (per_class, *_) in zip(entries, scored) for k, cls in enumerate(info.class_names[1:])]
+    set_rows = [{"case_id": e.case_id, "subject_id": e.subject_id, **sets} for e, (_, sets, _) in zip(entries, scored)]
+    not_converged = [e.case_id for e, (*_, stopped) in zip(entries, scored) if stopped]
+    for case_id in not_converged:
+        print(f"evaluate {method}: case {case_id}: STAPLE stopped by its guard of {cfg.staple_max_iterations} "
+              f"iterations without converging (evaluation.staple_max_iterations)", file=sys.stderr)
 
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     per_class = {}
@@ -103,13 +111,16 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
     metrics = EvaluationRecord(Status.OK, dataset=info.name, method=method, phantom=info.phantom,
                                n_cases=len(entries), n_samples=n_samples, nfe_per_sample=pred_meta.nfe_per_sample,
                                seconds_per_case=pred_meta.seconds_per_case, average=average, per_class=per_class,
-                               set_metrics=set_summary, conventions=conventions(cfg, info.n_annotators))
+                               set_metrics=set_summary, conventions=conventions(cfg, info.n_annotators),
+                               staple_not_converged={"count": len(not_converged), "cases": not_converged}
+                               if "staple" in (cfg.fusion, cfg.reference) else None)
     _write(out, metrics, rows, set_rows)
     return metrics
 
 
-def _score_case(job) -> tuple[dict, dict]:
-    """Fused-prediction metrics per class and set metrics of one test case (runs in a worker process)."""
+def _score_case(job) -> tuple[dict, dict, bool]:
+    """Fused-prediction metrics per class, set metrics, and whether STAPLE's guard stopped a fusion, of one
+    test case (runs in a worker process)."""
     case_file, case_id, subject_id, sha256, pred_path, num_classes, channels, cfg = job
     case = load_case(case_file, case_id, subject_id, num_classes, channels, sha256)
     samples = load_arrays(pred_path, ("samples",))["samples"]
@@ -118,11 +129,16 @@ def _score_case(job) -> tuple[dict, dict]:
     if samples.size and samples.max() >= num_classes:
         raise CaseFileError(pred_path, f"predicted labels outside the declared classes 0..{num_classes - 1}")
     policy = EmptyPolicy(cfg.both_empty, cfg.one_empty_hd95)
-    pred = fuse(samples, num_classes, cfg.fusion)
-    ref = fuse(case.label, num_classes, cfg.reference)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StapleNotConverged)
+        pred = fuse(samples, num_classes, cfg.fusion, cfg.staple_max_iterations)
+        ref = fuse(case.label, num_classes, cfg.reference, cfg.staple_max_iterations)
+    for w in caught:  # any other warning goes on as it would have
+        if not issubclass(w.category, StapleNotConverged):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     per_class = case_metrics(pred, ref, case.spacing, num_classes, policy, cfg.hd95_convention, cfg.per_slice)
-    sets = set_metrics(samples, case.label, num_classes, cfg.ged_samples, cfg.per_slice)
-    return per_class, sets
+    sets = set_metrics(samples, case.label, num_classes, cfg.ged_samples, cfg.per_slice, cfg.ci_diversity)
+    return per_class, sets, any(issubclass(w.category, StapleNotConverged) for w in caught)
 
 
 def _map(fn, jobs: list, workers: int) -> list:

@@ -16,6 +16,7 @@ from benchmark import paths
 from benchmark.data.manifest import check_leaks
 from benchmark.data.store import atomic_write
 from benchmark.evidence import Evidence
+from benchmark.metrics.multirater import DIVERSITY_READINGS
 from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Line
 
 STEM = "claims_report"
@@ -108,10 +109,19 @@ def dataset_audit(ev: Evidence) -> pd.DataFrame:
 
 
 def conventions(ev: Evidence) -> str:
-    conv = next((r.conventions for r in ev.results.values() if r.ok), {})
-    flat = {k: v for k, v in conv.items() if not isinstance(v, dict)}
-    flat.update({f"set_metrics.{k}": v for k, v in conv.get("set_metrics", {}).items()})
-    return "\n".join(f"- `{k}`: {v}" for k, v in flat.items()) or "(no evaluation ran)"
+    ok = [r.conventions for r in ev.results.values() if r.ok]
+    if not ok:
+        return "(no evaluation ran)"
+    # an evaluation.json older than the setting used the one reading there was then
+    readings = sorted({c.get("ci_diversity", "pairwise_dice") for c in ok})
+    other = sorted(set(DIVERSITY_READINGS) - set(readings))
+    ci = (f"- CI claims are compared with a CI whose diversity agreement reads `{'`, `'.join(readings)}` ("
+          + "; ".join(DIVERSITY_READINGS[r] for r in readings) + ")"
+          + (f"; public implementations also read it as `{'`, `'.join(other)}`" if other else "")
+          + " (`evaluation.ci_diversity`)")
+    flat = {k: v for k, v in ok[0].items() if not isinstance(v, dict)}
+    flat.update({f"set_metrics.{k}": v for k, v in ok[0].get("set_metrics", {}).items()})
+    return "\n".join([ci] + [f"- `{k}`: {v}" for k, v in flat.items()])
 
 
 def render_markdown(ev: Evidence, lines: list[Line]) -> str:

@@ -23,6 +23,12 @@ Conventions, stated once:
 * **CI** (:func:`collective_insight`): combined sensitivity, D_max and diversity agreement, and two
   combinations of them: ``ci_paper`` = 3 S D A / (S + D + A) as the CIMD paper prints it (not a
   harmonic mean), and ``ci_harmonic`` = 3 / (1/S + 1/D + 1/A).
+* **Diversity agreement** 1 - (|Vmax(Y) - Vmax(S)| + |Vmin(Y) - Vmin(S)|) / 2 has two public readings of
+  V, the spread of one pair inside a set, named by :data:`DIVERSITY_READINGS` (``evaluation.ci_diversity``):
+  ``pairwise_dice``, V = 1 - Dice of the pair (the suite's reading since its first version, the default);
+  ``pixel_variance``, V = the variance over pixels of the difference of the pair's masks (public
+  re-implementations of CIMD's CI compute ``np.var(y_i - y_j)`` over each pair). Both take the mean over
+  foreground classes of the class's value.
 
 Pairwise overlaps come from one matrix product per class over the flattened one-hot maps, so a
 set of ``N + M`` maps costs one BLAS call per class rather than ``(N + M)^2`` mask comparisons.
@@ -36,7 +42,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = ["pairwise_similarity", "ged", "hungarian_iou", "max_dice_matching", "combined_sensitivity",
-           "diversity_agreement", "collective_insight", "CollectiveInsight", "set_metrics", "SET_CONVENTIONS"]
+           "diversity_agreement", "collective_insight", "CollectiveInsight", "set_metrics", "SET_CONVENTIONS",
+           "DIVERSITY_READINGS"]
+
+DIVERSITY_READINGS = {
+    "pairwise_dice": "V = 1 - Dice of the pair (mean over foreground classes)",
+    "pixel_variance": "V = variance over pixels of the difference of the pair's masks, (|A xor B| - (|A| - |B|)^2 / P) "
+                      "/ P for P pixels (mean over foreground classes)",
+}
 
 SET_CONVENTIONS = {
     "pair_similarity": "mean over foreground classes of the class IoU (GED, HM-IoU) or Dice (MDM, CI)",
@@ -47,8 +60,9 @@ SET_CONVENTIONS = {
     "mdm": "mean over raters of the best Dice over samples",
     "ci_sensitivity": "TP / (TP + FN) of the union of samples against the union of raters, per class, "
                       "mean over classes; 1 where the raters' union is empty",
-    "ci_diversity_agreement": "1 - (|Vmax(Y) - Vmax(S)| + |Vmin(Y) - Vmin(S)|) / 2, V over pairwise 1 - Dice "
-                              "inside each set; a set of one mask has V = {0}",
+    "ci_diversity_agreement": "1 - (|Vmax(Y) - Vmax(S)| + |Vmin(Y) - Vmin(S)|) / 2, V over the pairs of "
+                              "distinct members inside each set, as ci_diversity reads it; a set of one mask has "
+                              "V = {0}",
     "ci_paper": "3 S D A / (S + D + A) (CIMD paper's printed formula)",
     "ci_harmonic": "3 / (1/S + 1/D + 1/A), 0 if any part is 0",
 }
@@ -134,20 +148,44 @@ def combined_sensitivity(samples: np.ndarray, raters: np.ndarray, num_classes: i
     return float(np.mean(values))
 
 
-def _within_set_spread(stack: np.ndarray, num_classes: int) -> tuple[float, float]:
-    """(max, min) of pairwise 1 - Dice between distinct members of a set; (0, 0) for one member."""
+def _pixel_variance(stack: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(N, N)``: variance over the ``P`` pixels of ``1[a == c] - 1[b == c]`` for every pair, mean over classes.
+
+    The difference d is -1, 0 or 1, so mean(d^2) = |a xor b| / P and mean(d) = (|a| - |b|) / P.
+    """
+    flat = _check(stack, "stack", num_classes)
+    total = np.zeros((flat.shape[0], flat.shape[0]))
+    for cls in range(1, num_classes):
+        o = _one_hot(flat, cls)
+        inter = (o @ o.T).astype(np.float64)
+        size = o.sum(axis=1, dtype=np.float64)
+        xor = size[:, None] + size[None, :] - 2.0 * inter
+        total += xor / flat.shape[1] - ((size[:, None] - size[None, :]) / flat.shape[1]) ** 2
+    return total / (num_classes - 1)
+
+
+def _within_set_spread(stack: np.ndarray, num_classes: int, reading: str) -> tuple[float, float]:
+    """(max, min) of V (``reading``, a key of :data:`DIVERSITY_READINGS`) over the pairs of distinct members
+    of a set; (0, 0) for one member."""
     n = np.asarray(stack).shape[0]
     if n < 2:
         return 0.0, 0.0
-    d = 1.0 - pairwise_similarity(stack, stack, num_classes, "dice")
-    off = d[~np.eye(n, dtype=bool)]
+    if reading == "pairwise_dice":
+        v = 1.0 - pairwise_similarity(stack, stack, num_classes, "dice")
+    else:
+        v = _pixel_variance(stack, num_classes)
+    off = v[~np.eye(n, dtype=bool)]
     return float(off.max()), float(off.min())
 
 
-def diversity_agreement(samples: np.ndarray, raters: np.ndarray, num_classes: int) -> float:
-    """1 - (|Vmax(Y) - Vmax(S)| + |Vmin(Y) - Vmin(S)|) / 2, V the pairwise 1 - Dice inside a set."""
-    s_max, s_min = _within_set_spread(samples, num_classes)
-    y_max, y_min = _within_set_spread(raters, num_classes)
+def diversity_agreement(samples: np.ndarray, raters: np.ndarray, num_classes: int,
+                        reading: str = "pairwise_dice") -> float:
+    """1 - (|Vmax(Y) - Vmax(S)| + |Vmin(Y) - Vmin(S)|) / 2, V the spread of a pair inside a set as ``reading``
+    (``"pairwise_dice"`` or ``"pixel_variance"``, module docstring) defines it."""
+    if reading not in DIVERSITY_READINGS:
+        raise ValueError(f"reading must be one of {sorted(DIVERSITY_READINGS)}, got {reading!r}")
+    s_max, s_min = _within_set_spread(samples, num_classes, reading)
+    y_max, y_min = _within_set_spread(raters, num_classes, reading)
     return 1.0 - (abs(y_max - s_max) + abs(y_min - s_min)) / 2.0
 
 
@@ -161,18 +199,21 @@ class CollectiveInsight:
     ci_harmonic: float
 
 
-def collective_insight(samples: np.ndarray, raters: np.ndarray, num_classes: int) -> CollectiveInsight:
-    """CI of Rahman et al. (CIMD, CVPR 2023) with both combinations named (module docstring)."""
+def collective_insight(samples: np.ndarray, raters: np.ndarray, num_classes: int,
+                       diversity: str = "pairwise_dice") -> CollectiveInsight:
+    """CI of Rahman et al. (CIMD, CVPR 2023) with both combinations named and the diversity agreement read
+    as ``diversity`` says (module docstring)."""
     s = combined_sensitivity(samples, raters, num_classes)
     d = max_dice_matching(samples, raters, num_classes)
-    a = diversity_agreement(samples, raters, num_classes)
+    a = diversity_agreement(samples, raters, num_classes, diversity)
     paper = 3 * s * d * a / (s + d + a) if s + d + a > 0 else 0.0
     harmonic = 3.0 / (1 / s + 1 / d + 1 / a) if min(s, d, a) > 0 else 0.0
     return CollectiveInsight(s, d, a, float(paper), float(harmonic))
 
 
 def set_metrics(samples: np.ndarray, raters: np.ndarray, num_classes: int,
-                ged_counts: tuple[int, ...] = (), per_slice: bool = False) -> dict[str, float]:
+                ged_counts: tuple[int, ...] = (), per_slice: bool = False,
+                ci_diversity: str = "pairwise_dice") -> dict[str, float]:
     """Every set metric of one case: ``ged_<n>`` for ``n`` in ``ged_counts`` and for all ``N`` samples
     (GED on the first ``n`` samples), ``hm_iou``, ``mdm`` and CI's parts and combinations.
 
@@ -181,6 +222,7 @@ def set_metrics(samples: np.ndarray, raters: np.ndarray, num_classes: int,
         ged_counts: extra sample counts for GED; counts above ``N`` are left out (the caller reports them).
         per_slice: score each slice as its own 2D case and average over slices; otherwise the stack is
             one case (a volume, or a 2D image when ``Z == 1``).
+        ci_diversity: the reading of CI's diversity agreement (:data:`DIVERSITY_READINGS`).
     """
     samples, raters = np.asarray(samples), np.asarray(raters)
     if samples.ndim != 4 or raters.ndim != 4 or samples.shape[1:] != raters.shape[1:]:
@@ -189,7 +231,7 @@ def set_metrics(samples: np.ndarray, raters: np.ndarray, num_classes: int,
     counts = sorted({n for n in ged_counts if n <= samples.shape[0]} | {samples.shape[0]})
     per_unit = []
     for s, y in units:
-        ci = collective_insight(s, y, num_classes)
+        ci = collective_insight(s, y, num_classes, ci_diversity)
         per_unit.append({**{f"ged_{n}": ged(s[:n], y, num_classes) for n in counts},
                          "hm_iou": hungarian_iou(s, y, num_classes), "mdm": ci.max_dice,
                          "ci_sensitivity": ci.sensitivity, "ci_diversity_agreement": ci.diversity_agreement,

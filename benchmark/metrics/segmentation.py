@@ -144,8 +144,10 @@ def hd95(
             ``"max"``: ``max(percentile(d(P->R), 95), percentile(d(R->P), 95))``,
             identical (up to MONAI's float32 output) to
             ``monai.metrics.HausdorffDistanceMetric(percentile=95)`` with its default
-            Euclidean distance and ``spacing`` in array-axis order. Always >= pooled.
-            Percentiles use linear interpolation (numpy's and torch's default).
+            Euclidean distance and ``spacing`` in array-axis order.
+            Percentiles use linear interpolation (numpy's and torch's default), under which
+            neither convention bounds the other: on a 3x3 grid, pred {(0,0), (1,1)} and ref
+            {(0,0), (2,0)} give pooled sqrt(2) and max 0.95 sqrt(2).
         policy: what to return when a mask is empty (see :class:`EmptyPolicy`).
     """
     pred, ref = _masks(pred, ref)

@@ -136,10 +136,27 @@ def test_max_convention_matches_monai(ndim):
             torch.from_numpy(a)[None, None].float(), torch.from_numpy(b)[None, None].float(), spacing=spacing
         ).item()
         assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-6)  # MONAI returns float32
-        pooled = hd95(a, b, spacing, "pooled")
-        assert ours >= pooled - 1e-12
-        n_differ += ours > pooled + 1e-6
+        n_differ += abs(ours - hd95(a, b, spacing, "pooled")) > 1e-6
     assert n_differ > 0  # the two conventions are distinguishable on these shapes
+
+
+def test_neither_hd95_convention_bounds_the_other():
+    """Linear interpolation puts MONAI's "max" below medpy's "pooled" here, though it is above on wider shapes."""
+    pred, ref = np.zeros((3, 3), bool), np.zeros((3, 3), bool)
+    pred[0, 0] = pred[1, 1] = True
+    ref[0, 0] = ref[2, 0] = True
+    # each direction: distances {0, sqrt 2}; pooled: {0, 0, sqrt 2, sqrt 2}, whose 95th percentile (position
+    # 2.85 of 0..3) is sqrt 2; max: each direction's 95th percentile, 0.95 sqrt 2
+    assert hd95(pred, ref, (1.0, 1.0), "pooled") == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert hd95(pred, ref, (1.0, 1.0), "max") == pytest.approx(0.95 * math.sqrt(2), abs=1e-12)
+    assert mp.hd95(pred, ref) == pytest.approx(math.sqrt(2), abs=1e-12)
+    torch = pytest.importorskip("torch")
+    from monai.metrics import HausdorffDistanceMetric
+    monai = HausdorffDistanceMetric(include_background=True, percentile=95)(
+        torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()).item()
+    assert monai == pytest.approx(0.95 * math.sqrt(2), abs=1e-6)
+    wider = [(a, b) for a, b in PAIRS[2] if hd95(a, b, SPACINGS[2], "max") > hd95(a, b, SPACINGS[2], "pooled") + 1e-6]
+    assert wider  # and the other way round on the shapes above
 
 
 # --- empty policies -----------------------------------------------------------------------------
