@@ -1,12 +1,15 @@
 """Fusion of samples or raters: majority vote (= the mean of hard samples), STAPLE, and the per-pixel sample spread."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from benchmark.config import ConfigError, EvalConfig, load_config
-from benchmark.metrics.fusion import FUSIONS, fuse, majority_vote, sample_entropy, sample_spread, staple
+from benchmark.metrics.fusion import (FUSIONS, STAPLE_MAX_ITERATIONS, StapleNotConverged, fuse, majority_vote,
+                                      sample_entropy, sample_spread, staple)
 from tests.conftest import write_params
 
 
@@ -35,6 +38,43 @@ def multilabel_raters(truth: np.ndarray, errors: list[float], num_classes: int, 
         noise = rng.integers(0, num_classes, truth.shape)
         out.append(np.where(rng.random(truth.shape) < e, noise, truth))
     return np.stack(out).astype(np.uint8)
+
+
+def thin_copies(seed: int, n: int, keep: float, mark: float, num_classes: int = 2, size: int = 64) -> np.ndarray:
+    """``(n, size, size)`` noisy copies of two one-pixel lines (labels 1 and ``num_classes - 1``): each copy keeps
+    a line pixel with prob ``keep`` and marks a background pixel with a random foreground label with prob ``mark``."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((size, size), np.uint8)
+    truth[size // 3, 4:-4] = 1
+    truth[4:-4, size // 2] = num_classes - 1
+    copies = []
+    for _ in range(n):
+        kept, marked = rng.random(truth.shape) < keep, rng.random(truth.shape) < mark
+        noise = rng.integers(1, num_classes, truth.shape)
+        copies.append(np.where(truth > 0, np.where(kept, truth, 0), np.where(marked, noise, 0)))
+    return np.stack(copies).astype(np.uint8)
+
+
+def sitk_binary(stack: np.ndarray, max_iterations: int | None = None) -> tuple[np.ndarray, int]:
+    """SimpleITK's binary STAPLE with its defaults (no cap unless given): probability > 0.5, iterations run."""
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1)
+    if max_iterations is not None:
+        f.SetMaximumIterations(max_iterations)
+    probability = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in stack]))
+    return probability > 0.5, f.GetElapsedIterations()
+
+
+def sitk_multilabel(stack: np.ndarray, num_classes: int, max_iterations: int | None = None) -> tuple[np.ndarray, int]:
+    """SimpleITK's multi-label STAPLE with its defaults, undecided pixels given the majority; iterations run."""
+    f = sitk.MultiLabelSTAPLEImageFilter()
+    f.SetLabelForUndecidedPixels(num_classes)
+    if max_iterations is not None:
+        f.SetMaximumNumberOfIterations(max_iterations)
+    count = [0]
+    f.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
+    raw = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m) for m in stack]))
+    return np.where(raw == num_classes, majority_vote(stack, num_classes), raw), count[0]
 
 
 def dice(a: np.ndarray, b: np.ndarray, k: int = 1) -> float:
@@ -85,7 +125,69 @@ def test_binary_staple_of_one_map_and_its_complement_is_background():
     assert not staple(np.stack([truth, 1 - truth]), 2).any()
 
 
+# (seed, copies, keep, mark): noisy copies of thin lines on which SimpleITK converges after 834, 1,392 and
+# 3,270 iterations, and where its map after 100 differs (9, 78 and 6 pixels)
+SLOW_BINARY = [(2, 6, 0.25, 0.1), (9, 6, 0.25, 0.1), (3, 4, 0.2, 0.03)]
+
+
+@pytest.mark.parametrize("case", SLOW_BINARY)
+def test_binary_staple_is_simpleitk_staple_run_to_convergence(case):
+    stack = thin_copies(*case)
+    converged, iterations = sitk_binary(stack)
+    assert 100 < iterations < STAPLE_MAX_ITERATIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StapleNotConverged)
+        np.testing.assert_array_equal(staple(stack, 2), converged)
+    assert (sitk_binary(stack, 100)[0] != converged).any()  # what the former cap of 100 gave
+
+
+def test_binary_guard_stops_warns_and_is_exact():
+    """ITK stops at the guard only when not converged: one more iteration than it needs is silent."""
+    stack = thin_copies(*SLOW_BINARY[1])
+    _, iterations = sitk_binary(stack)  # the index of the iteration that converged: iterations + 1 were run
+    with pytest.warns(StapleNotConverged, match=r"STAPLE of 6 maps \(64, 64\) stopped by its guard after 100 "):
+        stopped = staple(stack, 2, max_iterations=100)
+    np.testing.assert_array_equal(stopped, sitk_binary(stack, 100)[0])
+    with pytest.warns(StapleNotConverged):
+        staple(stack, 2, max_iterations=iterations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StapleNotConverged)
+        staple(stack, 2, max_iterations=iterations + 1)
+
+
 # --- STAPLE, several classes ---------------------------------------------------------------
+
+
+# (seed, copies, keep, mark): SimpleITK converges after 496 and 3,462 iterations; after 100 it differs by 3 and
+# 100 pixels
+SLOW_MULTILABEL = [(0, 3, 0.3, 0.05), (3, 3, 0.3, 0.05)]
+
+
+@pytest.mark.parametrize("case", SLOW_MULTILABEL)
+def test_multilabel_staple_is_simpleitk_staple_run_to_convergence(case):
+    stack = thin_copies(*case, num_classes=3)
+    converged, iterations = sitk_multilabel(stack, 3)
+    assert 100 < iterations < STAPLE_MAX_ITERATIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StapleNotConverged)
+        np.testing.assert_array_equal(staple(stack, 3), converged)
+    assert (sitk_multilabel(stack, 3, 100)[0] != converged).any()
+
+
+def test_multilabel_guard_counts_iterations_by_itk_events():
+    """SimpleITK gives no iteration count for the multi-label filter; the count of ITK's iteration events is it."""
+    stack = thin_copies(*SLOW_MULTILABEL[0], num_classes=3)
+    _, iterations = sitk_multilabel(stack, 3)
+    with pytest.warns(StapleNotConverged, match="after 100 iterations"):
+        stopped = staple(stack, 3, max_iterations=100)
+    np.testing.assert_array_equal(stopped, sitk_multilabel(stack, 3, 100)[0])
+    with pytest.warns(StapleNotConverged):
+        staple(stack, 3, max_iterations=iterations - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StapleNotConverged)
+        staple(stack, 3, max_iterations=iterations + 1)
+
+
 
 
 @pytest.mark.parametrize("shape", ["2d", "3d"])
@@ -157,6 +259,9 @@ def test_majority_is_the_argmax_of_the_mean_one_hot():
 def test_fuse_dispatches_staple_and_rejects_unknown_names():
     stack = binary_raters((disc_truth() > 0).astype(np.uint8), [(0.9, 0.9)] * 3, 0)
     np.testing.assert_array_equal(fuse(stack, 2, "staple"), staple(stack, 2))
+    slow = thin_copies(*SLOW_BINARY[0])
+    with pytest.warns(StapleNotConverged, match="after 50 iterations"):
+        np.testing.assert_array_equal(fuse(slow, 2, "staple", staple_max_iterations=50), sitk_binary(slow, 50)[0])
     with pytest.raises(ValueError, match="'mode' not in"):
         fuse(stack, 2, "mode")
 
@@ -169,6 +274,12 @@ def test_eval_config_accepts_every_fusion_and_rejects_others(tmp_path):
     for key in ("fusion", "reference"):
         with pytest.raises(ConfigError, match=f"{key}: must be one of 'majority', 'staple', got 'mode'"):
             EvalConfig(**{key: "mode"})
+    assert EvalConfig().staple_max_iterations == STAPLE_MAX_ITERATIONS == 100_000
+    cfg = load_config(write_params(tmp_path / "p2.yaml", evaluation={"staple_max_iterations": 5000}))
+    assert cfg.evaluation.staple_max_iterations == 5000
+    for bad in (0, 2.5, "many"):
+        with pytest.raises(ConfigError, match="staple_max_iterations"):
+            EvalConfig(staple_max_iterations=bad)
 
 
 # --- sample spread -------------------------------------------------------------------------
@@ -196,11 +307,17 @@ def test_sample_spread_is_zero_for_one_sample_and_for_agreement():
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("num_classes", [2, 3])
-def test_staple_of_unrelated_noise_maps_terminates(num_classes):
-    """Without an iteration cap SimpleITK's STAPLE never converges on maps with nothing in common."""
+def test_staple_of_unrelated_noise_maps_stops_at_the_guard(num_classes):
+    """SimpleITK's binary STAPLE does not converge on maps with nothing in common (1,000 iterations: 6 s here):
+    the guard stops it, with a warning. The multi-label filter converges on them in 2 iterations."""
     rng = np.random.default_rng(0)
     noise = (rng.random((10, 1, 256, 256)) < 0.02) * rng.integers(1, num_classes, (10, 1, 256, 256))
-    fused = staple(noise.astype(np.uint8), num_classes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StapleNotConverged)
+        fused = staple(noise.astype(np.uint8), num_classes, max_iterations=300)
+    assert [str(w.message) for w in caught] == (
+        ["STAPLE of 10 maps (1, 256, 256) stopped by its guard after 300 iterations without converging"]
+        if num_classes == 2 else [])
     assert fused.shape == (1, 256, 256) and fused.max() < num_classes
     assert (fused > 0).mean() < 0.02  # scattered votes fuse to (nearly) background
 
