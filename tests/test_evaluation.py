@@ -16,7 +16,7 @@ from benchmark.data.manifest import ManifestError
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError, save_arrays
 from benchmark.evaluation import evaluate
-from benchmark.metrics.multirater import set_metrics
+from benchmark.metrics.multirater import diversity_agreement, set_metrics
 from benchmark.errors import USER_ERROR
 from benchmark.records import EvaluationRecord, PredictionRecord, Status, read_record, write_record
 from tests.data.tamper import copy_processed, empty_split, hidden, rewrite_label, snapshot
@@ -103,6 +103,66 @@ def test_eval_config_validates_new_fields():
     with pytest.raises(ConfigError, match="workers"):
         EvalConfig(workers=0)
     assert dataclasses.replace(EvalConfig(), ged_samples=[16, 100]).ged_samples == (16, 100)
+    with pytest.raises(ConfigError, match="ci_diversity: must be one of 'pairwise_dice', 'pixel_variance', got 'var'"):
+        EvalConfig(ci_diversity="var")
+    with pytest.raises(ConfigError, match="staple_max_iterations"):
+        EvalConfig(staple_max_iterations=0)
+
+
+# ---------------------------------------------------------------- STAPLE's guard and CI's reading (issue 16)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cases_stopped_by_the_staple_guard_are_named_and_counted(tiny_processed, predictions, tmp_path, capsys,
+                                                                  workers):
+    """A guard of one iteration stops every case's multi-label STAPLE; the default guard stops none."""
+    _, cases = load_split(tiny_processed, "test")
+    cfg = EvalConfig(fusion="staple", staple_max_iterations=1, workers=workers)
+    record = evaluate(tiny_processed, predictions, tmp_path / "r", cfg, "m")
+    ids = [c.case_id for c in cases]
+    assert record.staple_not_converged == {"count": len(ids), "cases": ids}
+    on_disk = json.loads((tmp_path / "r" / "evaluation.json").read_text())
+    assert on_disk["staple_not_converged"] == {"count": len(ids), "cases": ids}
+    assert on_disk["conventions"]["staple_max_iterations"] == 1
+    err = capsys.readouterr().err
+    for case_id in ids:
+        assert (f"evaluate m: case {case_id}: STAPLE stopped by its guard of 1 iterations without converging "
+                f"(evaluation.staple_max_iterations)") in err
+    converged = evaluate(tiny_processed, predictions, tmp_path / "c", dataclasses.replace(cfg, staple_max_iterations=
+                                                                                           100_000), "m")
+    assert converged.staple_not_converged == {"count": 0, "cases": []}
+    assert "STAPLE stopped" not in capsys.readouterr().err
+
+
+def test_majority_fusion_writes_no_staple_count(tiny_processed, predictions, tmp_path):
+    evaluate(tiny_processed, predictions, tmp_path / "r", EvalConfig(workers=1), "m")
+    assert "staple_not_converged" not in json.loads((tmp_path / "r" / "evaluation.json").read_text())
+
+
+def test_the_ci_reading_is_applied_recorded_and_named_in_the_claims_report(tiny_processed, predictions, tmp_path):
+    from types import SimpleNamespace
+
+    from benchmark.report import conventions as report_conventions
+    manifest, cases = load_split(tiny_processed, "test")
+    k = manifest.dataset.num_classes
+    runs = {reading: evaluate(tiny_processed, predictions, tmp_path / reading, EvalConfig(ci_diversity=reading,
+                                                                                         workers=1), "m")
+            for reading in ("pairwise_dice", "pixel_variance")}
+    for reading, record in runs.items():
+        sets = pd.read_csv(tmp_path / reading / "per_case_sets.csv")
+        for case, value in zip(cases, sets["ci_diversity_agreement"]):
+            with np.load(predictions / f"{case.case_id}.npz") as z:
+                assert value == pytest.approx(diversity_agreement(z["samples"], case.label, k, reading), abs=1e-12)
+        assert record.conventions["ci_diversity"] == reading
+        assert record.conventions["set_metrics"]["ci_diversity_reading"].startswith(f"{reading}: V = ")
+    means = [r.set_metrics["mean"]["ci_diversity_agreement"] for r in runs.values()]
+    assert means[0] != pytest.approx(means[1])
+    text = report_conventions(SimpleNamespace(results={("d", "m"): runs["pixel_variance"]}))
+    assert text.splitlines()[0] == (
+        "- CI claims are compared with a CI whose diversity agreement reads `pixel_variance` (V = variance over "
+        "pixels of the difference of the pair's masks, (|A xor B| - (|A| - |B|)^2 / P) / P for P pixels (mean over "
+        "foreground classes)); public implementations also read it as `pairwise_dice` (`evaluation.ci_diversity`)")
+    assert "`ci_diversity`: pixel_variance" in text
+    older = dataclasses.replace(runs["pairwise_dice"], conventions={"fusion": "staple"})  # before the setting
+    assert "reads `pairwise_dice`" in report_conventions(SimpleNamespace(results={("d", "m"): older}))
 
 
 # ---------------------------------------------------------------- the data is what the manifest says (issue 19)

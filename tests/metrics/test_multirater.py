@@ -132,6 +132,68 @@ def test_collective_insight_parts_by_hand():
     assert ci.ci_paper != pytest.approx(ci.ci_harmonic)  # the printed formula is not the harmonic mean
 
 
+def test_pixel_variance_reading_by_hand():
+    """The strips above under the other public reading: V = variance over the 10 pixels of a - b."""
+    def strip(lo, hi):
+        m = np.zeros((1, 10), np.uint8)
+        m[0, lo:hi] = 1
+        return m
+
+    raters = np.stack([strip(0, 4), strip(0, 6)])
+    samples = np.stack([strip(0, 3), strip(2, 8)])
+    # raters: a - b is -1 on [4, 6): mean -0.2, mean square 0.2, variance 0.16
+    # samples: a - b is 1 on [0, 2), -1 on [3, 8): mean -0.3, mean square 0.7, variance 0.61
+    a = 1 - (abs(0.16 - 0.61) + abs(0.16 - 0.61)) / 2
+    assert diversity_agreement(samples, raters, 2, "pixel_variance") == pytest.approx(a, abs=1e-12)
+    ci = collective_insight(samples, raters, 2, diversity="pixel_variance")
+    assert ci.diversity_agreement == pytest.approx(a, abs=1e-12)
+    assert ci.ci_harmonic == pytest.approx(3 / (1 / 1.0 + 1 / ci.max_dice + 1 / a))
+    assert collective_insight(samples, raters, 2).diversity_agreement != pytest.approx(a)  # the readings differ
+
+
+def test_pixel_variance_reading_by_hand_with_two_classes():
+    a, b, c = np.array([[1, 2, 0, 1]]), np.array([[1, 1, 2, 0]]), np.zeros((1, 4), int)
+    # (a, b): class 1 differences [0, -1, 0, 1] -> 0.5, class 2 [0, 1, -1, 0] -> 0.5: V = 0.5
+    # (a, c) and (b, c): class 1 -> 0.25, class 2 (one pixel of 4) -> 0.25 - 0.0625: V = 0.21875
+    samples, raters = np.stack([a, b, c]), np.stack([a, b])
+    expected = 1 - (abs(0.5 - 0.5) + abs(0.5 - 0.21875)) / 2
+    assert diversity_agreement(samples, raters, 3, "pixel_variance") == pytest.approx(expected, abs=1e-12)
+
+
+def _diversity_by_loops(samples, raters, num_classes, reading) -> float:
+    """Each reading pair by pair in plain numpy (np.var of the difference, or Dice counted pixel by pixel)."""
+    def v(x, y):
+        if reading == "pixel_variance":
+            return np.mean([np.var((x == c).astype(float) - (y == c)) for c in range(1, num_classes)])
+        return 1.0 - _similarity(x, y, num_classes, "dice")
+
+    def spread(stack):
+        values = [v(stack[i], stack[j]) for i in range(len(stack)) for j in range(len(stack)) if i != j] or [0.0]
+        return max(values), min(values)
+
+    (s_max, s_min), (y_max, y_min) = spread(samples), spread(raters)
+    return 1.0 - (abs(y_max - s_max) + abs(y_min - s_min)) / 2
+
+
+@pytest.mark.parametrize("reading", ["pairwise_dice", "pixel_variance"])
+@pytest.mark.parametrize("seed", range(100, 106))
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_both_readings_equal_an_independent_computation(reading, seed, num_classes):
+    rng = np.random.default_rng(seed)
+    samples, raters = _random_sets(seed, int(rng.integers(1, 6)), int(rng.integers(2, 5)), num_classes,
+                                   shape=(7, 13))
+    ours = diversity_agreement(samples, raters, num_classes, reading)
+    assert ours == pytest.approx(_diversity_by_loops(samples, raters, num_classes, reading), abs=1e-6)
+    assert set_metrics(samples[:, None], raters[:, None], num_classes,
+                       ci_diversity=reading)["ci_diversity_agreement"] == pytest.approx(ours, abs=1e-12)
+
+
+def test_an_unknown_reading_is_refused():
+    good = np.zeros((2, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="reading must be one of \\['pairwise_dice', 'pixel_variance'\\], got 'var'"):
+        diversity_agreement(good, good, 2, "var")
+
+
 def test_sensitivity_misses_and_empty_reference():
     raters = np.zeros((2, 1, 10), np.uint8)
     raters[0, 0, :4] = 1
