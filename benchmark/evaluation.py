@@ -2,7 +2,8 @@
 metrics (GED, HM-IoU, MDM, CI) of the samples against the raters, under named conventions.
 
 Writes ``evaluation.json`` (the full record: status, means per class and the average, the set
-metrics' means, sample and rater counts, NFE, and every convention that produced them),
+metrics' means, sample and rater counts, NFE, every convention that produced them, and where STAPLE
+fuses, the cases its iteration guard stopped, each also named on stderr),
 ``metrics.json`` (the headline numbers only, for ``dvc metrics show``), ``per_case.csv`` (one row
 per case and class) and ``per_case_sets.csv`` (one row per case). Cases are scored in parallel
 across ``evaluation.workers`` processes.
