@@ -78,7 +78,7 @@ def nfe_sweep(processed: Path, model_dir: Path, out: Path, settings: list[ODESol
                                 f"it has no NFE to sweep (only flow-matching methods are sweepable)")
     manifest, cases = load_split(processed, "test")
     info = manifest.dataset
-    refs = [fuse(c.label, info.num_classes, evaluation.reference) for c in cases]
+    refs = [fuse(c.label, info.num_classes, evaluation.reference, evaluation.staple_max_iterations) for c in cases]
     rows = []
     for solver in settings:
         rows.append(_score_setting(model, solver, cases, refs, info, n_samples, seed, batch_size, evaluation,
@@ -101,7 +101,7 @@ def _score_setting(model: torch.nn.Module, solver: ODESolver, cases: list[Case],
         samples, case_nfe = _sample_case(model, solver, case.image, n_samples, g, batch_size, device)
         seconds.append(time.perf_counter() - t0)
         nfe += case_nfe
-        pred = fuse(samples, info.num_classes, evaluation.fusion)
+        pred = fuse(samples, info.num_classes, evaluation.fusion, evaluation.staple_max_iterations)
         dice.append(case_metrics(pred, ref, case.spacing, info.num_classes, policy,
                                  evaluation.hd95_convention, evaluation.per_slice)["dice"])
     adaptive = solver.adaptive
