@@ -177,7 +177,7 @@ def test_table2_reports_each_region_and_reads_brats_as_their_mean(tmp_path):
     method = dict(TINY_PARAMS["method"])
     cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-brain", "phantom-fundus"],
                                    methods=["unet", "medflowseg"], method=method))
-    region = lambda dice, hd95: {"dice": dice, "iou": dice / 2, "hd95": hd95, "set_metrics": {}}
+    region = lambda dice, hd95: {"classes": [], "dice": dice, "iou": dice / 2, "hd95": hd95, "set_metrics": {}}
     brain_result = dataclasses.replace(_result(0.5), per_region={
         "region:WT": region(0.9, 6.0), "region:TC": region(0.8, 9.0), "region:ET": region(0.7, 12.0)})
     ev = _evidence(cfg, {("phantom-brain", "medflowseg"): brain_result})
@@ -196,3 +196,22 @@ def test_table2_reports_each_region_and_reads_brats_as_their_mean(tmp_path):
     caption = results_caption(ev, LAYOUTS["Table 2"])
     assert "Regions (unions of classes): WT = NCR + ED + ET; TC = NCR + ET; ET = ET." in caption
     assert "disc = optic disc + optic cup; cup = optic cup." in caption
+
+
+def test_table4_on_a_stand_in_for_refuge2_cup_reads_the_cup_in_every_column(tmp_path):
+    ds = "phantom-fundus"
+    method = dict(TINY_PARAMS["method"])
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=[ds], methods=["unet", "medflowseg"],
+                                   method=method, table4={"datasets": [ds], "methods": ["medflowseg"]}))
+    cup = {"classes": ["optic cup"], "dice": 0.85, "iou": 0.7, "hd95": 2.0,
+           "set_metrics": {"ged_4": 0.28, "ci_paper": 0.77, "ci_harmonic": 0.66, "hm_iou": 0.55}}
+    disc = {"classes": ["optic disc", "optic cup"], "dice": 0.95, "iou": 0.9, "hd95": 1.0,
+            "set_metrics": {"ged_4": 0.1, "ci_paper": 0.9, "ci_harmonic": 0.9, "hm_iou": 0.9}}
+    result = dataclasses.replace(_result(0.5), per_region={"region:disc": disc, "region:cup": cup})
+    ev = _evidence(cfg, {(ds, "medflowseg"): result})
+    ev.manifests[ds] = SimpleNamespace(dataset=fundus.INFO)
+    row = _table("Table 4", ev).loc[(ds, "MedFlowSeg [ours: medflowseg]")]
+    assert row["CI"].startswith("77.0 (paper ") and row["GED"].startswith("28.0 (paper ")
+    assert row["Dice"].startswith("85.00 (paper ")
+    assert (row["CI (harmonic)"], row["HM-IoU"]) == ("66.0", "55.0")    # the all-class means are 75.0 and 50.0
+    assert "every column reads the cup region alone" in complexity_caption(ev, LAYOUTS["Table 4"])
