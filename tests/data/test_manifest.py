@@ -19,6 +19,7 @@ from benchmark.data import registry
 from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
+from benchmark.errors import USER_ERROR
 from benchmark.records import Status
 from tests.data.tamper import copy_processed
 
@@ -250,6 +251,15 @@ def test_a_manifest_with_bad_regions_names_the_file_and_the_region(tmp_path, reg
     with pytest.raises(ManifestError, match=why) as exc:
         load_manifest(path)
     assert str(exc.value).startswith(f"{path}: not a valid manifest") and "'x'" in str(exc.value)
+
+
+def test_cli_names_the_manifest_and_region_with_the_user_error_code(tmp_path, capsys):
+    d = json.loads(clean_manifest().to_json())
+    d["dataset"]["regions"] = {"whole": [1, 2]}     # the dataset has one foreground class
+    (tmp_path / "manifest.json").write_text(json.dumps(d))
+    assert main(["check-leaks", str(tmp_path)]) == USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "manifest.json") in err[0] and "region 'whole'" in err[0]
 
 
 def test_missing_manifest(tmp_path):

@@ -144,3 +144,12 @@ def test_evaluate_scores_regions_beside_the_classes(refuge_processed, tmp_path):
     pd.testing.assert_frame_equal(plain_rows, rows[~rows["class"].str.startswith("region:")])
     assert list(pd.read_csv(tmp_path / "plain" / "per_case_sets.csv").columns) == \
         [c for c in sets.columns if not c.startswith("region:")]
+
+
+def test_regions_scored_in_parallel_are_those_scored_serially(refuge_processed, tmp_path):
+    _predictions(refuge_processed, tmp_path / "pred")
+    serial = evaluate(refuge_processed, tmp_path / "pred", tmp_path / "a", EvalConfig(workers=1), "m")
+    parallel = evaluate(refuge_processed, tmp_path / "pred", tmp_path / "b", EvalConfig(workers=2), "m")
+    assert serial == parallel and serial.per_region
+    for name in ("per_case.csv", "per_case_sets.csv", "metrics.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
