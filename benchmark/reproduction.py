@@ -2,7 +2,9 @@
 
 A *result* claim (a table cell: Dice, IoU, HD95, CI, GED, parameters, GFLOPs) is matched to the
 evaluation of the registered method that implements the paper's row, on the dataset of the profile
-that stands for the paper's dataset (both as the catalogue, ``paper/catalogue.yaml``, says). A
+that stands for the paper's dataset (both as the catalogue, ``paper/catalogue.yaml``, says), read on what the
+catalogue says the paper scores there: one class, evaluation regions (REFUGE2-Disc the whole disc, the cup for
+REFUGE2-Cup and Table 4's set metrics, BraTS the mean of WT, TC and ET; the line says which), or the average. A
 *setting* claim (sampling steps, samples, batch size, widths) is matched to the value the profile
 configures.
 
@@ -18,10 +20,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from benchmark.catalogue import PaperDataset
 from benchmark.claims import Claim
 from benchmark.config import Config
 from benchmark.evidence import Evidence
 from benchmark.metrics.regions import region_key
+from benchmark.records import EvaluationRecord
 
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN = "reproduced", "not reproduced", "not comparable", "not run"
 SAME, DIFFERS = "same", "differs"
@@ -127,7 +131,7 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
     return Measured(value, dataset, method, caveats=tuple(caveats), same_data=same_data)
 
 
-def _measure_regions(claim: Claim, result, paper_dataset, dataset: str, method: str,
+def _measure_regions(claim: Claim, result: EvaluationRecord, paper_dataset: PaperDataset, dataset: str, method: str,
                      caveats: tuple[str, ...]) -> Measured:
     """The claim's metric on the evaluation regions the catalogue names for its paper dataset (their mean)."""
     values = []
