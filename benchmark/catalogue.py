@@ -33,10 +33,14 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class PaperDataset:
-    """A paper's dataset: ``stand_ins``, our datasets standing for it (most faithful first); ``cls``, the class
-    its claims score (None: the mean over foreground classes)."""
+    """A paper's dataset: ``stand_ins``, our datasets standing for it (most faithful first); what its claims
+    score: ``cls``, one class, or ``regions``, evaluation regions of the stand-ins (the mean over them where
+    there are several), or neither: the mean over foreground classes; ``reading``: why that reading, where
+    the paper does not say, printed on every claims line that uses it."""
     stand_ins: tuple[str, ...]
     cls: str | None = None
+    regions: tuple[str, ...] = ()
+    reading: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,17 @@ def _method(name: str, raw: object) -> MethodEntry:
 
 def _dataset(name: str, raw: object) -> PaperDataset:
     where = f"datasets.{name}"
-    raw = _mapping(raw, where, {"stand_ins", "class"})
+    raw = _mapping(raw, where, {"stand_ins", "class", "regions", "reading"})
     if "stand_ins" not in raw:
         raise ValueError(f"{where}: missing key 'stand_ins'")
+    if "class" in raw and "regions" in raw:
+        raise ValueError(f"{where}: give 'class' or 'regions', not both")
+    regions = _texts(raw.get("regions", []), f"{where}.regions")
+    if "regions" in raw and not regions:
+        raise ValueError(f"{where}.regions must name at least one region")
     return PaperDataset(_texts(raw["stand_ins"], f"{where}.stand_ins"),
-                        _text(raw["class"], f"{where}.class") if "class" in raw else None)
+                        _text(raw["class"], f"{where}.class") if "class" in raw else None, regions,
+                        _text(raw["reading"], f"{where}.reading") if "reading" in raw else None)
 
 
 def parse_catalogue(raw: object) -> Catalogue:

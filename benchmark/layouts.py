@@ -36,7 +36,8 @@ class TableLayout:
     in the caption). ``datasets``: a key of :data:`DATASET_GROUPS` or a paper dataset: the caption's
     datasets, and where ``extra_metrics`` are measured. ``extra_metrics``: ``(metric of the evaluation's
     average, column name)`` added for each of those datasets that stands for none of the table's paper
-    datasets. ``blocks``: one block of rows per dataset, every row measured on it; ``our_columns``: ``(column
+    datasets. ``region_metrics``: ``(metric, column name)`` added for each evaluation region of each of
+    those datasets that declares regions (BraTS's WT, TC and ET, REFUGE's whole disc and cup). ``blocks``: one block of rows per dataset, every row measured on it; ``our_columns``: ``(column
     name, value)`` after the paper's, per block (value: ``gmacs_per_evaluation``, ``protocol``, or a set metric
     of the evaluation, x100). ``caption``: ``results`` (metric conventions, samples, datasets) or
     ``complexity`` (how Table 4 counts).
@@ -48,6 +49,7 @@ class TableLayout:
     datasets: str
     with_methods: tuple[str, ...] = ()
     extra_metrics: tuple[tuple[str, str], ...] = ()
+    region_metrics: tuple[tuple[str, str], ...] = ()
     blocks: bool = False
     our_columns: tuple[tuple[str, str], ...] = ()
     caption: str = "results"
@@ -64,10 +66,11 @@ TABLES = (
                 methods="compared", datasets="ACDC"),
     TableLayout("Table 2", "table2_modalities", "Table 2: methods across modalities",
                 methods="compared", datasets="profile",
-                extra_metrics=(("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95"))),
+                extra_metrics=(("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95")),
+                region_metrics=(("dice", "Dice"), ("hd95", "HD95"))),
     TableLayout("Table 3", "table3_ablation", "Table 3: MedFlowSeg ablation (Dice %)",
                 methods="ablations", with_methods=("medflowseg",), datasets="ablations",
-                extra_metrics=(("dice", "Dice"),)),
+                extra_metrics=(("dice", "Dice"),), region_metrics=(("dice", "Dice"),)),
     TableLayout("Table 4", "table4_complexity_uncertainty", "Table 4: model complexity and sample uncertainty",
                 methods="table4", datasets="table4", blocks=True, caption="complexity",
                 our_columns=(("GMACs per evaluation", "gmacs_per_evaluation"), ("Samples x NFE", "protocol"),

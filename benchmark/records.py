@@ -153,7 +153,9 @@ class EvaluationRecord(Record):
 
     ``average``: metric -> mean over classes (None: no case scored); ``per_class``: class name -> {metric:
     mean, ``n_cases``, ``n_excluded``: {metric: count}}; ``set_metrics``: {``n_samples``, ``n_raters``,
-    ``ged_counts_not_available``, ``mean``: {set metric: mean}}; ``conventions``: every setting that
+    ``ged_counts_not_available``, ``mean``: {set metric: mean}}; ``per_region`` (only for a dataset that
+    declares evaluation regions): ``region:<name>`` -> {``classes``: its class names, metric: mean,
+    ``n_cases``, ``n_excluded``, ``set_metrics``: {set metric: mean}}; ``conventions``: every setting that
     produced the numbers (``fusion``, ``reference``, ...); ``staple_not_converged`` (written where STAPLE
     fuses the samples or the raters): {``count``, ``cases``: the case ids} of the cases whose STAPLE was
     stopped by its iteration guard (``evaluation.staple_max_iterations``) before converging.
@@ -170,6 +172,7 @@ class EvaluationRecord(Record):
     average: dict | None = None
     per_class: dict | None = None
     set_metrics: dict | None = None
+    per_region: dict | None = _optional()
     conventions: dict | None = None
     staple_not_converged: dict | None = _optional()
     reason: str = ""

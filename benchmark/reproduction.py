@@ -2,7 +2,9 @@
 
 A *result* claim (a table cell: Dice, IoU, HD95, CI, GED, parameters, GFLOPs) is matched to the
 evaluation of the registered method that implements the paper's row, on the dataset of the profile
-that stands for the paper's dataset (both as the catalogue, ``paper/catalogue.yaml``, says). A
+that stands for the paper's dataset (both as the catalogue, ``paper/catalogue.yaml``, says), read on what the
+catalogue says the paper scores there: one class, evaluation regions (REFUGE2-Disc the whole disc, the cup for
+REFUGE2-Cup and Table 4's set metrics, BraTS the mean of WT, TC and ET; the line says which), or the average. A
 *setting* claim (sampling steps, samples, batch size, widths) is matched to the value the profile
 configures.
 
@@ -18,9 +20,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from benchmark.catalogue import PaperDataset
 from benchmark.claims import Claim
 from benchmark.config import Config
 from benchmark.evidence import Evidence
+from benchmark.metrics.regions import region_key
+from benchmark.records import EvaluationRecord
 
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN = "reproduced", "not reproduced", "not comparable", "not run"
 SAME, DIFFERS = "same", "differs"
@@ -44,6 +49,7 @@ class Measured:
     implemented: bool = True
     caveats: tuple[str, ...] = ()     # why the value is not comparable with the paper's
     same_data: bool = True            # measured on data standing for the claim's dataset
+    reading: str = ""                 # which structure the value scores, where the paper's column names one
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class Line:
 
     @property
     def reasons(self) -> str:
-        return self.measured.missing or "; ".join(self.measured.caveats)
+        m = self.measured
+        return m.missing or "; ".join(m.caveats + ((m.reading,) if m.reading else ()))
 
 
 def verdict(paper: float, measured: Measured, tolerance: float) -> str:
@@ -101,10 +108,12 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
     result = ev.results.get((dataset, method))
     if result is None or not result.ok:
         return Measured(None, dataset, method, missing=f"{dataset}/{method} has no evaluation")
-    cls = cls or ev.structure(dataset, claim.column)
     caveats = list(ev.data_caveats(dataset, claim.dataset if same_data else None))
     if not same_data:
         caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
+    if paper_dataset.regions and same_data:
+        return _measure_regions(claim, result, paper_dataset, dataset, method, tuple(caveats))
+    cls = cls or ev.structure(dataset, claim.column)
     if claim.metric in ("ci", "ged"):
         sm = result.set_metrics
         key = "ci_paper" if claim.metric == "ci" else f"ged_{sm['n_samples']}"
@@ -120,6 +129,31 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
         if claim.metric == "f1":
             caveats.append("F1 read as the Dice of the foreground pixels")
     return Measured(value, dataset, method, caveats=tuple(caveats), same_data=same_data)
+
+
+def _measure_regions(claim: Claim, result: EvaluationRecord, paper_dataset: PaperDataset, dataset: str, method: str,
+                     caveats: tuple[str, ...]) -> Measured:
+    """The claim's metric on the evaluation regions the catalogue names for its paper dataset (their mean)."""
+    values = []
+    for name in paper_dataset.regions:
+        block = (result.per_region or {}).get(region_key(name))
+        if claim.metric in ("ci", "ged"):
+            key = "ci_paper" if claim.metric == "ci" else f"ged_{result.set_metrics['n_samples']}"
+            value = block["set_metrics"].get(key) if block else None
+        else:
+            key = "dice" if claim.metric == "f1" else claim.metric
+            value = block.get(key) if block else None
+        if value is None:
+            return Measured(None, dataset, method, missing=f"{dataset}/{method} has no {key} for region {name}")
+        values.append(value if key == "hd95" else 100 * value)
+    names = paper_dataset.regions
+    reading = (f"read on region {names[0]} ({' + '.join(result.per_region[region_key(names[0])]['classes'])})"
+               if len(names) == 1 else f"read as the mean of regions {', '.join(names)}")
+    if paper_dataset.reading:
+        reading += f": {paper_dataset.reading}"
+    if claim.metric == "f1":
+        caveats += ("F1 read as the Dice of the foreground pixels",)
+    return Measured(sum(values) / len(values), dataset, method, caveats=caveats, reading=reading)
 
 
 def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | None) -> Measured:

@@ -16,6 +16,7 @@ from benchmark.claims import Claim
 from benchmark.data.store import atomic_write
 from benchmark.evidence import Evidence
 from benchmark.layouts import DATASET_GROUPS, TABLES, TableLayout
+from benchmark.metrics.regions import region_key
 from benchmark.reproduction import Measured, measure
 
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
@@ -57,20 +58,25 @@ def _unique(items) -> list:
 
 
 def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datasets: tuple[str, ...] = (),
-                 extra_metrics: tuple[tuple[str, str], ...] = (), dataset: str | None = None) -> pd.DataFrame:
+                 extra_metrics: tuple[tuple[str, str], ...] = (), dataset: str | None = None,
+                 region_datasets: tuple[str, ...] = (),
+                 region_metrics: tuple[tuple[str, str], ...] = ()) -> pd.DataFrame:
     """A table of the MedFlowSeg paper in its own shape: its rows and columns, each cell ours beside the paper's.
 
     ``methods`` are the registered methods this table covers in the profile: a paper row whose method is
     not among them shows "not implemented" or "not run", and a method of ours with no paper row gets a row
     of its own, without paper values. ``extra_datasets`` (datasets of ours standing for none of the
-    table's) add a column per ``extra_metrics`` entry of our values; ``dataset`` measures every row on it.
+    table's) add a column per ``extra_metrics`` entry of our values; ``region_datasets`` a column per
+    evaluation region and ``region_metrics`` entry; ``dataset`` measures every row on it.
     """
     cells = [c for c in ev.claims if c.paper == "medflowseg" and c.table == table]
     columns = _unique(c.column for c in cells)
     template = {c.column: c for c in reversed(cells)}     # one claim per column: its dataset, metric, unit
     by_cell = {(c.row, c.column): c for c in cells}
     mapped = {ev.catalogue.row_method(r) for r in _unique(c.row for c in cells)}
-    extra_cols = [(f"{ds} {name}", ds, metric) for ds in extra_datasets for metric, name in extra_metrics]
+    extra_cols = [(f"{ds} {name}", ds, metric, None) for ds in extra_datasets for metric, name in extra_metrics]
+    extra_cols += [(f"{ds} {region} {name}", ds, metric, region) for ds in region_datasets
+                   for region in ev.datasets[ds].regions for metric, name in region_metrics]
     index, rows, row_methods, live_rows = [], [], [], []
 
     def measured(col: str, method: str) -> Measured:
@@ -90,8 +96,8 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
             claim = by_cell.get((row, col))
             m = measured(col, method) if live else absent
             cells_row.append(claim_cell(claim, m) if claim else claim_cell(template[col], m, with_paper=False))
-        cells_row += [_extra_cell(ev, ds, method, metric) if live else (NOT_RUN if method else NOT_IMPLEMENTED)
-                      for _, ds, metric in extra_cols]
+        cells_row += [_extra_cell(ev, ds, method, metric, region) if live else
+                      (NOT_RUN if method else NOT_IMPLEMENTED) for _, ds, metric, region in extra_cols]
         rows.append(cells_row)
     for method in methods:
         if method in mapped:
@@ -100,18 +106,21 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
         row_methods.append(method)
         live_rows.append(True)
         rows.append([claim_cell(template[col], measured(col, method), with_paper=False) for col in columns]
-                    + [_extra_cell(ev, ds, method, metric) for _, ds, metric in extra_cols])
-    df = pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=columns + [c for c, _, _ in extra_cols])
+                    + [_extra_cell(ev, ds, method, metric, region) for _, ds, metric, region in extra_cols])
+    df = pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=columns + [c[0] for c in extra_cols])
     df.attrs["methods"] = row_methods     # the registered method of each row (None: not implemented)
     df.attrs["live"] = live_rows          # whether the row's method runs in this table
     return df
 
 
-def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str) -> str:
+def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str, region: str | None = None) -> str:
+    """Our ``metric`` on ``dataset``: its average, or its evaluation ``region``."""
     r = ev.results.get((dataset, method))
-    if r is None or not r.ok or r.average.get(metric) is None:
+    block = None if r is None or not r.ok else r.average if region is None else \
+        (r.per_region or {}).get(region_key(region))
+    if block is None or block.get(metric) is None:
         return NOT_RUN
-    v = r.average[metric]
+    v = block[metric]
     return f"{v:.2f}" if metric == "hd95" else f"{100 * v:.2f}"
 
 
@@ -134,20 +143,31 @@ def build_table(layout: TableLayout, ev: Evidence) -> pd.DataFrame:
     methods = layout.row_methods(ev.cfg)
     if not layout.blocks:
         extra = _unclaimed(ev, layout_datasets(layout, ev), layout.table) if layout.extra_metrics else ()
-        return claims_table(ev, layout.table, methods, extra_datasets=extra, extra_metrics=layout.extra_metrics)
+        regions = tuple(d for d in layout_datasets(layout, ev) if ev.datasets.get(d) is not None
+                        and ev.datasets[d].regions) if layout.region_metrics else ()
+        return claims_table(ev, layout.table, methods, extra_datasets=extra, extra_metrics=layout.extra_metrics,
+                            region_datasets=regions, region_metrics=layout.region_metrics)
     blocks = []
     for ds in layout_datasets(layout, ev):
         df = claims_table(ev, layout.table, methods, dataset=ds)
         rows = list(zip(df.attrs["methods"], df.attrs["live"]))
         for col, value in layout.our_columns:
-            df[col] = [_our_value(ev, ds, m, value) if live else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
+            df[col] = [_our_value(ev, ds, m, value, _paper_regions(ev, ds, layout.table)) if live
+                       else NOT_RUN if m else NOT_IMPLEMENTED for m, live in rows]
         df.index = pd.MultiIndex.from_tuples([(ds, i) for i in df.index], names=["Dataset", "Method"])
         blocks.append(df)
     return pd.concat(blocks) if blocks else pd.DataFrame()
 
 
-def _our_value(ev: Evidence, ds: str, m: str, value: str) -> str:
-    """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``)."""
+def _paper_regions(ev: Evidence, ds: str, table: str) -> tuple[str, ...]:
+    """The evaluation regions the table's paper dataset is read on, where ``ds`` stands for it (Table 4: the cup)."""
+    paper = {c.dataset for c in ev.claims if c.paper == "medflowseg" and c.table == table and c.dataset}
+    return next((p.regions for p in map(ev.catalogue.stand_ins, sorted(paper)) if ds in p.stand_ins), ())
+
+
+def _our_value(ev: Evidence, ds: str, m: str, value: str, regions: tuple[str, ...] = ()) -> str:
+    """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``); a set metric is read on
+    ``regions`` (their mean) where given, as the table's paper columns are."""
     if value in ("gmacs_per_evaluation", "protocol"):
         c = ev.complexity.get((ds, m))
         if c is None or not c.ok:
@@ -155,7 +175,14 @@ def _our_value(ev: Evidence, ds: str, m: str, value: str) -> str:
         return f"{c.macs_per_evaluation / 1e9:.3f}" if value == "gmacs_per_evaluation" else \
             f"{c.samples} x {c.evaluations_per_sample}"
     r = ev.results.get((ds, m))
-    return f"{100 * r.set_metrics['mean'][value]:.1f}" if r is not None and r.ok else NOT_RUN
+    if r is None or not r.ok:
+        return NOT_RUN
+    if not regions:
+        return f"{100 * r.set_metrics['mean'][value]:.1f}"
+    blocks = [(r.per_region or {}).get(region_key(name)) for name in regions]
+    if any(b is None for b in blocks):
+        return NOT_RUN
+    return f"{100 * sum(b['set_metrics'][value] for b in blocks) / len(blocks):.1f}"
 
 
 def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
@@ -175,7 +202,8 @@ def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
             f"as 3/(1/S+1/D+1/A); GED x100 with d = 1 - IoU and the diagonal included; Dice of the samples fused by "
             f"{next((results[p].conventions['fusion'] for p in ok), '?')} against the raters' "
             f"{next((results[p].conventions['reference'] for p in ok), '?')}. With several foreground classes each "
-            f"pairwise score is the mean over classes. Each figure is the mean over the test cases of one training run "
+            f"pairwise score is the mean over classes; on a dataset standing for REFUGE2-Cup every column reads the "
+            f"cup region alone. Each figure is the mean over the test cases of one training run "
             f"(one seed). The paper's values are on REFUGE2-Cup. " + CELL_NOTE)
 
 
@@ -193,7 +221,9 @@ def results_caption(ev: Evidence, layout: TableLayout) -> str:
             continue
         info = ev.manifests[ds].dataset
         kind = "phantom" if info.phantom else "real"
-        notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else ""))
+        regions = "; ".join(f"{n} = {' + '.join(info.class_names[c] for c in cs)}" for n, cs in info.regions.items())
+        notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else "")
+                     + (f" Regions (unions of classes): {regions}." if regions else ""))
     scale = "paper-scale" if cfg.profile == "paper" else "CPU-scale: not comparable with the paper's numbers"
     return (f"Profile `{cfg.profile}` ({scale}). "
             f"Dice and IoU in %, HD95 in mm ({conv.get('hd95_convention', '?')} convention, "

@@ -38,7 +38,7 @@ def evidence(cfg, results: dict, complexity_records: dict | None = None, phantom
     """Evidence of ``results`` for ``cfg``: the project's catalogue and claims, and every dataset a manifest
     with the classes :data:`CLASSES` (``phantom`` or real)."""
     catalogue = catalogue or load_catalogue(CATALOGUE)
-    info = SimpleNamespace(phantom=phantom, class_names=CLASSES)
+    info = SimpleNamespace(phantom=phantom, class_names=CLASSES, regions={})
     datasets = {d for d, _ in results} | set(cfg.datasets)
     return Evidence(cfg, catalogue, load_claims(CLAIMS, catalogue.papers), results, complexity_records or {},
                     manifests={d: SimpleNamespace(dataset=info) for d in datasets})

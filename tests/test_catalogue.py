@@ -23,7 +23,9 @@ def test_the_projects_catalogue_maps_rows_labels_and_datasets():
     assert cat.label("not-in-the-catalogue") == "not-in-the-catalogue"
     assert cat.stand_in("nnunet") == "nnunetv2, 2d configuration" and cat.stand_in("unet") is None
     assert cat.stand_ins("REFUGE2-Cup").stand_ins == ("refuge2", "phantom-fundus")
-    assert cat.stand_ins("REFUGE2-Cup").cls == "optic cup" and cat.stand_ins("ACDC").cls is None
+    assert cat.stand_ins("REFUGE2-Cup").regions == ("cup",) and cat.stand_ins("REFUGE2-Disc").regions == ("disc",)
+    assert cat.stand_ins("BraTS-2021").regions == ("WT", "TC", "ET") and "WT, TC and ET" in cat.stand_ins("BraTS-2021").reading
+    assert cat.stand_ins("ACDC").cls is None and cat.stand_ins("ACDC").regions == ()
     assert cat.stand_ins("ISIC").stand_ins == ()
 
 
@@ -47,6 +49,10 @@ def _write(tmp_path, change) -> object:
     (lambda r: r["datasets"]["ACDC"].pop("stand_ins"), r"datasets.ACDC: missing key 'stand_ins'"),
     (lambda r: r["datasets"]["GlaS"].update(stand_ins=[1]), r"datasets.GlaS.stand_ins\[0\] must be a non-empty"),
     (lambda r: r["papers"].update(atfm=None), r"papers.atfm must be a non-empty string"),
+    (lambda r: r["datasets"]["REFUGE2-Cup"].update({"class": "optic cup"}),
+     r"datasets.REFUGE2-Cup: give 'class' or 'regions', not both"),
+    (lambda r: r["datasets"]["REFUGE2-Cup"].update(regions=[]), r"datasets.REFUGE2-Cup.regions must name at least"),
+    (lambda r: r["datasets"]["BraTS-2021"].update(regions="WT"), r"datasets.BraTS-2021.regions must be a list"),
 ])
 def test_a_malformed_entry_is_one_error_naming_the_file_and_key(tmp_path, change, message):
     path = _write(tmp_path, change)

@@ -127,3 +127,64 @@ def test_settings_same_differs_and_not_run(tmp_path):
     gpus = Claim(id="medflowseg.text.gpus", paper="medflowseg", table="text §4.2", row="MedFlowSeg", column="GPUs",
                  value=4, unit="GPUs", higher_is_better=None, method="MedFlowSeg")
     assert judge(gpus, ev).verdict == NOT_RUN
+
+
+def _region(dice: float, hd95: float = 5.0, ci: float = 0.5, ged: float = 0.3, classes=("optic cup",)) -> dict:
+    return {"classes": list(classes), "dice": dice, "iou": dice / 2, "hd95": hd95, "n_cases": 3,
+            "n_excluded": {"dice": 0, "iou": 0, "hd95": 0}, "set_metrics": {"ged_4": ged, "ci_paper": ci}}
+
+
+def _refuge_result() -> EvaluationRecord:
+    """Rim, cup, the whole disc and the all-class average all differ, so a claim reading the wrong one fails."""
+    return dataclasses.replace(
+        _result(0.70), per_class={"optic disc": {"dice": 0.60, "iou": 0.30, "hd95": 9.0},
+                                  "optic cup": {"dice": 0.80, "iou": 0.40, "hd95": 3.0}},
+        per_region={"region:disc": _region(0.93, 4.0, ci=0.90, ged=0.10, classes=("optic disc", "optic cup")),
+                    "region:cup": _region(0.85, 3.0, ci=0.77, ged=0.28)})
+
+
+def test_refuge2_disc_reads_the_whole_disc_region_and_says_so(tmp_path):
+    ev = _evidence(tmp_path, {("refuge2", "unet"): _refuge_result()}, datasets=["refuge2"])
+    line = judge(_claim(table="Table 2", column="REFUGE2-Disc Dice", value=93.0, dataset="REFUGE2-Disc"), ev)
+    assert line.measured.value == pytest.approx(93.0) and line.verdict == REPRODUCED     # not the rim's 60
+    assert line.reasons == "read on region disc (optic disc + optic cup)"
+    iou = judge(_claim(table="Table 2", column="REFUGE2-Disc IoU", metric="iou", value=46.5, dataset="REFUGE2-Disc"), ev)
+    assert iou.measured.value == pytest.approx(46.5) and iou.verdict == REPRODUCED
+    cup = judge(_claim(table="Table 2", column="REFUGE2-Cup Dice", value=85.0, dataset="REFUGE2-Cup"), ev)
+    assert cup.measured.value == pytest.approx(85.0) and cup.reasons == "read on region cup (optic cup)"
+
+
+def test_table4_set_metrics_and_dice_read_the_cup(tmp_path):
+    ev = _evidence(tmp_path, {("refuge2", "medflowseg"): _refuge_result()}, datasets=["refuge2"],
+                   methods=["medflowseg"], table4={"datasets": ["refuge2"], "methods": ["medflowseg"]})
+
+    def t4(column, metric, value, unit="x100"):
+        return judge(_claim(table="Table 4", row="MedFlowSeg", column=column, metric=metric, value=value, unit=unit,
+                            dataset="REFUGE2-Cup"), ev)
+
+    ci, ged, dice = t4("CI", "ci", 77.0), t4("GED", "ged", 28.0), t4("Dice", "dice", 85.0, "%")
+    # the cup region's set metrics, not the all-class means (ci_paper 0.7, ged_4 0.25) nor the disc's
+    assert ci.measured.value == pytest.approx(77.0) and ged.measured.value == pytest.approx(28.0)
+    assert dice.measured.value == pytest.approx(85.0)
+    assert all(line.verdict == REPRODUCED and "region cup" in line.reasons for line in (ci, ged, dice))
+    assert "averages all foreground classes" not in ci.reasons
+
+
+def test_brats_single_number_is_the_mean_of_wt_tc_et_and_the_line_says_so(tmp_path):
+    result = dataclasses.replace(_result(0.5), per_region={
+        "region:WT": _region(0.90, 6.0, classes=("NCR", "ED", "ET")), "region:TC": _region(0.80, 9.0, classes=("NCR", "ET")),
+        "region:ET": _region(0.70, 12.0, classes=("ET",))})
+    ev = _evidence(tmp_path, {("brats2021", "unet"): result}, datasets=["brats2021"])
+    dice = judge(_claim(table="Table 2", column="BraTs-2021 Dice", value=80.0, dataset="BraTS-2021"), ev)
+    hd95 = judge(_claim(table="Table 2", column="BraTs-2021 HD95", metric="hd95", value=9.0, unit="mm",
+                        dataset="BraTS-2021", higher=False), ev)
+    assert dice.measured.value == pytest.approx(80.0) and hd95.measured.value == pytest.approx(9.0)
+    assert dice.verdict == hd95.verdict == REPRODUCED
+    assert dice.reasons.startswith("read as the mean of regions WT, TC, ET: MedFlowSeg's Table 2 gives one BraTS "
+                                   "number without naming its region")
+
+
+def test_an_evaluation_without_the_region_is_not_run_naming_it(tmp_path):
+    ev = _evidence(tmp_path, {("refuge2", "unet"): _result(0.7)}, datasets=["refuge2"])
+    line = judge(_claim(table="Table 2", column="REFUGE2-Disc Dice", value=93.0, dataset="REFUGE2-Disc"), ev)
+    assert line.verdict == NOT_RUN and line.reasons == "refuge2/unet has no dice for region disc"

@@ -1,17 +1,21 @@
 """The complexity-and-uncertainty table (paper Table 4's shape) and the complexity stage behind it."""
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from types import SimpleNamespace
 
 import pytest
 
 from benchmark.cli import main
 from benchmark.complexity import method_complexity
 from benchmark.config import load_config
+from benchmark.data.phantoms import brain, fundus
 from benchmark.layouts import TABLES
 from benchmark.methods import build_method
 from benchmark.records import EvaluationRecord
-from benchmark.tables import build_table, complexity_caption, write_table
+from benchmark.tables import build_table, complexity_caption, results_caption, write_table
 from tests.conftest import TINY_PARAMS, write_params
 from tests.evidence_helpers import complexity as _complexity
 from tests.evidence_helpers import evaluation as _result
@@ -165,3 +169,49 @@ def test_headline_metrics_average_the_main_matrix_and_count_verdicts(cfg):
              Line(claim, Measured(None), "not run")]
     assert flat_metrics(headline_metrics(ev, lines)) == {
         "dice_mean.unet": pytest.approx(60.0), "claims.not_run": 2, "claims.not_comparable": 1}
+
+
+def test_table2_reports_each_region_and_reads_brats_as_their_mean(tmp_path):
+    """Region columns per dataset that declares regions (BraTS's WT, TC, ET; the fundus's disc and cup); the paper's
+    single BraTS number is compared with the mean of WT, TC and ET, and the caption says what each region is."""
+    method = dict(TINY_PARAMS["method"])
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-brain", "phantom-fundus"],
+                                   methods=["unet", "medflowseg"], method=method))
+    region = lambda dice, hd95: {"classes": [], "dice": dice, "iou": dice / 2, "hd95": hd95, "set_metrics": {}}
+    brain_result = dataclasses.replace(_result(0.5), per_region={
+        "region:WT": region(0.9, 6.0), "region:TC": region(0.8, 9.0), "region:ET": region(0.7, 12.0)})
+    ev = _evidence(cfg, {("phantom-brain", "medflowseg"): brain_result})
+    ev.manifests.update({"phantom-brain": SimpleNamespace(dataset=brain.INFO),
+                         "phantom-fundus": SimpleNamespace(dataset=fundus.INFO)})
+    df = _table("Table 2", ev)
+    row = "MedFlowSeg [ours: medflowseg]"
+    regions = [f"phantom-brain {r} {m}" for r in ("WT", "TC", "ET") for m in ("Dice", "HD95")] + \
+              [f"phantom-fundus {r} {m}" for r in ("disc", "cup") for m in ("Dice", "HD95")]
+    assert [c for c in df.columns if " WT " in c or " TC " in c or " ET " in c or " disc " in c or " cup " in c] \
+        == regions
+    assert [df.loc[row, c] for c in regions[:6]] == ["90.00", "6.00", "80.00", "9.00", "70.00", "12.00"]
+    assert df.loc[row, "phantom-fundus disc Dice"] == "not run"
+    assert df.loc[row, "BraTs-2021 Dice"].startswith("80.00 (paper ")
+    assert df.loc[row, "BraTs-2021 HD95"].startswith("9.00 (paper ")
+    caption = results_caption(ev, LAYOUTS["Table 2"])
+    assert "Regions (unions of classes): WT = NCR + ED + ET; TC = NCR + ET; ET = ET." in caption
+    assert "disc = optic disc + optic cup; cup = optic cup." in caption
+
+
+def test_table4_on_a_stand_in_for_refuge2_cup_reads_the_cup_in_every_column(tmp_path):
+    ds = "phantom-fundus"
+    method = dict(TINY_PARAMS["method"])
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=[ds], methods=["unet", "medflowseg"],
+                                   method=method, table4={"datasets": [ds], "methods": ["medflowseg"]}))
+    cup = {"classes": ["optic cup"], "dice": 0.85, "iou": 0.7, "hd95": 2.0,
+           "set_metrics": {"ged_4": 0.28, "ci_paper": 0.77, "ci_harmonic": 0.66, "hm_iou": 0.55}}
+    disc = {"classes": ["optic disc", "optic cup"], "dice": 0.95, "iou": 0.9, "hd95": 1.0,
+            "set_metrics": {"ged_4": 0.1, "ci_paper": 0.9, "ci_harmonic": 0.9, "hm_iou": 0.9}}
+    result = dataclasses.replace(_result(0.5), per_region={"region:disc": disc, "region:cup": cup})
+    ev = _evidence(cfg, {(ds, "medflowseg"): result})
+    ev.manifests[ds] = SimpleNamespace(dataset=fundus.INFO)
+    row = _table("Table 4", ev).loc[(ds, "MedFlowSeg [ours: medflowseg]")]
+    assert row["CI"].startswith("77.0 (paper ") and row["GED"].startswith("28.0 (paper ")
+    assert row["Dice"].startswith("85.00 (paper ")
+    assert (row["CI (harmonic)"], row["HM-IoU"]) == ("66.0", "55.0")    # the all-class means are 75.0 and 50.0
+    assert "every column reads the cup region alone" in complexity_caption(ev, LAYOUTS["Table 4"])

@@ -24,6 +24,8 @@ class DatasetInfo:
         stands_for: the paper dataset whose task structure this one mirrors.
         phantom: True when the images are synthetic.
         note: a footnote printed under every table that uses the dataset.
+        regions: named evaluation regions, each a union of foreground class indices, scored beside the
+            classes (e.g. REFUGE's whole optic disc = rim + cup, BraTS's whole tumour = NCR + ED + ET).
     """
 
     name: str
@@ -34,6 +36,14 @@ class DatasetInfo:
     stands_for: str = ""
     phantom: bool = True
     note: str = ""
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, classes in self.regions.items():
+            if not classes or len(set(classes)) != len(classes) or \
+                    any(not isinstance(c, int) or not 0 < c < self.num_classes for c in classes):
+                raise ValueError(f"region {name!r} must list distinct foreground classes 1..{self.num_classes - 1}, "
+                                 f"got {list(classes)}")
 
     @property
     def num_classes(self) -> int:

@@ -1,9 +1,9 @@
 """The manifest of a processed dataset, subject-level splits and the leak check.
 
-``manifest.json`` sits beside the case files. It records the dataset description,
-how it was made, and one row per case (case id, subject id, split, modality,
-channels, spacing, class names, number of annotators, file hash and one hash per
-slice). Splits are made on subjects; a manifest in which a subject, or an
+``manifest.json`` sits beside the case files. It records the dataset description
+(with its evaluation regions, written only where it declares some), how it was made,
+and one row per case (case id, subject id, split, modality, channels, spacing, class
+names, number of annotators, file hash and one hash per slice). Splits are made on subjects; a manifest in which a subject, or an
 identical image slice, appears in two splits is a leak and is refused.
 """
 from __future__ import annotations
@@ -60,7 +60,10 @@ class Manifest:
         return [c for c in self.cases if c.split == name]
 
     def to_json(self) -> str:
-        d = {"dataset": asdict(self.dataset), "status": self.status, "reason": self.reason,
+        dataset = asdict(self.dataset)
+        if not dataset["regions"]:
+            del dataset["regions"]   # a dataset without regions keeps the manifest it had before they existed
+        d = {"dataset": dataset, "status": self.status, "reason": self.reason,
              "provenance": self.provenance, "cases": [asdict(c) for c in self.cases]}
         return json_text(d)
 
@@ -79,7 +82,11 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(f"{path}: manifest is missing (run the preprocess stage first)")
     try:
         d = json.loads(path.read_text())
-        info = DatasetInfo(**{**d["dataset"], "class_names": tuple(d["dataset"]["class_names"])})
+        regions = d["dataset"].get("regions", {})
+        if not isinstance(regions, dict):
+            raise ValueError(f"dataset.regions must map region names to class indices, got {regions!r}")
+        info = DatasetInfo(**{**d["dataset"], "class_names": tuple(d["dataset"]["class_names"]),
+                              "regions": {k: tuple(v) for k, v in regions.items()}})
         cases = [CaseEntry(**c) for c in d["cases"]]
         return Manifest(info, Status(d["status"]), d.get("reason", ""), d.get("provenance", {}), cases, path)
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:

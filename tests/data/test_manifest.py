@@ -19,6 +19,7 @@ from benchmark.data import registry
 from benchmark.data.phantoms import PhantomSource
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
+from benchmark.errors import USER_ERROR
 from benchmark.records import Status
 from tests.data.tamper import copy_processed
 
@@ -225,6 +226,40 @@ def test_manifest_round_trip(tmp_path):
     assert load_manifest(tmp_path) == m
     assert load_manifest(path) == m
     assert leftovers(tmp_path) == []
+
+
+def test_regions_round_trip_and_a_manifest_without_them_is_unchanged(tmp_path):
+    """A dataset's evaluation regions are stored with it; a dataset without regions writes no ``regions`` key, so
+    its manifest (and every manifest written before regions existed) reads and writes as before."""
+    m = clean_manifest()
+    assert "regions" not in json.loads(m.to_json())["dataset"]
+    info = DatasetInfo(name="phantom-unit", modality="MRI", channels=1, class_names=("background", "a", "b"),
+                       regions={"whole": (1, 2), "b": (2,)})
+    m.dataset = info
+    m.save(tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["dataset"]["regions"] == {"whole": [1, 2], "b": [2]}
+    assert load_manifest(tmp_path).dataset == info
+
+
+@pytest.mark.parametrize("regions, why", [({"x": [0, 1]}, r"1\.\.2"), ({"x": [3]}, r"1\.\.2"), ({"x": []}, "distinct"),
+                                          ({"x": [1, 1]}, "distinct"), ({"x": ["a"]}, "distinct"), (["x"], "dataset.regions must map")])
+def test_a_manifest_with_bad_regions_names_the_file_and_the_region(tmp_path, regions, why):
+    d = json.loads(clean_manifest().to_json())
+    d["dataset"].update(class_names=["background", "a", "b"], regions=regions)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ManifestError, match=why) as exc:
+        load_manifest(path)
+    assert str(exc.value).startswith(f"{path}: not a valid manifest") and "'x'" in str(exc.value)
+
+
+def test_cli_names_the_manifest_and_region_with_the_user_error_code(tmp_path, capsys):
+    d = json.loads(clean_manifest().to_json())
+    d["dataset"]["regions"] = {"whole": [1, 2]}     # the dataset has one foreground class
+    (tmp_path / "manifest.json").write_text(json.dumps(d))
+    assert main(["check-leaks", str(tmp_path)]) == USER_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "manifest.json") in err[0] and "region 'whole'" in err[0]
 
 
 def test_missing_manifest(tmp_path):

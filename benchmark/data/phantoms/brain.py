@@ -4,6 +4,8 @@ One case per subject: ``Z = 3`` contiguous axial slices through the tumour centr
 Image ``(3, 1, size, size)`` float32 (one FLAIR-like channel, as MedFlowSeg uses a
 single MRI channel), label ``(1, 3, size, size)`` uint8 with 0 background,
 1 necrotic core (NCR), 2 edema (ED), 3 enhancing tumour (ET; BraTS label 4).
+Evaluation regions as BraTS's: whole tumour WT = NCR + ED + ET, tumour core
+TC = NCR + ET, enhancing tumour ET.
 
 Anatomy: scalp, dark skull and CSF rim, grey/white matter with a folded cortical
 ribbon and sulci, and butterfly lateral ventricles pushed away from the tumour
@@ -32,6 +34,7 @@ INFO = DatasetInfo(
     name="phantom-brain", modality="MRI", channels=1,
     class_names=("background", "NCR", "ED", "ET"), n_annotators=1, stands_for="BraTS 2021",
     phantom=True, note="Synthetic single-channel FLAIR-like brain tumour slices standing in for BraTS 2021.",
+    regions={"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},   # BraTS's: whole tumour, tumour core, enhancing tumour
 )
 FOV = 240.0
 N_SLICES = 3

@@ -3,7 +3,8 @@
 One case per subject, a disc-centred crop of the posterior pole as used for
 disc/cup segmentation. Image ``(1, 3, size, size)`` float32 RGB in about [0, 1],
 label ``(1, 1, size, size)`` uint8 with 0 background, 1 optic disc (rim),
-2 optic cup; the cup always lies inside the disc and overrides it.
+2 optic cup; the cup always lies inside the disc and overrides it. Evaluation
+regions as REFUGE-2's: ``disc`` = rim + cup (the whole disc), ``cup``.
 
 Content: orange-red retina with choroidal texture; a vertically oval disc
 (diameter 26-36 % of the crop, off-centre by up to 6 %, borders perturbed ~6 %);
@@ -33,6 +34,7 @@ INFO = DatasetInfo(
     name="phantom-fundus", modality="fundus", channels=3,
     class_names=("background", "optic disc", "optic cup"), n_annotators=1, stands_for="REFUGE-2",
     phantom=True, note="Synthetic disc-centred colour fundus crops standing in for REFUGE-2.",
+    regions={"disc": (1, 2), "cup": (2,)},   # REFUGE's: the whole disc (rim + cup) and the cup
 )
 FOV_MM = 7.0
 

@@ -10,9 +10,9 @@ top-level folder does not matter.
 Label mapping: BraTS ``0`` background, ``1`` necrotic tumour core (NCR), ``2`` peritumoral oedema (ED),
 ``4`` GD-enhancing tumour (ET) -> classes ``0, 1, 2, 3`` = ``("background", "NCR", "ED", "ET")``, the
 classes of the suite's ``phantom-brain`` in the same order, so real and phantom cases are scored alike:
-the evaluation scores each class (NCR, ED, ET) on its own. The challenge's nested regions follow from
-these disjoint labels should anyone need them: whole tumour = {1, 2, 3}, tumour core = {1, 3},
-enhancing tumour = {3}. Any other value in a label map (e.g. BraTS 2023's ET label 3) is an error.
+the evaluation scores each class (NCR, ED, ET) on its own, and the challenge's nested regions, declared
+as unions of these disjoint labels: whole tumour WT = {1, 2, 3}, tumour core TC = {1, 3}, enhancing
+tumour ET = {3}. Any other value in a label map (e.g. BraTS 2023's ET label 3) is an error.
 
 Conversion, one case at a time:
 
@@ -65,7 +65,8 @@ from benchmark.data.real.source import RealSource, RemoteFile
 INFO = DatasetInfo(name="brats2021", modality="MRI", channels=1, class_names=("background", "NCR", "ED", "ET"),
                    n_annotators=1, stands_for="BraTS 2021", phantom=False,
                    note="BraTS 2021 training set: 1251 glioma MRI cases, FLAIR only, axial slices spanning the "
-                        "tumour; NCR, ED, ET scored as separate classes.")
+                        "tumour; NCR, ED, ET scored as classes, and the regions WT, TC, ET.",
+                   regions={"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)})
 FILES = (RemoteFile("BraTS2021_Training_Data.tar", None, checksum=None, size_mb=12500),)
 HOMEPAGE = "https://www.synapse.org/#!Synapse:syn25829067"
 LICENCE = ("Distributed through Synapse to registered users who accept the BraTS 2021 data-use terms: use for "

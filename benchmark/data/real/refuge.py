@@ -17,8 +17,9 @@ photograph).
 
 Label mapping, per rater: 0 background; 1 optic disc RIM (the disc mask minus the cup mask); 2 optic
 cup (the cup mask; the cup wins where a rater's cup strays outside their disc). This is the class
-layout of ``phantom-fundus``, and :mod:`benchmark.reproduction` scores "REFUGE2-Disc" on class 1 and
-"REFUGE2-Cup" on class 2. Rater ``k`` (1..7) is label row ``k - 1``: label ``(7, 1, S, S)`` uint8.
+layout of ``phantom-fundus``. The evaluation regions are REFUGE's: ``disc`` = classes 1 + 2 (the whole
+disc, cup included, what REFUGE and the papers score as "disc") and ``cup`` = class 2;
+:mod:`benchmark.reproduction` scores "REFUGE2-Disc" on region disc and "REFUGE2-Cup" on region cup. Rater ``k`` (1..7) is label row ``k - 1``: label ``(7, 1, S, S)`` uint8.
 
 Conversion: the image stays RGB (3 channels), resized antialiased to the profile's size; each rater's
 label is resized nearest-neighbour (:mod:`benchmark.data.imaging`). Intensities are not normalised.
@@ -57,8 +58,9 @@ from benchmark.data.real.source import RealSource, RemoteFile
 INFO = DatasetInfo(name="refuge2", modality="fundus", channels=3,
                    class_names=("background", "optic disc", "optic cup"), n_annotators=7,
                    stands_for="REFUGE-2", phantom=False,
-                   note="REFUGE seven-rater release (MedSegDiff's copy); disc = rim (disc minus cup), "
-                        "cup separate; HD95 in native pixels.")
+                   note="REFUGE seven-rater release (MedSegDiff's copy); classes rim (disc minus cup) and cup, "
+                        "regions disc (rim + cup, the whole disc) and cup; HD95 in native pixels.",
+                   regions={"disc": (1, 2), "cup": (2,)})
 FILES = (RemoteFile("REFUGE-Multirater.zip",
                     "https://huggingface.co/datasets/realslimman/REFUGE-MultiRater/resolve/main/REFUGE-Multirater.zip",
                     checksum=None, size_mb=800),)
