@@ -108,7 +108,10 @@ class RunRecord(Record):
     STAGE: ClassVar[str] = "train"
     method: str | None = None
     dataset: str | None = None
-    steps: int | None = None
+    steps: int | None = None                # optimizer steps run
+    epochs: float | None = _optional()      # the length as given, where given in epochs (benchmark/config.py) ...
+    slices_per_epoch: int | None = _optional()   # ... the training slices of one epoch
+    global_batch: int | None = _optional()  # ... and the slices of one step: steps = ceil(epochs x slices / batch)
     world_size: int | None = None
     device: str | None = None
     seconds: float | None = None
