@@ -177,8 +177,9 @@ class EvaluationRecord(Record):
 
 @dataclass(frozen=True)
 class ComplexityRecord(Record):
-    """The complexity stage's ``complexity.json``: parameters and multiply-adds of one image ``image``
-    ``(C, H, W)`` through the method's protocol of ``samples`` x ``evaluations_per_sample`` evaluations."""
+    """The complexity stage's ``complexity.json``: parameters and multiply-adds (MACs) of one image ``image``
+    ``(C, H, W)`` through the method's protocol of ``samples`` x ``evaluations_per_sample`` evaluations, and the
+    same compute in FLOPs, 2 per multiply-add (``flops_*``: the unit of the paper's Table 4)."""
     WHAT: ClassVar[str] = "complexity record (complexity.json)"
     STAGE: ClassVar[str] = "complexity"
     method: str | None = None
@@ -189,6 +190,8 @@ class ComplexityRecord(Record):
     macs_per_sample: float | None = None
     macs_per_evaluation: float | None = None
     macs_protocol: float | None = None
+    flops_per_evaluation: float | None = None   # 2 x macs_per_evaluation
+    flops_protocol: float | None = None         # 2 x macs_protocol
     samples: int | None = None
     evaluations_per_sample: int | None = None
     counted_by: str | None = None
