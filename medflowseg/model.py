@@ -35,8 +35,9 @@ class MedFlowSeg(FlowMatchingMethod):
     with the fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
 
     variant: dict = {"structural": "dbsa", "semantic": "fa"}
-    """The conditioning switches this registered method fixes; overriding them is an error, so a
-    method name always means one architecture (Table 3's rows are the subclasses below)."""
+    """The fields this registered method fixes (the conditioning switches; ``medflowseg-111m`` also the widths);
+    overriding them is an error, so a method name always means one architecture (Table 3's rows are the
+    subclasses below)."""
     __signature__ = _constructor_signature(MedFlowSegConfig)
 
     def __init__(self, in_channels: int, num_classes: int, **fields):
