@@ -75,9 +75,10 @@ Deviations, all ours:
   counted.
 
 Paper-scale values (seed 002, SPEC 2.3; public code for batch size and the 128 px crops): GTR 1000 epochs
-(LIDC) / 400 (ISIC), SFM 200 / 120 epochs, batch 6, lr 1e-4, alpha 1e-3 / 1e-4, Euler 25 / 50 steps. The
-trainer counts steps, so ``gtr_steps`` = GTR epochs x ceil(train slices / batch) and ``train.steps`` =
-gtr_steps + SFM epochs x the same.
+(LIDC) / 400 (ISIC), SFM 200 / 120 epochs, batch 6, lr 1e-4, alpha 1e-3 / 1e-4, Euler 25 / 50 steps. Both
+lengths can be given in epochs: ``gtr_epochs`` here and ``train.epochs`` (GTR + SFM epochs) for the whole
+run; the trainer converts both with the training split's size, ceil(epochs x slices / global batch), and
+tells this module the epoch length through :meth:`ATFM.set_epoch_length` before the first step.
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.training.data import epoch_steps
 from medflowseg.blocks import TimeEmbedding, group_norm
 from medflowseg.flow import FlowMatchingMethod, ODESolver, velocity_mse
 from medflowseg.unet import UNet
@@ -232,9 +234,10 @@ class ATFM(FlowMatchingMethod):
         epsilon: added to the diagonal variance (public code: 1e-5).
         mc_samples: Monte-Carlo draws in the GTR loss (paper: 20).
         antithetic: draw the MC samples in mirrored pairs (public code and SSN: yes).
-        gtr_steps: calls of ``loss`` that train the GTR before the SFM takes over. The paper gives epochs
-            (GTR 1000 LIDC / 400 ISIC; SFM 200 / 120), not steps: set it per profile; ``train.steps`` must
-            exceed it or the SFM never trains. Default 1000: a placeholder of ours.
+        gtr_steps, gtr_epochs: the GTR stage's length, at most one of the two: calls of ``loss`` that train
+            the GTR before the SFM takes over, or passes over the training slices (the paper's unit: GTR 1000
+            LIDC / 400 ISIC; SFM 200 / 120), which the trainer converts (:meth:`set_epoch_length`). The run's
+            length must exceed it or the SFM never trains. Neither given: 1000 steps, a placeholder of ours.
         channels, num_res_blocks, time_embed_dim, norm_groups: the SFM UNet (public code: widths
             128 x (1, 2, 4), two blocks per level, time embedding 4 x 128 = 512, GroupNorm with 1 group).
         attention_heads, attention_head_dim: full self-attention at the SFM bottleneck (public code: 4 x 32;
@@ -248,7 +251,8 @@ class ATFM(FlowMatchingMethod):
 
     def __init__(self, in_channels: int, num_classes: int, gtr_filters=(32, 64, 128, 192), gtr_res_blocks: int = 1,
                  gtr_norm_groups: int = 8, rank: int = 10, epsilon: float = 1e-5, mc_samples: int = 20,
-                 antithetic: bool = True, gtr_steps: int = 1000, channels=(128, 256, 512), num_res_blocks: int = 2,
+                 antithetic: bool = True, gtr_steps: int | None = None,
+                 gtr_epochs: float | None = None, channels=(128, 256, 512), num_res_blocks: int = 2,
                  time_embed_dim: int = 512, norm_groups: int = 1, attention_heads: int = 4,
                  attention_head_dim: int = 32, dice_weight: float = 1e-3, dice_smooth: float = 1e-6,
                  solver: str = "euler", steps: int = 25):
@@ -259,7 +263,12 @@ class ATFM(FlowMatchingMethod):
         # the paper's sigmoid channel for K = 2
         super().__init__(1 if num_classes == 2 else num_classes, ODESolver(solver, steps))
         self.num_classes = num_classes
-        self.mc_samples, self.antithetic, self.gtr_steps = mc_samples, antithetic, gtr_steps
+        if gtr_steps is not None and gtr_epochs is not None:
+            raise ValueError(f"give the GTR stage's length as gtr_steps or gtr_epochs, not both "
+                             f"(got {gtr_steps}, {gtr_epochs})")
+        self.mc_samples, self.antithetic, self.gtr_epochs = mc_samples, antithetic, gtr_epochs
+        # in epochs: unknown until the trainer gives the epoch length
+        self.gtr_steps = None if gtr_epochs is not None else 1000 if gtr_steps is None else gtr_steps
         self.dice_weight, self.dice_smooth = dice_weight, dice_smooth
         self.gtr = GTR(in_channels, self.state_channels, tuple(gtr_filters), gtr_res_blocks, gtr_norm_groups,
                        rank, epsilon)
@@ -274,6 +283,11 @@ class ATFM(FlowMatchingMethod):
                                  nn.Conv2d(channels[0], self.state_channels, 1))
         nn.init.zeros_(self.out[-1].weight)   # the untrained flow leaves x0 as it is (ours; module docstring)
         nn.init.zeros_(self.out[-1].bias)
+
+    def set_epoch_length(self, n_slices: int, global_batch: int) -> None:
+        """The trainer's epoch: ``n_slices`` training slices at ``global_batch`` a step; converts ``gtr_epochs``."""
+        if self.gtr_epochs is not None:
+            self.gtr_steps = epoch_steps(self.gtr_epochs, n_slices, global_batch)
 
     # ---- pieces -------------------------------------------------------------------------------------
     def sfm_parameters(self) -> list[nn.Parameter]:
@@ -332,6 +346,9 @@ class ATFM(FlowMatchingMethod):
         return velocity_mse(step.velocity, step.u), soft_dice(pred[:, fg], step.x1[:, fg], self.dice_smooth)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.gtr_steps is None:
+            raise RuntimeError("ATFM's GTR stage is given in epochs (gtr_epochs); the trainer converts it with "
+                               "set_epoch_length before the first step")
         done = int(self.trained_steps)
         if self.training:
             if done <= self.gtr_steps:        # stage 1, and the first call of stage 2: the copy follows the GTR

@@ -25,10 +25,12 @@ class CatalogueError(SegbenchError, ValueError):
 @dataclass(frozen=True)
 class MethodEntry:
     """A registered method's place in the tables: ``label`` on a row of its own; ``stand_in``: what stands on a
-    paper's row where it is not the authors' code; ``paper_rows``: the papers' rows it implements."""
+    paper's row where it is not the authors' code; ``paper_rows``: the papers' rows it implements; ``size_of``:
+    rows whose parameter and compute claims it is compared with as well (another reading of their architecture)."""
     label: str
     stand_in: str | None = None
     paper_rows: tuple[str, ...] = ()
+    size_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class Catalogue:
         """The registered method implementing a paper's row; None: not implemented."""
         return next((m for m, e in self.methods.items() if row in e.paper_rows), None)
 
+    def size_readings(self, row: str) -> list[str]:
+        """The methods whose size is compared with ``row``'s besides the row's own (``size_of``)."""
+        return [m for m, e in self.methods.items() if row in e.size_of]
+
     def stand_ins(self, paper_dataset: str | None) -> PaperDataset:
         """Our datasets standing for ``paper_dataset`` (none for a dataset the catalogue does not list)."""
         return self.datasets.get(paper_dataset, PaperDataset(()))
@@ -89,10 +95,11 @@ def _mapping(value: object, where: str, keys: set[str] | None = None) -> dict:
 
 def _method(name: str, raw: object) -> MethodEntry:
     where = f"methods.{name}"
-    raw = _mapping(raw, where, {"label", "stand_in", "paper_rows"})
+    raw = _mapping(raw, where, {"label", "stand_in", "paper_rows", "size_of"})
     return MethodEntry(label=_text(raw["label"], f"{where}.label") if "label" in raw else name,
                        stand_in=_text(raw["stand_in"], f"{where}.stand_in") if "stand_in" in raw else None,
-                       paper_rows=_texts(raw.get("paper_rows", []), f"{where}.paper_rows"))
+                       paper_rows=_texts(raw.get("paper_rows", []), f"{where}.paper_rows"),
+                       size_of=_texts(raw.get("size_of", []), f"{where}.size_of"))
 
 
 def _dataset(name: str, raw: object) -> PaperDataset:

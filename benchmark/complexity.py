@@ -1,7 +1,8 @@
 """Parameters and multiply-adds (MACs) of a method's inference, counted by fvcore.
 
 fvcore counts one fused multiply-add as one "flop" and silently skips operators it has no
-handle for. Two kinds matter here and get handles:
+handle for. The record gives the compute in both units, each named: MACs, and FLOPs at 2 per MAC
+(:data:`FLOPS_PER_MAC`; the paper's Table 4 counts "Gflops"). Two kinds matter here and get handles:
 
 - FFTs (``aten::fft_*``): FA-Attention and MedSegDiff's FF-Parser live in the frequency
   domain. A complex FFT of n points is counted as the Cooley-Tukey 5 n log2 n real flops,
@@ -61,6 +62,8 @@ def _sdpa_handle(inputs: list[Any], outputs: list[Any]) -> float:
     s, ev = k[-2], v[-1]
     return math.prod(batch) * length * s * (e + ev)
 
+
+FLOPS_PER_MAC = 2   # a multiply-add is a multiplication and an addition
 
 HANDLES = {
     "aten::fft_fft": _fft_handle(1), "aten::fft_ifft": _fft_handle(1),
@@ -169,8 +172,9 @@ def complexity_record(method_name: str, model_params: dict, in_channels: int, nu
     return ComplexityRecord(Status.OK, method=method_name, image=[in_channels, size, size], num_classes=num_classes,
                             params=c.params, macs_fixed=c.macs_fixed, macs_per_sample=c.macs_per_sample,
                             macs_per_evaluation=c.macs_per_evaluation,
-                            macs_protocol=c.macs_protocol, samples=c.samples,
+                            macs_protocol=c.macs_protocol, flops_per_evaluation=FLOPS_PER_MAC * c.macs_per_evaluation,
+                            flops_protocol=FLOPS_PER_MAC * c.macs_protocol, samples=c.samples,
                             evaluations_per_sample=c.evaluations_per_sample,
-                            counted_by="fvcore, 1 multiply-add = 1 MAC; FFT (2.5 n log2 n per transform) and fused "
+                            counted_by="fvcore, 1 multiply-add = 1 MAC = 2 FLOPs; FFT (2.5 n log2 n per transform) and fused "
                                        "attention counted by our handles; elementwise operators not counted",
                             uncounted_operators=sorted(c.uncounted))

@@ -80,6 +80,11 @@ NAME = Rule("a string", lambda v: isinstance(v, str))
 COUNTS = Rule("a list of integers >= 1", lambda v: isinstance(v, tuple) and all(_int(x) and x >= 1 for x in v))
 
 
+def or_absent(r: Rule) -> Rule:
+    """``r``, or no value (``None``: a field whose absence another check judges, e.g. TrainConfig's length)."""
+    return Rule(r.text, lambda v: v is None or r.test(v))
+
+
 class Checked:
     """A config dataclass whose fields are checked against their rules on construction."""
 
@@ -112,7 +117,12 @@ class DataConfig(Checked):
 
 @dataclass(frozen=True)
 class TrainConfig(Checked):
-    steps: int = checked(300, integer(1))
+    """How a method trains. Its length is ``steps`` or ``epochs``, exactly one of the two: the trainer turns
+    epochs into steps with the size of the dataset's training split, ceil(epochs x slices / global batch)
+    (:func:`benchmark.training.data.epoch_steps`). A section naming one of them drops the other from the
+    section it overrides (:func:`train_length`)."""
+    steps: int | None = checked(300, or_absent(integer(1)))
+    epochs: float | None = checked(None, or_absent(number(0, low_open=True)))  # passes over the training slices
     batch_size: int = checked(16, integer(1))
     lr: float = checked(1e-3, number(0, low_open=True))
     weight_decay: float = checked(0.0, number(0))
@@ -124,6 +134,20 @@ class TrainConfig(Checked):
     seed: int = checked(0, integer())
     threads: int = checked(2, integer(1))             # torch intra-op threads per process
     mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))  # passed to Accelerate
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.steps is None) == (self.epochs is None):
+            raise FieldError("steps", "give the training length as steps or as epochs, exactly one of the two "
+                                      f"(got steps={self.steps!r}, epochs={self.epochs!r})")
+
+
+def train_length(section: dict | None) -> dict | None:
+    """A ``train`` section as read: naming one of ``steps`` and ``epochs`` unsets the other, so a method's
+    ``epochs`` replaces the profile's ``steps`` (naming both stays an error)."""
+    if not isinstance(section, dict) or ("steps" in section) == ("epochs" in section):
+        return section
+    return {"steps": None, "epochs": None, **section}
 
 
 @dataclass(frozen=True)
@@ -346,7 +370,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     unknown = sorted(set(raw) - allowed, key=str)
     if unknown:
         raise ConfigError(f"{src}: unknown top-level key(s) {unknown} (allowed: {sorted(allowed)})")
-    train = build_section(TrainConfig, raw.get("train"), "train", src)
+    train = build_section(TrainConfig, train_length(raw.get("train")), "train", src)
     predict = build_section(PredictConfig, raw.get("predict"), "predict", src)
     method_sections = raw.get("method") or {}
     if not isinstance(method_sections, dict):
@@ -364,7 +388,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
                               f"got {m['model']!r}")
         methods[name] = MethodConfig(
             model=dict(m.get("model") or {}),
-            train=_merge(train, m.get("train"), f"method.{name}.train", src),
+            train=_merge(train, train_length(m.get("train")), f"method.{name}.train", src),
             predict=_merge(predict, m.get("predict"), f"method.{name}.predict", src))
     cfg = build_section(Config, {
         "profile": raw.get("profile", "default"), "datasets": raw.get("datasets") or [],

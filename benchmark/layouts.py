@@ -37,9 +37,10 @@ class TableLayout:
     datasets, and where ``extra_metrics`` are measured. ``extra_metrics``: ``(metric of the evaluation's
     average, column name)`` added for each of those datasets that stands for none of the table's paper
     datasets. ``region_metrics``: ``(metric, column name)`` added for each evaluation region of each of
-    those datasets that declares regions (BraTS's WT, TC and ET, REFUGE's whole disc and cup). ``blocks``: one block of rows per dataset, every row measured on it; ``our_columns``: ``(column
-    name, value)`` after the paper's, per block (value: ``gmacs_per_evaluation``, ``protocol``, or a set metric
-    of the evaluation, x100). ``caption``: ``results`` (metric conventions, samples, datasets) or
+    those datasets that declares regions (BraTS's WT, TC and ET, REFUGE's whole disc and cup). ``blocks``: one
+    block of rows per dataset, every row measured on it; ``our_columns``: ``(column name, value)`` after the
+    paper's, per block (value: ``gmacs_per_evaluation``, ``gflops_per_evaluation`` (2 FLOPs per MAC),
+    ``protocol``, or a set metric of the evaluation, x100). ``caption``: ``results`` (metric conventions, samples, datasets) or
     ``complexity`` (how Table 4 counts).
     """
     table: str
@@ -73,6 +74,7 @@ TABLES = (
                 extra_metrics=(("dice", "Dice"),), region_metrics=(("dice", "Dice"),)),
     TableLayout("Table 4", "table4_complexity_uncertainty", "Table 4: model complexity and sample uncertainty",
                 methods="table4", datasets="table4", blocks=True, caption="complexity",
-                our_columns=(("GMACs per evaluation", "gmacs_per_evaluation"), ("Samples x NFE", "protocol"),
+                our_columns=(("GMACs per evaluation", "gmacs_per_evaluation"),
+                             ("GFLOPs per evaluation (2 per MAC)", "gflops_per_evaluation"), ("Samples x NFE", "protocol"),
                              ("CI (harmonic)", "ci_harmonic"), ("HM-IoU", "hm_iou"))),
 )

@@ -108,7 +108,10 @@ class RunRecord(Record):
     STAGE: ClassVar[str] = "train"
     method: str | None = None
     dataset: str | None = None
-    steps: int | None = None
+    steps: int | None = None                # optimizer steps run
+    epochs: float | None = _optional()      # the length as given, where given in epochs (benchmark/config.py) ...
+    slices_per_epoch: int | None = _optional()   # ... the training slices of one epoch
+    global_batch: int | None = _optional()  # ... and the slices of one step: steps = ceil(epochs x slices / batch)
     world_size: int | None = None
     device: str | None = None
     seconds: float | None = None
@@ -180,8 +183,9 @@ class EvaluationRecord(Record):
 
 @dataclass(frozen=True)
 class ComplexityRecord(Record):
-    """The complexity stage's ``complexity.json``: parameters and multiply-adds of one image ``image``
-    ``(C, H, W)`` through the method's protocol of ``samples`` x ``evaluations_per_sample`` evaluations."""
+    """The complexity stage's ``complexity.json``: parameters and multiply-adds (MACs) of one image ``image``
+    ``(C, H, W)`` through the method's protocol of ``samples`` x ``evaluations_per_sample`` evaluations, and the
+    same compute in FLOPs, 2 per multiply-add (``flops_*``: the unit of the paper's Table 4)."""
     WHAT: ClassVar[str] = "complexity record (complexity.json)"
     STAGE: ClassVar[str] = "complexity"
     method: str | None = None
@@ -192,6 +196,8 @@ class ComplexityRecord(Record):
     macs_per_sample: float | None = None
     macs_per_evaluation: float | None = None
     macs_protocol: float | None = None
+    flops_per_evaluation: float | None = None   # 2 x macs_per_evaluation
+    flops_protocol: float | None = None         # 2 x macs_protocol
     samples: int | None = None
     evaluations_per_sample: int | None = None
     counted_by: str | None = None

@@ -167,9 +167,9 @@ def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | 
                                                     f"and image size, not the paper's"]
     if claim.metric == "params":
         return Measured(c.params / 1e6, d, method, caveats=tuple(caveats))
-    caveats.append("ours: fvcore multiply-adds of the inference protocol (samples x NFE); the paper counts "
-                   "GFLOPs until its samples converge (§4.4)")
-    return Measured(c.macs_protocol / 1e9, d, method, caveats=tuple(caveats))
+    caveats.append("ours: FLOPs of the inference protocol (samples x NFE), 2 per fvcore multiply-add; the paper "
+                   "counts GFLOPs until its samples converge (§4.4)")
+    return Measured(c.flops_protocol / 1e9, d, method, caveats=tuple(caveats))
 
 
 def _medflowseg(cfg: Config):
@@ -231,11 +231,11 @@ def judge_setting(claim: Claim, ev: Evidence) -> Line:
                 setting=True, where=where)
 
 
-def judge(claim: Claim, ev: Evidence) -> Line:
-    """The report line of one claim."""
+def judge(claim: Claim, ev: Evidence, method: str | None = None) -> Line:
+    """The report line of one claim, optionally for another ``method`` than the one on the claim's row."""
     if claim.higher_is_better is None and claim.metric not in _COMPLEXITY_METRICS:
         return judge_setting(claim, ev)
-    m = measure(claim, ev)
+    m = measure(claim, ev, method)
     tolerance = ev.cfg.claims.tolerance.get(claim.unit)
     if m.value is not None and tolerance is None:
         m = dataclasses.replace(m, caveats=m.caveats + (f"no tolerance set for unit {claim.unit!r}",))
@@ -244,5 +244,11 @@ def judge(claim: Claim, ev: Evidence) -> Line:
 
 
 def judge_all(ev: Evidence) -> list[Line]:
-    """The report line of every claim of ``ev``, in file order."""
-    return [judge(c, ev) for c in ev.claims]
+    """The report line of every claim of ``ev``, in file order; a size or compute claim is followed by a line for
+    each other reading of its row's architecture the profile counts (the catalogue's ``size_of``)."""
+    lines = []
+    for c in ev.claims:
+        lines.append(judge(c, ev))
+        if c.metric in _COMPLEXITY_METRICS:
+            lines += [judge(c, ev, m) for m in ev.catalogue.size_readings(c.row) if m in ev.cfg.table4.methods]
+    return lines

@@ -165,15 +165,19 @@ def _paper_regions(ev: Evidence, ds: str, table: str) -> tuple[str, ...]:
     return next((p.regions for p in map(ev.catalogue.stand_ins, sorted(paper)) if ds in p.stand_ins), ())
 
 
+_COMPUTE = {   # Table 4's columns of compute, from the complexity record
+    "gmacs_per_evaluation": lambda c: f"{c.macs_per_evaluation / 1e9:.3f}",
+    "gflops_per_evaluation": lambda c: f"{c.flops_per_evaluation / 1e9:.3f}",
+    "protocol": lambda c: f"{c.samples} x {c.evaluations_per_sample}",
+}
+
+
 def _our_value(ev: Evidence, ds: str, m: str, value: str, regions: tuple[str, ...] = ()) -> str:
     """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``); a set metric is read on
     ``regions`` (their mean) where given, as the table's paper columns are."""
-    if value in ("gmacs_per_evaluation", "protocol"):
+    if value in _COMPUTE:
         c = ev.complexity.get((ds, m))
-        if c is None or not c.ok:
-            return NOT_RUN
-        return f"{c.macs_per_evaluation / 1e9:.3f}" if value == "gmacs_per_evaluation" else \
-            f"{c.samples} x {c.evaluations_per_sample}"
+        return NOT_RUN if c is None or not c.ok else _COMPUTE[value](c)
     r = ev.results.get((ds, m))
     if r is None or not r.ok:
         return NOT_RUN
@@ -195,7 +199,7 @@ def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
     size = "x".join(str(v) for v in (counted.image[1:] if counted else [])) or "?"
     return (f"Profile `{cfg.profile}`: parameters and MACs are those of this profile's configuration at {size} "
             f"pixels (not the paper's 256x256 models; `benchmarks/NOTES.md` counts those). Our \"Gflops\" are "
-            f"fvcore multiply-adds (1 multiply-add = 1; FFT and fused attention included) of the whole protocol: "
+            f"FLOPs, 2 per fvcore multiply-add (FFT and fused attention included), of the whole protocol: "
             f"once-per-image cost + samples x NFE x per evaluation; the paper counts until its samples converge. "
             f"Samples per case K (GED_K and CI use all K, unfused): {samples}; raters per case: "
             f"{raters}. CI (the paper's column) is combined as the CIMD paper prints it (3SDA/(S+D+A)), CI (harmonic) "

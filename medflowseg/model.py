@@ -17,7 +17,7 @@ import inspect
 import torch
 from monai.losses import DiceCELoss
 
-from medflowseg.config import MedFlowSegConfig
+from medflowseg.config import CHANNELS_111M, MedFlowSegConfig
 from medflowseg.flow import VELOCITY_LOSSES, FlowMatchingMethod, ODESolver, decode_labels, encode_labels
 from medflowseg.networks import ConditionFeatures, ConditionNetwork, FlowNetwork
 
@@ -35,12 +35,14 @@ class MedFlowSeg(FlowMatchingMethod):
     with the fields of ``MedFlowSegConfig`` (the registry's constructor convention)."""
 
     variant: dict = {"structural": "dbsa", "semantic": "fa"}
-    """The conditioning switches this registered method fixes; overriding them is an error, so a
-    method name always means one architecture (Table 3's rows are the subclasses below)."""
+    """The fields this registered method fixes (the conditioning switches; ``medflowseg-111m`` also the widths);
+    overriding them is an error, so a method name always means one architecture (Table 3's rows are the
+    subclasses below)."""
     __signature__ = _constructor_signature(MedFlowSegConfig)
 
     def __init__(self, in_channels: int, num_classes: int, **fields):
-        clash = {k: v for k, v in fields.items() if k in self.variant and v != self.variant[k]}
+        clash = {k: v for k, v in fields.items()
+                 if k in self.variant and (tuple(v) if isinstance(v, list) else v) != self.variant[k]}
         if clash:
             raise ValueError(f"{type(self).__name__} fixes {self.variant}; cannot override {clash}")
         config = MedFlowSegConfig(**{**fields, **self.variant})
@@ -106,3 +108,8 @@ class MedFlowSegNoModulator(MedFlowSeg):
     """Ablation, Table 3 row 4: DB-SA plus FA-Attention without the Neural Modulator."""
     variant = {"structural": "dbsa", "semantic": "fa_nomod"}
 
+
+class MedFlowSeg111M(MedFlowSeg):
+    """The full model at the widths that give Table 4's 111 M parameters, {64, 128, 256, 512} (110.9 M; the printed
+    {64, 128, 256, 256} give 52.8 M): the paper's size read as its architecture (``medflowseg/config.py``)."""
+    variant = {**MedFlowSeg.variant, "channels": CHANNELS_111M}

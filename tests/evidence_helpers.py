@@ -29,7 +29,8 @@ def evaluation(dice: float, n_samples: int = 4, lv: float = 0.9, hd95: float = 3
 
 def complexity(params: int = 840_000) -> ComplexityRecord:
     return ComplexityRecord(Status.OK, method="m", image=[1, 64, 64], num_classes=4, params=params, macs_fixed=0.0,
-                            macs_per_sample=0.0, macs_per_evaluation=2.5e7, macs_protocol=1.1e9, samples=4,
+                            macs_per_sample=0.0, macs_per_evaluation=2.5e7, macs_protocol=1.1e9,
+                            flops_per_evaluation=5e7, flops_protocol=2.2e9, samples=4,
                             evaluations_per_sample=10, counted_by="test", uncounted_operators=[])
 
 

@@ -75,7 +75,7 @@ def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
             "FlowSDF [ours: flowsdf, suite reimplementation]"}
     assert ours <= set(rows) and all("not run" not in rows[name] for name in ours)
     full = rows["MedFlowSeg [ours: medflowseg]"]
-    assert full[8] == "2 x 2" and full[5].endswith("(paper 21.9 on REFUGE2-Cup)")  # tiny profile: 2 samples, 2 steps
+    assert full[9] == "2 x 2" and full[5].endswith("(paper 21.9 on REFUGE2-Cup)")  # tiny profile: 2 samples, 2 steps
     assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["SegDiff"][2] == "not implemented (paper 53)"
     assert rows["MedSegDiff"][2] == "not run (paper 85)"  # registered, not in the tiny profile
     record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())

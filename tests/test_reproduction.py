@@ -106,6 +106,35 @@ def test_parameter_count_is_compared_in_millions(tmp_path):
     assert line.measured.value == pytest.approx(110.5) and line.verdict == REPRODUCED and not line.setting
 
 
+def test_the_claims_report_compares_both_readings_of_medflowseg_with_the_papers_111m(tmp_path):
+    """Table 4's Params and Gflops of MedFlowSeg get a line for the literal widths (medflowseg, 52.8 M) and one for
+    the 111 M reading (medflowseg-111m, the catalogue's ``size_of``); the Gflops read FLOPs, 2 per MAC."""
+    from benchmark.reproduction import judge_all
+    from tests.conftest import MEDFLOWSEG_TINY
+
+    lesion = "phantom-lesion"
+    complexity = {(lesion, "medflowseg"): dataclasses.replace(complexity_record(52_837_192), flops_protocol=1.6e12),
+                  (lesion, "medflowseg-111m"): dataclasses.replace(complexity_record(110_872_648),
+                                                                   flops_protocol=7.9e11)}
+    method = {"unet": {}, "medflowseg": {"model": MEDFLOWSEG_TINY}, "medflowseg-111m": {"model": MEDFLOWSEG_TINY}}
+    ev = _evidence(tmp_path, {}, complexity=complexity, datasets=[lesion], methods=["medflowseg"], method=method,
+                   ablations={"datasets": [lesion], "methods": ["medflowseg-111m"]},
+                   table4={"datasets": [lesion], "methods": ["medflowseg", "medflowseg-111m"]})
+    lines = [ln for ln in judge_all(ev) if ln.claim.id in ("medflowseg.t4.medflowseg.params",
+                                                             "medflowseg.t4.medflowseg.gflops")]
+    got = [(ln.claim.metric, ln.measured.method, ln.measured.value, ln.verdict) for ln in lines]
+    assert got == [("params", "medflowseg", pytest.approx(52.837192), NOT_REPRODUCED),
+                   ("params", "medflowseg-111m", pytest.approx(110.872648), REPRODUCED),
+                   ("gflops", "medflowseg", pytest.approx(1600.0), NOT_COMPARABLE),
+                   ("gflops", "medflowseg-111m", pytest.approx(790.0), NOT_COMPARABLE)]
+    assert "2 per fvcore multiply-add" in lines[2].reasons
+    assert [ln.where for ln in lines[:2]] == [f"{lesion}/medflowseg", f"{lesion}/medflowseg-111m"]
+    # a profile that does not count the 111 M reading has one line per claim, as before
+    ev = _evidence(tmp_path, {}, complexity=complexity, datasets=[lesion], methods=["medflowseg"], method=method,
+                   ablations={"datasets": [], "methods": []}, table4={"datasets": [lesion], "methods": ["medflowseg"]})
+    assert len(judge_all(ev)) == len(ev.claims)
+
+
 def test_settings_same_differs_and_not_run(tmp_path):
     ev = _evidence(tmp_path, {}, methods=["unet", "medflowseg"])
     steps = Claim(id="medflowseg.text.sampling_steps", paper="medflowseg", table="text §4.2", row="MedFlowSeg",

@@ -56,11 +56,12 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path):
     assert (df.loc[(DS, "FlowSDF"), TABLE4_EXTRA] == "not run").all()
     assert (df.loc[(DS, "SegDiff"), TABLE4_EXTRA] == "not implemented").all()
     full = df.loc[(DS, "MedFlowSeg [ours: medflowseg]")]
-    assert full["Params"] == "0.840 (paper 111, Δ -110.160)" and full["Gflops"].startswith("1.10 (paper 789")
+    assert full["Params"] == "0.840 (paper 111, Δ -110.160)" and full["Gflops"].startswith("2.20 (paper 789")
     # phantom-lesion does not stand for the paper's REFUGE2-Cup: the paper's value, no difference
     assert full["CI"] == "70.0 (paper 83.2 on REFUGE2-Cup)" and full["GED"] == "25.0 (paper 21.9 on REFUGE2-Cup)"
     assert full["Dice"] == "50.00 (paper 88.6 on REFUGE2-Cup)"
-    assert list(full[TABLE4_EXTRA]) == ["0.025", "4 x 10", "75.0", "50.0"]
+    assert list(full[TABLE4_EXTRA]) == ["0.025", "0.050", "4 x 10", "75.0", "50.0"]
+    assert TABLE4_EXTRA[:2] == ["GMACs per evaluation", "GFLOPs per evaluation (2 per MAC)"]
     dbsa = df.loc[(DS, "bone + DB-SA [ours: medflowseg-dbsa]")]
     assert dbsa["Params"] == "not run" and dbsa["Dice"] == "40.00 (paper 85.1 on REFUGE2-Cup)"
     fa = df.loc[(DS, "bone + FA-A. [ours: medflowseg-fa]")]
@@ -155,6 +156,9 @@ def test_complexity_stage_writes_the_counts_of_the_configured_method(tiny_projec
     assert record["macs_per_evaluation"] == pytest.approx(expected.macs_per_evaluation)
     assert record["samples"] == 2 and record["evaluations_per_sample"] == 2  # tiny profile: 2 samples, 2 steps
     assert record["macs_protocol"] == pytest.approx(record["macs_fixed"] + 2 * 2 * record["macs_per_evaluation"])
+    # the same compute in FLOPs, 2 per multiply-add, each unit named
+    assert record["flops_per_evaluation"] == 2 * record["macs_per_evaluation"] > 0
+    assert record["flops_protocol"] == 2 * record["macs_protocol"] and "2 FLOPs" in record["counted_by"]
 
 
 def test_headline_metrics_average_the_main_matrix_and_count_verdicts(cfg):
@@ -215,3 +219,19 @@ def test_table4_on_a_stand_in_for_refuge2_cup_reads_the_cup_in_every_column(tmp_
     assert row["Dice"].startswith("85.00 (paper ")
     assert (row["CI (harmonic)"], row["HM-IoU"]) == ("66.0", "55.0")    # the all-class means are 75.0 and 50.0
     assert "every column reads the cup region alone" in complexity_caption(ev, LAYOUTS["Table 4"])
+
+
+def test_table4_gives_compute_in_macs_and_in_flops_from_the_record(cfg):
+    """The FLOPs column is twice the MACs column, cell for cell, read from the complexity record."""
+    import dataclasses
+
+    counts = {"medflowseg": (3.7e7, 7.4e7), "medflowseg-dbsa": (1.25e9, 2.5e9)}
+    complexity = {(DS, m): dataclasses.replace(_complexity(), macs_per_evaluation=macs, flops_per_evaluation=flops)
+                  for m, (macs, flops) in counts.items()}
+    ev = _evidence(cfg, {(DS, m): _result(0.5) for m in counts}, complexity)
+    df = _table("Table 4", ev)
+    for label in ("MedFlowSeg [ours: medflowseg]", "bone + DB-SA [ours: medflowseg-dbsa]"):
+        macs, flops = (float(df.loc[(DS, label), c]) for c in ("GMACs per evaluation",
+                                                                 "GFLOPs per evaluation (2 per MAC)"))
+        assert flops == pytest.approx(2 * macs) and macs > 0
+

@@ -6,7 +6,9 @@ uninterrupted run would have drawn, without replaying any random stream.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -33,6 +35,13 @@ class SliceSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def epoch_steps(epochs: float, n_slices: int, global_batch: int) -> int:
+    """Optimizer steps of ``epochs`` passes over ``n_slices`` training slices at ``global_batch`` slices a step
+    (the batch of every process together): ceil(epochs x n_slices / global_batch). ``epochs`` is read as the
+    decimal it was written as (0.1 is 1/10, not the float just above it), so a whole product is not rounded up."""
+    return math.ceil(Fraction(str(epochs)) * n_slices / global_batch)
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:

@@ -36,7 +36,7 @@ from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
 from benchmark.training.checkpoint import TrainingState, save_torch, write_files
-from benchmark.training.data import SliceSet, batch_at
+from benchmark.training.data import SliceSet, batch_at, epoch_steps
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -68,13 +68,19 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     info = manifest.dataset
     data = SliceSet.from_cases(cases)
     manifest_sha = file_sha256(processed / MANIFEST)
-    resolved = {"method": method, "model": mcfg.model, "train": dataclasses.asdict(cfg),
+    # the length as given (steps or epochs): a profile in steps keeps the fingerprint of its checkpoints
+    given = {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None}
+    resolved = {"method": method, "model": mcfg.model, "train": given,
                 "predict": dataclasses.asdict(mcfg.predict), "manifest_sha256": manifest_sha}
     fingerprint = json_hash({k: v for k, v in resolved.items() if k != "predict"})
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_method(method, info.channels, info.num_classes, mcfg.model)
+    global_batch = cfg.batch_size * accelerator.num_processes
+    steps = cfg.steps if cfg.epochs is None else epoch_steps(cfg.epochs, len(data), global_batch)
+    if hasattr(model, "set_epoch_length"):   # a method whose own stages are counted in epochs (ATFM)
+        model.set_epoch_length(len(data), global_batch)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.warmup_steps)
@@ -90,9 +96,9 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
         start, history = resumed["step"], resumed["history"]
         accelerator.print(f"resuming from {ckpt_dir / f'{checkpoint.CKPT_PREFIX}{start:07d}'} at step {start}")
 
-    stop = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+    stop = steps if max_steps is None else min(steps, max_steps)
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
-    bar = tqdm(range(start, stop), initial=start, total=cfg.steps, desc=f"train {info.name}/{method}",
+    bar = tqdm(range(start, stop), initial=start, total=steps, desc=f"train {info.name}/{method}",
                disable=not accelerator.is_local_main_process, mininterval=2.0, dynamic_ncols=True)
     for step in bar:
         images, labels, g = batch_at(data, cfg.batch_size, cfg.seed, step, accelerator.process_index)
@@ -113,15 +119,17 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                             {"fingerprint": fingerprint, "config": resolved, "history": history}, cfg.keep_checkpoints)
     bar.close()
 
-    meta = RunRecord(Status.PARTIAL if stop < cfg.steps else Status.OK, method=method, dataset=info.name,
-                     steps=stop, world_size=accelerator.num_processes, device=str(accelerator.device),
+    in_epochs = cfg.epochs is not None
+    meta = RunRecord(Status.PARTIAL if stop < steps else Status.OK, method=method, dataset=info.name,
+                     steps=stop, epochs=cfg.epochs, slices_per_epoch=len(data) if in_epochs else None,
+                     global_batch=global_batch if in_epochs else None, world_size=accelerator.num_processes, device=str(accelerator.device),
                      seconds=history[-1]["seconds"] if history else 0.0,
                      final_loss=history[-1]["loss"] if history else None,
                      model_params=mcfg.model, train=resolved["train"], predict=resolved["predict"],
                      in_channels=info.channels, num_classes=info.num_classes, fingerprint=fingerprint,
                      manifest_sha256=manifest_sha, git_revision=git_revision(),
                      weights_sha256=weights_hash(ema.module))
-    if accelerator.is_main_process and stop == cfg.steps:
+    if accelerator.is_main_process and stop == steps:
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
                    "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
         with disk_full_named(out / "model"), staged_folder(out / "model") as tmp:

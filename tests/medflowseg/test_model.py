@@ -162,6 +162,27 @@ def test_the_paper_profile_builds_the_pinned_model():
     assert n_params(m) == 52_837_192 and m.default_sampler.steps == 50
 
 
+
+def test_the_paper_profile_pins_both_readings_of_the_papers_111m():
+    """The printed widths {64, 128, 256, 256} give 52.8 M; medflowseg-111m, {64, 128, 256, 512} with everything
+    else the full model's, gives 110.9 M, within 0.2% of Table 4's 111 M."""
+    from benchmark.config import load_config
+    from medflowseg.config import CHANNELS_111M, CHANNELS_PRINTED
+    from medflowseg.model import MedFlowSeg111M
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "profiles" / "paper.yaml")
+    literal, wide = cfg.method_config("medflowseg").model, cfg.method_config("medflowseg-111m").model
+    assert {k: v for k, v in wide.items() if k != "channels"} == {k: v for k, v in literal.items() if k != "channels"}
+    assert (tuple(literal["channels"]), tuple(wide["channels"])) == (CHANNELS_PRINTED, CHANNELS_111M)
+    assert "medflowseg-111m" in cfg.table4.methods and cfg.evaluated("refuge2", "medflowseg-111m")
+    with torch.device("meta"):
+        counts = [n_params(MedFlowSeg(1, 4, **literal)), n_params(MedFlowSeg111M(1, 4, **wide))]
+    assert counts == [52_837_192, 110_872_648] and abs(counts[1] / 111e6 - 1) < 0.002
+    with pytest.raises(ValueError, match="cannot override"):
+        MedFlowSeg111M(1, 4, channels=[64, 128, 256, 256])
+
+
 def test_one_training_step_of_the_default_profile_config():
     """The CPU-scale configuration params.yaml trains, at its own resolution (batch reduced to 2)."""
     from benchmark.config import load_config
