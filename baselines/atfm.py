@@ -85,12 +85,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.training.data import epoch_steps
 from medflowseg.blocks import TimeEmbedding, group_norm
 from medflowseg.flow import FlowMatchingMethod, ODESolver, velocity_mse
 from medflowseg.unet import UNet
@@ -284,10 +284,11 @@ class ATFM(FlowMatchingMethod):
         nn.init.zeros_(self.out[-1].weight)   # the untrained flow leaves x0 as it is (ours; module docstring)
         nn.init.zeros_(self.out[-1].bias)
 
-    def set_epoch_length(self, n_slices: int, global_batch: int) -> None:
-        """The trainer's epoch: ``n_slices`` training slices at ``global_batch`` a step; converts ``gtr_epochs``."""
+    def set_epoch_length(self, to_steps: Callable[[float], int]) -> None:
+        """``to_steps``: the trainer's conversion of epochs to steps for this run (``CountsInEpochs``);
+        converts ``gtr_epochs``."""
         if self.gtr_epochs is not None:
-            self.gtr_steps = epoch_steps(self.gtr_epochs, n_slices, global_batch)
+            self.gtr_steps = to_steps(self.gtr_epochs)
 
     # ---- pieces -------------------------------------------------------------------------------------
     def sfm_parameters(self) -> list[nn.Parameter]:

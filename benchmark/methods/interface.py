@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from benchmark.config import MethodConfig
     from benchmark.records import PredictionRecord, RunRecord
 
-__all__ = ["SegmentationMethod", "Sampler", "Samples", "TrainsItself"]
+__all__ = ["SegmentationMethod", "Sampler", "Samples", "CountsInEpochs", "TrainsItself"]
 
 
 @runtime_checkable
@@ -95,6 +95,16 @@ class SegmentationMethod(Protocol):
             ``nfe``, one count per returned sample of the network evaluations that made it (all its restarts
             and averaged draws; ``(1,)`` for a deterministic network).
         """
+        ...
+
+
+@runtime_checkable
+class CountsInEpochs(Protocol):
+    """Optional, beside :class:`SegmentationMethod`: a method whose own training stages are counted in epochs
+    (ATFM's prior stage, ``gtr_epochs``). Before the first step the trainer calls ``set_epoch_length`` with its
+    conversion of epochs to optimizer steps for this run: ceil(epochs x training slices / global batch)."""
+
+    def set_epoch_length(self, to_steps: Callable[[float], int]) -> None:
         ...
 
 

@@ -32,6 +32,7 @@ from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import atomic_write, disk_full_named, staged_folder
 from benchmark.methods import build_method
+from benchmark.methods.interface import CountsInEpochs
 from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
@@ -79,8 +80,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     model = build_method(method, info.channels, info.num_classes, mcfg.model)
     global_batch = cfg.batch_size * accelerator.num_processes
     steps = cfg.steps if cfg.epochs is None else epoch_steps(cfg.epochs, len(data), global_batch)
-    if hasattr(model, "set_epoch_length"):   # a method whose own stages are counted in epochs (ATFM)
-        model.set_epoch_length(len(data), global_batch)
+    if isinstance(model, CountsInEpochs):   # a method whose own stages are counted in epochs (ATFM)
+        model.set_epoch_length(lambda epochs: epoch_steps(epochs, len(data), global_batch))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.warmup_steps)

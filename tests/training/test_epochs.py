@@ -128,7 +128,7 @@ def test_atfm_converts_its_gtr_epochs_like_the_trainer():
     with pytest.raises(RuntimeError, match="gtr_epochs"):
         model.train().loss(torch.zeros(2, 1, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long),
                            torch.Generator().manual_seed(0))
-    model.set_epoch_length(140, 6)
+    model.set_epoch_length(lambda epochs: epoch_steps(epochs, 140, 6))
     assert model.gtr_steps == epoch_steps(2.5, 140, 6) == 59
     assert ATFM(1, 2, **{**TINY, "gtr_steps": 3}).gtr_steps == 3 and ATFM(1, 2, **TINY).gtr_steps == 1000
     with pytest.raises(ValueError, match="gtr_steps or gtr_epochs, not both"):
