@@ -109,15 +109,19 @@ def test_mdm_takes_the_best_sample_per_rater_and_scores_empty_pairs_one():
     assert max_dice_matching(samples, raters, 2) == pytest.approx((0.8 + 1.0) / 2)
 
 
-def test_collective_insight_parts_by_hand():
-    # 1 x 10 strips. Raters: [0,4) and [0,6); samples: [0,3) and [2,8).
+def _strips() -> tuple[np.ndarray, np.ndarray]:
+    """1 x 10 strips. Raters: [0,4) and [0,6); samples: [0,3) and [2,8)."""
     def strip(lo, hi):
         m = np.zeros((1, 10), np.uint8)
         m[0, lo:hi] = 1
         return m
 
-    raters = np.stack([strip(0, 4), strip(0, 6)])
-    samples = np.stack([strip(0, 3), strip(2, 8)])
+    return np.stack([strip(0, 4), strip(0, 6)]), np.stack([strip(0, 3), strip(2, 8)])
+
+
+def test_collective_insight_parts_by_hand():
+    # 1 x 10 strips. Raters: [0,4) and [0,6); samples: [0,3) and [2,8).
+    raters, samples = _strips()
     # Sensitivity: rater union [0,6), sample union [0,8): TP 6, FN 0 -> 1.
     assert combined_sensitivity(samples, raters, 2) == 1.0
     # D_max: rater [0,4): Dice with [0,3) = 6/7, with [2,8) = 4/10 -> 6/7; rater [0,6): 6/9 vs 8/12 -> 2/3.
@@ -134,13 +138,7 @@ def test_collective_insight_parts_by_hand():
 
 def test_pixel_variance_reading_by_hand():
     """The strips above under the other public reading: V = variance over the 10 pixels of a - b."""
-    def strip(lo, hi):
-        m = np.zeros((1, 10), np.uint8)
-        m[0, lo:hi] = 1
-        return m
-
-    raters = np.stack([strip(0, 4), strip(0, 6)])
-    samples = np.stack([strip(0, 3), strip(2, 8)])
+    raters, samples = _strips()
     # raters: a - b is -1 on [4, 6): mean -0.2, mean square 0.2, variance 0.16
     # samples: a - b is 1 on [0, 2), -1 on [3, 8): mean -0.3, mean square 0.7, variance 0.61
     a = 1 - (abs(0.16 - 0.61) + abs(0.16 - 0.61)) / 2
