@@ -77,11 +77,13 @@ def headline(record: EvaluationRecord) -> dict:
 
 
 def _write(out: Path, record: EvaluationRecord, rows: list[dict], set_rows: list[dict]) -> None:
+    # The folder also holds other stages' files (complexity, NFE sweep), so it is not swapped whole; the record
+    # the later stages read goes last, so once it is new every file it speaks for is new too.
     out.mkdir(parents=True, exist_ok=True)
-    write_record(out / "evaluation.json", record)
-    write_json(out / "metrics.json", headline(record))
     atomic_write(out / "per_case.csv", lambda t: pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(t, index=False))
     atomic_write(out / "per_case_sets.csv", lambda t: pd.DataFrame(set_rows).to_csv(t, index=False))
+    write_json(out / "metrics.json", headline(record))
+    write_record(out / "evaluation.json", record)
 
 
 def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, method: str) -> EvaluationRecord:
