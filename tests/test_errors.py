@@ -181,10 +181,10 @@ def test_a_full_disk_during_a_json_write_is_one_error_and_the_previous_file_stay
                                                                                   capsys):
     monkeypatch.chdir(trained_project)
     before = _files(trained_project / "results")
-    _fill_the_disk_on_call(monkeypatch, Path, "write_text", 1)      # evaluation.json, the first file it writes
+    _fill_the_disk_on_call(monkeypatch, Path, "write_text", 1)      # metrics.json, the first JSON it writes
     assert main(["evaluate", "phantom-cardiac", "unet"]) == USER_ERROR
     assert capsys.readouterr().err == (
-        "segbench evaluate: error: results/phantom-cardiac/unet/evaluation.json: could not be written: No space "
+        "segbench evaluate: error: results/phantom-cardiac/unet/metrics.json: could not be written: No space "
         "left on device; the previous output, if any, is left as it was and no temporary file remains\n")
     assert _files(trained_project / "results") == before and _temporaries(trained_project) == []
 
