@@ -94,10 +94,10 @@ def _train(args, cfg, out: Path):
         print(f"train {args.dataset}/{args.method}: trains in one process; rank {os.environ['RANK']} has nothing to do")
         return
     if external:
-        meta = external.train(paths.processed(args.dataset), out, cfg.method_config(args.method),
+        meta = external.train(paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset),
                               cfg.evaluation.reference, args.max_steps)
     else:
-        meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method), args.max_steps)
+        meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset), args.max_steps)
     print(f"train {args.dataset}/{args.method}: {meta.status.value} {meta.steps} steps in {meta.seconds:.1f} s, "
           f"final loss {meta.final_loss}")
 
@@ -105,7 +105,7 @@ def _train(args, cfg, out: Path):
 def cmd_predict(args):
     from benchmark.inference import predict
     cfg = _config(args, args.method)
-    mcfg = cfg.method_config(args.method)
+    mcfg = cfg.method_config(args.method, args.dataset)
     external = _trains_itself(args.method)
     if external:
         meta = external.predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
@@ -132,7 +132,7 @@ def cmd_complexity(args):
     from benchmark.data.manifest import load_manifest
     from benchmark.records import ComplexityRecord, write_record
     cfg = _config(args, args.method)
-    mcfg = cfg.method_config(args.method)
+    mcfg = cfg.method_config(args.method, args.dataset)
     manifest = load_manifest(paths.processed(args.dataset))
     out = args.out or paths.results(args.dataset, args.method) / "complexity.json"
     if manifest.status != "ok":
@@ -151,7 +151,7 @@ def cmd_complexity(args):
 def cmd_nfe_sweep(args):
     from benchmark.nfe_sweep import nfe_sweep, sweep_settings
     cfg = _config(args, args.method)
-    mcfg = cfg.method_config(args.method)
+    mcfg = cfg.method_config(args.method, args.dataset)
     out = args.out or paths.results(args.dataset, args.method) / "nfe_sweep"
     with _one_at_a_time(out, "nfe-sweep"):
         df = nfe_sweep(paths.processed(args.dataset), paths.model(args.dataset, args.method), out,

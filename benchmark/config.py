@@ -187,10 +187,15 @@ class EvalConfig(Checked):
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """One method's section: its constructor arguments and its overrides of train/predict."""
+    """One method's section: its constructor arguments and its overrides of train/predict.
+
+    ``datasets`` holds the method's settings on particular datasets, each already merged over this section (a
+    paper that states a length or a weight per dataset, e.g. ATFM's LIDC and ISIC epochs); read them through
+    :meth:`Config.method_config` with the dataset."""
     model: dict = field(default_factory=dict)
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    datasets: dict[str, "MethodConfig"] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -266,10 +271,12 @@ class Config(Checked):
         """The rows of the comparison tables (paper Tables 1 and 2): the main methods, then the baselines."""
         return tuple(dict.fromkeys(self.methods + self.baselines.methods))
 
-    def method_config(self, name: str) -> MethodConfig:
+    def method_config(self, name: str, dataset: str | None = None) -> MethodConfig:
+        """The section of method ``name``; on ``dataset``, its ``datasets.<dataset>`` settings where it has them."""
         if name not in self.method:
             raise ConfigError(f"{self.source}: no section method.{name} (known: {sorted(self.method)})")
-        return self.method[name]
+        mc = self.method[name]
+        return mc.datasets.get(dataset, mc) if dataset is not None else mc
 
     def named_methods(self) -> dict[str, str]:
         """Every method the profile names, with the key path of its first mention."""
@@ -294,6 +301,11 @@ class Config(Checked):
         for name, key in self.named_datasets().items():
             if name not in registered:
                 raise ConfigError(f"{self.source}: {key}: unknown dataset {name!r}; registered: {registered}")
+        for method, mc in self.method.items():
+            for name in mc.datasets:
+                if name not in registered:
+                    raise ConfigError(f"{self.source}: method.{method}.datasets: unknown dataset {name!r}; "
+                                      f"registered: {registered}")
         self.check_methods(tuple(self.named_methods()))
 
     def check_methods(self, names: tuple[str, ...]) -> None:
@@ -304,7 +316,10 @@ class Config(Checked):
         from benchmark.methods.registry import check_params
         named = self.named_methods()
         for name in names:
-            check_params(name, self.method_config(name).model, self.source, named.get(name, f"method.{name}"))
+            mc = self.method_config(name)
+            check_params(name, mc.model, self.source, named.get(name, f"method.{name}"))
+            for dataset, on in mc.datasets.items():
+                check_params(name, on.model, self.source, f"method.{name}.datasets.{dataset}")
 
 
 def _first_mention(keys: list[tuple[str, tuple[str, ...]]]) -> dict[str, str]:
@@ -361,6 +376,24 @@ def read_params(path: Path | str) -> dict:
     return raw
 
 
+def _method_section(m: Any, where: str, train: TrainConfig, predict: PredictConfig, src: str,
+                    model: dict | None = None, nested: bool = False) -> MethodConfig:
+    """A method section (or one of its ``datasets`` entries, ``nested``) read over the ``train``/``predict``
+    defaults and the ``model`` it inherits; its ``model`` keys replace the inherited ones one by one."""
+    if m is not None and not isinstance(m, dict):
+        raise ConfigError(f"{src}: {where}: must be a mapping of keys to values, got {m!r}")
+    m = dict(m or {})
+    allowed = ("model", "train", "predict") if nested else ("model", "train", "predict", "datasets")
+    extra = sorted(set(m) - set(allowed), key=str)
+    if extra:
+        raise ConfigError(f"{src}: {where}: unknown key(s) {extra} (allowed: {', '.join(allowed)})")
+    if m.get("model") is not None and not isinstance(m["model"], dict):
+        raise ConfigError(f"{src}: {where}.model: must be a mapping of the method's parameters, got {m['model']!r}")
+    return MethodConfig(model={**(model or {}), **(m.get("model") or {})},
+                        train=_merge(train, train_length(m.get("train")), f"{where}.train", src),
+                        predict=_merge(predict, m.get("predict"), f"{where}.predict", src))
+
+
 def load_config(path: Path | str = "params.yaml") -> Config:
     raw = read_params(path)
     src = str(path)
@@ -377,19 +410,15 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{src}: method: must be a mapping of method names to sections, got {method_sections!r}")
     methods = {}
     for name, m in method_sections.items():
-        if m is not None and not isinstance(m, dict):
-            raise ConfigError(f"{src}: method.{name}: must be a mapping of keys to values, got {m!r}")
-        m = dict(m or {})
-        extra = sorted(set(m) - {"model", "train", "predict"}, key=str)
-        if extra:
-            raise ConfigError(f"{src}: method.{name}: unknown key(s) {extra} (allowed: model, train, predict)")
-        if m.get("model") is not None and not isinstance(m["model"], dict):
-            raise ConfigError(f"{src}: method.{name}.model: must be a mapping of the method's parameters, "
-                              f"got {m['model']!r}")
-        methods[name] = MethodConfig(
-            model=dict(m.get("model") or {}),
-            train=_merge(train, train_length(m.get("train")), f"method.{name}.train", src),
-            predict=_merge(predict, m.get("predict"), f"method.{name}.predict", src))
+        methods[name] = _method_section(m, f"method.{name}", train, predict, src)
+        on = (m or {}).get("datasets") or {}
+        if not isinstance(on, dict):
+            raise ConfigError(f"{src}: method.{name}.datasets: must be a mapping of dataset names to sections, "
+                              f"got {on!r}")
+        base = methods[name]
+        per_dataset = {ds: _method_section(d, f"method.{name}.datasets.{ds}", base.train, base.predict, src,
+                                           base.model, nested=True) for ds, d in on.items()}
+        methods[name] = dataclasses.replace(base, datasets=per_dataset)
     cfg = build_section(Config, {
         "profile": raw.get("profile", "default"), "datasets": raw.get("datasets") or [],
         "methods": raw.get("methods") or [], "launcher": raw.get("launcher", "segbench"), "source": src,

@@ -103,7 +103,7 @@ def test_unknown_keys_are_named_with_their_section(tmp_path):
     path = _params(tmp_path, train={"step": 5})
     assert _error(path).startswith(f"{path}: train: unknown key(s) ['step'] (allowed: ")
     path = _params(tmp_path, method={"unet": {"trian": {}}})
-    assert _error(path) == f"{path}: method.unet: unknown key(s) ['trian'] (allowed: model, train, predict)"
+    assert _error(path) == f"{path}: method.unet: unknown key(s) ['trian'] (allowed: model, train, predict, datasets)"
     path = _params(tmp_path, evalution={})
     assert _error(path).startswith(f"{path}: unknown top-level key(s) ['evalution']")
 
@@ -208,3 +208,27 @@ def test_a_method_listed_without_a_section_names_the_list(tmp_path):
     path = _params(tmp_path, ablations={"datasets": ["phantom-cardiac"], "methods": ["medflowseg-dsba"]})
     assert _error(path) == (f"{path}: ablations.methods: 'medflowseg-dsba' has no section method.medflowseg-dsba "
                             f"(sections: ['unet'])")
+
+
+def test_a_method_section_on_one_dataset_overrides_its_length_model_and_predict(tmp_path):
+    path = _params(tmp_path, train={"steps": 300, "batch_size": 16}, method={"unet": {
+        "model": {"channels": [8, 16], "strides": [2]}, "train": {"batch_size": 8},
+        "datasets": {"phantom-cardiac": {"model": {"strides": [1]}, "train": {"epochs": 4},
+                                         "predict": {"n_samples": 3}}}}})
+    cfg = load_config(path)
+    base, on = cfg.method_config("unet"), cfg.method_config("unet", "phantom-cardiac")
+    assert (base.train.steps, base.train.epochs, base.train.batch_size) == (300, None, 8)
+    assert (on.train.steps, on.train.epochs, on.train.batch_size) == (None, 4, 8)     # epochs replace the steps
+    assert on.model == {"channels": [8, 16], "strides": [1]} and on.predict.n_samples == 3
+    assert cfg.method_config("unet", "phantom-brain") is base                         # no entry: the section
+
+
+def test_a_bad_per_dataset_section_names_its_key_path(tmp_path):
+    path = _params(tmp_path, method={"unet": {"datasets": {"phantom-cardiac": {"train": {"steps": 0}}}}})
+    assert _error(path) == f"{path}: method.unet.datasets.phantom-cardiac.train.steps: must be an integer >= 1, got 0"
+    path = _params(tmp_path, method={"unet": {"datasets": {"phantom-cardiac": {"datasets": {}}}}})
+    assert _error(path) == (f"{path}: method.unet.datasets.phantom-cardiac: unknown key(s) ['datasets'] "
+                            f"(allowed: model, train, predict)")
+    cfg = load_config(_params(tmp_path, method={"unet": {"datasets": {"phantom-hart": {}}}}))
+    with pytest.raises(ConfigError, match=r"method\.unet\.datasets: unknown dataset 'phantom-hart'"):
+        cfg.check_names()
