@@ -38,10 +38,16 @@ def cmd_fetch(args):
 
 
 def cmd_check_data(args):
+    from benchmark.config import ConfigError
     from benchmark.data.real.availability import check
     from benchmark.data.store import write_json
+    from benchmark.profiles import missing_sections
     cfg = _config(args)
     cfg.check_names()
+    absent = missing_sections(Path(args.params))
+    if absent:
+        raise ConfigError(f"{args.params}: no section {absent}, which later stages read; write it from the profile "
+                          f"with `segbench profile use NAME_OR_FILE`, which fills left-out sections with defaults")
     record, message = check(cfg.datasets, probe=not args.no_probe)
     out = args.out or paths.DATA / "availability.json"
     if message:
@@ -188,6 +194,19 @@ def cmd_list(args):
     print("methods: ", ", ".join(available_methods()))
 
 
+def cmd_profile(args):
+    from benchmark import profiles
+    from benchmark.config import read_params
+    if args.action == "use":
+        source = profiles.use(args.name, Path(args.params))
+        print(f"{args.params} now holds the profile {read_params(args.params).get('profile')!r} from {source}; "
+              f"`dvc repro` runs it, `dvc exp run` records it as an experiment")
+        return
+    first = Path(args.params).read_text().splitlines()[:1]
+    source = first[0] if first and first[0].startswith(profiles.HEADER.split("{")[0]) else "(written by hand)"
+    print(f"{args.params}: profile {read_params(args.params).get('profile')!r} {source.lstrip('# ')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segbench", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
@@ -236,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)
     s.add_argument("manifests", nargs="+", type=Path, help="manifest.json files or processed dataset folders")
     add("list", cmd_list, "list the registered datasets and methods", dataset=False)
+    s = add("profile", cmd_profile, "switch params.yaml (the file DVC reads; --params) to a profile, filling the "
+            "sections it leaves out with their defaults, or show which profile it holds", dataset=False)
+    s.add_argument("action", choices=["use", "show"])
+    s.add_argument("name", nargs="?", default="default", help="profiles/NAME.yaml or a path (for `use`)")
     add_cluster_commands(sub)
     return p
 
