@@ -113,13 +113,19 @@ def cmd_predict(args):
     cfg = _config(args, args.method)
     mcfg = cfg.method_config(args.method, args.dataset)
     external = _trains_itself(args.method)
+    if external and args.condition_head:
+        from benchmark.config import ConfigError
+        raise ConfigError(f"{args.method} predicts with its own code and has no condition head to score")
     if external:
         meta = external.predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
                                 args.out or paths.predictions(args.dataset, args.method), mcfg)
     else:
+        row = f"{args.method}-head" if args.condition_head else args.method
         meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
-                       args.out or paths.predictions(args.dataset, args.method), mcfg.predict, mcfg.train.threads)
-    print(f"predict {args.dataset}/{args.method}: {meta.status.value}")
+                       args.out or paths.predictions(args.dataset, row), mcfg.predict, mcfg.train.threads,
+                       args.condition_head)
+    print(f"predict {args.dataset}/{args.method}{' (condition head)' if args.condition_head else ''}: "
+          f"{meta.status.value}")
 
 
 def cmd_evaluate(args):
@@ -235,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="stop after this many steps without writing the final model")
     s = add("predict", cmd_predict, "write n samples per test case with the trained EMA weights", method=True)
     s.add_argument("--out", type=Path, help="predictions folder (default: runs/DATASET/METHOD/predictions)")
+    s.add_argument("--condition-head", action="store_true",
+                   help="the labels of the method's condition network's own head, from the same trained model "
+                        "(default out: runs/DATASET/METHOD-head/predictions)")
     s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class: evaluation.json, metrics.json, per_case.csv", method=True)
     s.add_argument("--out", type=Path, help="results folder (default: results/DATASET/METHOD)")
     s = add("complexity", cmd_complexity, "parameters and fvcore MACs of METHOD as configured, per network "

@@ -215,6 +215,19 @@ class SweepConfig(Checked):
 
 
 @dataclass(frozen=True)
+class ConditionHeadConfig(Checked):
+    """The row ``<method>-head``: the trained ``method``'s condition network scored by its own segmentation head
+    (MedFlowSeg's auxiliary head), on each dataset here, with no training of its own (``segbench predict
+    --condition-head``). Each dataset must be one the method trains on."""
+    datasets: tuple[str, ...] = checked((), NAMES)
+    method: str = checked("medflowseg", NAME)
+
+    @property
+    def row(self) -> str:
+        return f"{self.method}-head"
+
+
+@dataclass(frozen=True)
 class Table4Config(Checked):
     """The complexity-and-uncertainty table (the shape of the paper's Table 4): parameters, MACs, CI,
     GED and Dice of each method on each dataset here. Every pair must be evaluated by the main
@@ -248,6 +261,7 @@ class Config(Checked):
     baselines: MatrixConfig = MatrixConfig()
     ablations: MatrixConfig = MatrixConfig()
     nfe_sweep: SweepConfig = SweepConfig()
+    condition_head: ConditionHeadConfig = ConditionHeadConfig()
     table4: Table4Config = Table4Config()
     claims: ClaimsConfig = ClaimsConfig()
     # How the train stages start `segbench`: "segbench" (one process), or an Accelerate launch for several GPUs
@@ -260,7 +274,12 @@ class Config(Checked):
         out = [(d, m) for d in self.datasets for m in self.methods]
         out += [(d, m) for d in self.baselines.datasets for m in self.baselines.methods]
         out += [(d, m) for d in self.ablations.datasets for m in self.ablations.methods]
+        out += [(d, self.condition_head.row) for d in self.condition_head.datasets]
         return list(dict.fromkeys(out))
+
+    def trained_as(self, method: str) -> str:
+        """The method whose training a row's scores come from: the condition-head row's is its method's."""
+        return self.condition_head.method if self.condition_head.datasets and method == self.condition_head.row else method
 
     def evaluated(self, dataset: str, method: str) -> bool:
         """Whether some evaluate stage scores ``method`` on ``dataset``."""
@@ -268,8 +287,12 @@ class Config(Checked):
 
     @property
     def compared_methods(self) -> tuple[str, ...]:
-        """The rows of the comparison tables (paper Tables 1 and 2): the main methods, then the baselines."""
-        return tuple(dict.fromkeys(self.methods + self.baselines.methods))
+        """The rows of the comparison tables (paper Tables 1 and 2): the main methods (a method's condition-head
+        row right after it), then the baselines."""
+        head = self.condition_head
+        main = tuple(r for m in self.methods
+                     for r in ((m, head.row) if head.datasets and m == head.method else (m,)))
+        return tuple(dict.fromkeys(main + self.baselines.methods))
 
     def method_config(self, name: str, dataset: str | None = None) -> MethodConfig:
         """The section of method ``name``; on ``dataset``, its ``datasets.<dataset>`` settings where it has them."""
@@ -289,7 +312,7 @@ class Config(Checked):
         """Every dataset the profile names, with the key path of its first mention."""
         keys = [("datasets", self.datasets), ("baselines.datasets", self.baselines.datasets),
                 ("ablations.datasets", self.ablations.datasets), ("nfe_sweep.datasets", self.nfe_sweep.datasets),
-                ("table4.datasets", self.table4.datasets)]
+                ("condition_head.datasets", self.condition_head.datasets), ("table4.datasets", self.table4.datasets)]
         return _first_mention(keys)
 
     def check_names(self) -> None:
@@ -398,7 +421,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     raw = read_params(path)
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "baselines",
-               "ablations", "nfe_sweep", "table4", "claims", "launcher",
+               "ablations", "nfe_sweep", "condition_head", "table4", "claims", "launcher",
                "cluster"}  # validated by benchmark/cluster/resources.py (segbench cluster)
     unknown = sorted(set(raw) - allowed, key=str)
     if unknown:
@@ -428,6 +451,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         "baselines": build_section(MatrixConfig, raw.get("baselines"), "baselines", src),
         "ablations": build_section(MatrixConfig, raw.get("ablations"), "ablations", src),
         "nfe_sweep": build_section(SweepConfig, raw.get("nfe_sweep"), "nfe_sweep", src),
+        "condition_head": build_section(ConditionHeadConfig, raw.get("condition_head"), "condition_head", src),
         "table4": build_section(Table4Config, raw.get("table4"), "table4", src),
         "claims": build_section(ClaimsConfig, raw.get("claims"), "claims", src)}, "", src)
     for name, key in cfg.named_methods().items():
@@ -437,6 +461,11 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         outside = [d for d in getattr(cfg, section).datasets if d not in cfg.datasets]
         if outside:
             raise ConfigError(f"{src}: {section}.datasets {outside} are not in datasets, so no stage prepares them")
+    head = cfg.condition_head
+    untrained = [d for d in head.datasets if (d, head.method) not in cfg.pairs()]
+    if untrained:
+        raise ConfigError(f"{src}: condition_head.datasets {untrained}: {head.method} is not trained there "
+                          f"(the row reads its trained model)")
     missing = [f"{d}/{m}" for d in cfg.table4.datasets for m in cfg.table4.methods if not cfg.evaluated(d, m)]
     if missing:
         raise ConfigError(f"{src}: table4 asks for {missing}, which no evaluate stage produces "

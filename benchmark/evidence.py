@@ -87,8 +87,9 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
                   complexity={(ds, m): read_record(paths.results(ds, m) / "complexity.json", ComplexityRecord,
                                                    missing_ok=True)
                               for ds in cfg.table4.datasets for m in cfg.table4.methods},
-                  runs={p: read_record(paths.model(*p) / "meta.json", RunRecord, missing_ok=True) for p in pairs},
-                  losses={p: _loss(paths.run(*p) / "loss.csv") for p in pairs},
+                  runs={(d, m): read_record(paths.model(d, cfg.trained_as(m)) / "meta.json", RunRecord,
+                                            missing_ok=True) for d, m in pairs},
+                  losses={(d, m): _loss(paths.run(d, cfg.trained_as(m)) / "loss.csv") for d, m in pairs},
                   sweeps=_sweeps(cfg))
     for ds in dataset_names(cfg, results):
         try:

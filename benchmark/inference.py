@@ -13,13 +13,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmark.config import PredictConfig
+from benchmark.config import ConfigError, PredictConfig
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError, save_arrays, staged_folder
 from benchmark.methods import build_method
+from benchmark.methods.interface import HasConditionHead
 from benchmark.metrics.fusion import sample_spread
 from benchmark.records import PredictionRecord, RunRecord, Status, read_record, write_record
 from benchmark.training.checkpoint import load_torch_file
+from medflowseg.sampling import Samples
 
 UNCERTAINTY = "1 - (count of the modal label) / n per pixel over the n samples; 0 where all agree (always for n = 1)"
 
@@ -40,9 +42,12 @@ def load_trained(model_dir: Path, device: str = "cpu") -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2) -> PredictionRecord:
+def predict(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig, threads: int = 2,
+            condition_head: bool = False) -> PredictionRecord:
+    """Samples of the trained method for every test case; with ``condition_head``, the labels of its condition
+    network's own head instead (a :class:`~benchmark.methods.interface.HasConditionHead`; one per case)."""
     torch.set_num_threads(threads)
-    return write_predictions(model_dir, out, lambda tmp: _predict_cases(processed, model_dir, tmp, cfg))
+    return write_predictions(model_dir, out, lambda tmp: _predict_cases(processed, model_dir, tmp, cfg, condition_head))
 
 
 def write_predictions(model_dir: Path, out: Path,
@@ -61,9 +66,11 @@ def write_predictions(model_dir: Path, out: Path,
     return meta
 
 
-def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig) -> PredictionRecord:
+def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConfig,
+                   condition_head: bool = False) -> PredictionRecord:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_trained(model_dir, device)
+    draw = _condition_head(model, model_dir) if condition_head else model.sample
     manifest, cases = load_split(processed, "test")
     seconds, nfe, n_out = [], [], 0
     for i, case in enumerate(cases):
@@ -72,7 +79,7 @@ def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConf
         parts = []
         for s in range(0, case.image.shape[0], cfg.batch_size):
             images = torch.from_numpy(case.image[s:s + cfg.batch_size]).to(device)
-            out_batch = model.sample(images, cfg.n_samples, g)
+            out_batch = draw(images, cfg.n_samples, g)
             parts.append(out_batch.labels.cpu().numpy().astype(np.uint8))
             nfe += out_batch.nfe
         samples = np.concatenate(parts, axis=1)  # (n, Z, H, W)
@@ -83,7 +90,16 @@ def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConf
     return PredictionRecord(Status.OK, dataset=manifest.dataset.name, n_cases=len(cases),
                             n_samples_requested=cfg.n_samples, n_samples=n_out, nfe_per_sample=_nfe_per_sample(nfe),
                             seconds_per_case=float(np.mean(seconds)), seconds_total=float(np.sum(seconds)),
-                            device=device, seed=cfg.seed, uncertainty=UNCERTAINTY)
+                            device=device, seed=cfg.seed, uncertainty=UNCERTAINTY,
+                            readout="condition-head" if condition_head else None)
+
+
+def _condition_head(model: torch.nn.Module, model_dir: Path) -> Callable[..., Samples]:
+    """``sample``'s signature over the condition head: one deterministic answer per image, one evaluation."""
+    if not isinstance(model, HasConditionHead):
+        raise ConfigError(f"{model_dir}: {type(model).__name__} has no condition head of its own "
+                          f"(benchmark/methods/interface.py: HasConditionHead)")
+    return lambda images, n, g: Samples(model.condition_labels(images)[None], (1,))
 
 
 def _nfe_per_sample(nfe: list[int]) -> float:

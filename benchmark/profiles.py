@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.config import (ClaimsConfig, ConfigError, DataConfig, EvalConfig, MatrixConfig, PredictConfig,
+from benchmark.config import (ClaimsConfig, ConditionHeadConfig, ConfigError, DataConfig, EvalConfig, MatrixConfig, PredictConfig,
                               SweepConfig, Table4Config, TrainConfig, load_config, read_params)
 from benchmark.data.store import atomic_write
 
@@ -26,7 +26,8 @@ PARAMS = Path("params.yaml")
 # The sections a profile may leave out, and where their defaults come from.
 OPTIONAL = {"launcher": lambda: "segbench", "data": DataConfig, "train": TrainConfig, "predict": PredictConfig,
             "evaluation": EvalConfig, "baselines": MatrixConfig, "ablations": MatrixConfig,
-            "nfe_sweep": SweepConfig, "table4": Table4Config, "claims": ClaimsConfig}
+            "nfe_sweep": SweepConfig, "condition_head": ConditionHeadConfig, "table4": Table4Config,
+            "claims": ClaimsConfig}
 HEADER = "# Written by `segbench profile use {name}` from {source}: edit that file and switch again.\n"
 
 

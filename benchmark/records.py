@@ -146,6 +146,7 @@ class PredictionRecord(Record):
     device: str | None = None
     seed: int | None = None
     uncertainty: str | None = None            # the definition of the ``uncertainty`` array
+    readout: str | None = _optional()         # "condition-head": the method's condition head alone, not its samples
     nnunet: dict | None = _optional()
     reason: str = ""
 

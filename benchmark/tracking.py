@@ -139,7 +139,7 @@ def log_all(ev: Evidence, files: list[Path], summary_metrics: dict[str, float] |
         for (ds, m), metrics in ev.results.items():
             if not metrics.ok:
                 continue
-            mc = cfg.method_config(m, ds)
+            mc = cfg.method_config(cfg.trained_as(m), ds)
             meta = ev.runs[(ds, m)]
             params = _flatten({"dataset": ds, "method": m, "model": mc.model, "train": mc.train.__dict__,
                                "predict": mc.predict.__dict__, "evaluation": metrics.conventions})

@@ -80,6 +80,11 @@ class MedFlowSeg(FlowMatchingMethod):
         l_aux = self.aux_loss(step.cond.aux_logits.float(), labels[:, None])
         return l_vel + self.config.aux_weight * l_aux
 
+    @torch.no_grad()
+    def condition_labels(self, images: torch.Tensor) -> torch.Tensor:
+        """The Condition Network's auxiliary head alone: images ``(B, C, H, W)`` -> labels int64 ``(B, H, W)``."""
+        return self.condition(images, in_loss=True).aux_logits.argmax(1)
+
 
 class MedFlowSegBackbone(MedFlowSeg):
     """Ablation, Table 3 row 1: both streams, no conditioning module. The flow stream still sees

@@ -26,7 +26,8 @@ def _run(cmd, cwd):
 def dvc_project(tmp_path_factory) -> Path:
     """A git + DVC copy of the project with two methods on one tiny dataset, reproduced once."""
     proj = copy_project(tmp_path_factory.mktemp("dvcproj"))
-    write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4)
+    write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4,
+                 condition_head={"datasets": ["phantom-cardiac"], "method": "medflowseg"})
     commit_all(proj)
     out = _run(["dvc", "repro"], proj)
     assert "Running stage 'tables'" in out and "Running stage 'baseline-evaluate@phantom-cardiac-flowsdf'" in out
@@ -48,6 +49,10 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
     assert flowsdf.count("(paper ") == 9 and "not run" not in flowsdf  # a baseline's row in the paper's table
     medflowseg = next(line for line in t1.splitlines() if line.startswith("| MedFlowSeg [ours: medflowseg]"))
     assert medflowseg.count("(paper ") == 9 and medflowseg.count(", Δ ") == 9  # ours beside every paper cell
+    head = t1.splitlines()[t1.splitlines().index(medflowseg) + 1]     # its condition head alone, right below it
+    assert head.startswith("| MedFlowSeg's condition head alone (same model, no flow) [ours: medflowseg-head]")
+    assert "not run" not in head and json.loads((dvc_project / "runs/phantom-cardiac/medflowseg-head/predictions/"
+                                                 "meta.json").read_text())["readout"] == "condition-head"
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
     assert (dvc_project / "paper/tables/table2_modalities.csv").is_file()
     for fig in ("qualitative", "nfe_sweep"):

@@ -70,7 +70,7 @@ DEFAULTS = {
 
 def stage_kind(stage: str) -> str:
     """The kind of DVC stage ``stage`` (e.g. ``baseline-train@phantom-lesion-atfm`` -> ``train``)."""
-    group = stage.split("@")[0].removeprefix("baseline-").removeprefix("ablation-")
+    group = stage.split("@")[0].removeprefix("baseline-").removeprefix("ablation-").removeprefix("head-")
     if group not in STAGE_KINDS:
         raise ConfigError(f"dvc.yaml: stage {stage}: no stage kind for '{group}' "
                           f"(known: {sorted(STAGE_KINDS)}; benchmark/cluster/resources.py STAGE_KINDS)")

@@ -108,6 +108,17 @@ class CountsInEpochs(Protocol):
         ...
 
 
+@runtime_checkable
+class HasConditionHead(Protocol):
+    """Optional, beside :class:`SegmentationMethod`: a method whose image-conditioning network has a segmentation
+    head of its own (MedFlowSeg's auxiliary Dice + CE head). ``segbench predict --condition-head`` scores that head
+    alone, from the same trained weights, as the row ``<method>-head``: what the generative stream adds over it."""
+
+    def condition_labels(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``(B, C, H, W)`` -> int64 labels ``(B, H, W)``, the argmax of the head's class logits."""
+        ...
+
+
 class TrainsItself(abc.ABC):
     """A method that configures, trains and predicts by itself, with its own code (nnU-Net).
 
