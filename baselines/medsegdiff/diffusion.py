@@ -33,7 +33,8 @@ def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
 
 
 def _at(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``values[index]`` for index int64 ``(B,)``, in ``like``'s dtype, shaped to broadcast over ``like`` ``(B, ...)``."""
+    """``values[index]`` for index int64 ``(B,)``, in ``like``'s dtype, shaped to broadcast over ``like``
+    ``(B, ...)``."""
     return values.to(index.device)[index].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 

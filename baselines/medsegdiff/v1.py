@@ -116,9 +116,10 @@ class MedSegDiff(nn.Module):
         in_channels, num_classes: image channels C and label classes K (background included).
         image_size: the square side the FF-Parser weights are built for (official: 256; set to ``data.size``).
         channels, num_res_blocks, time_embed_dim, norm_groups: the mask UNet (official: 128 x (1, 1, 2, 2, 4, 4),
-            2 residual blocks, embedding 4 x 128, GroupNorm 32).
+            2 residual blocks, embedding 4 x 128 (unet.py:561), GroupNorm 32 (nn.py:103)).
         cond_channels, cond_res_blocks: the condition UNet, as many levels as ``channels`` (official nnU-Net:
-            32, 64, 128, 256, 480, 480; two convolutions per stage = one residual block).
+            32 doubling to at most 480, unet.py:720, 2233; two convolutions per stage, unet.py:2238, = one
+            residual block here).
         ff_init: FF-Parser initialisation, 'randn' (official) or 'ones'.
         num_timesteps, noise_schedule: T and the beta schedule (official: 1000, 'linear').
         label_scale: '01' (official) or 'pm1', the range the mask is diffused in.
