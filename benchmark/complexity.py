@@ -133,7 +133,7 @@ def _traced(method: torch.nn.Module, images: torch.Tensor, n: int, steps: int):
 def method_complexity(method: torch.nn.Module, in_channels: int, size: int, samples: int) -> Complexity:
     """Count one image ``(1, in_channels, size, size)`` through ``method``'s sampling protocol.
 
-    A method with a fixed-step ``default_sampler`` (the ODE solver of the flow methods, MedSegDiff's DDIM
+    A method with a fixed-step ``default_sampler`` (the ODE solver of the flow methods, MedSegDiff's DDPM or DDIM
     schedule) is split as the module docstring says; a method without one is one network evaluation.
     """
     method = method.eval()

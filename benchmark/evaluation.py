@@ -130,6 +130,7 @@ def evaluate(processed: Path, predictions: Path, out: Path, cfg: EvalConfig, met
                    "mean": {k: _mean(sets[k]) for k in sets.columns if k not in ("case_id", "subject_id")}}
     metrics = EvaluationRecord(Status.OK, dataset=info.name, method=method, phantom=info.phantom,
                                n_cases=len(entries), n_samples=n_samples, nfe_per_sample=pred_meta.nfe_per_sample,
+                               sampler=pred_meta.sampler,
                                seconds_per_case=pred_meta.seconds_per_case, average=average, per_class=per_class,
                                set_metrics=set_summary, per_region=per_region or None,
                                conventions=conventions(cfg, info.n_annotators,

@@ -2,7 +2,7 @@
 
 Writes ``<out>/<case_id>.npz`` with ``samples`` uint8 ``(n, Z, H, W)`` and ``uncertainty``
 float16 ``(Z, H, W)`` (the samples' per-pixel disagreement, :data:`UNCERTAINTY`), and
-``<out>/meta.json`` with the sample count, NFE per sample, timings and that definition.
+``<out>/meta.json`` with the sample count, NFE per sample, the sampler, timings and that definition.
 """
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def _predict_cases(processed: Path, model_dir: Path, out: Path, cfg: PredictConf
         save_arrays(out / f"{case.case_id}.npz", samples=samples, uncertainty=uncertainty)
     return PredictionRecord(Status.OK, dataset=manifest.dataset.name, n_cases=len(cases),
                             n_samples_requested=cfg.n_samples, n_samples=n_out, nfe_per_sample=_nfe_per_sample(nfe),
+                            sampler=sampler_label(model),
                             seconds_per_case=float(np.mean(seconds)), seconds_total=float(np.sum(seconds)),
                             device=device, seed=cfg.seed, uncertainty=UNCERTAINTY,
                             readout="condition-head" if condition_head else None)
@@ -100,6 +101,13 @@ def _condition_head(model: torch.nn.Module, model_dir: Path) -> Callable[..., Sa
         raise ConfigError(f"{model_dir}: {type(model).__name__} has no condition head of its own "
                           f"(benchmark/methods/interface.py: HasConditionHead)")
     return lambda images, n, g: Samples(model.condition_labels(images)[None], (1,))
+
+
+def sampler_label(model) -> str | None:
+    """The step rule ``sample`` used, as recorded with the predictions: the repr of the method's
+    ``default_sampler`` (e.g. ``DDPMSampler(steps=1000)``), None for a deterministic network."""
+    sampler = model.default_sampler
+    return None if sampler is None else repr(sampler)
 
 
 def _nfe_per_sample(nfe: list[int]) -> float:

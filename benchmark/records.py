@@ -141,6 +141,7 @@ class PredictionRecord(Record):
     n_samples: int | None = None
     nfe_per_sample: float | None = None
     nfe_definition: str | None = _optional()   # where one evaluation is not one network call per step
+    sampler: str | None = _optional()          # the method's default_sampler that made them (its repr)
     seconds_per_case: float | None = None
     seconds_total: float | None = None
     device: str | None = None
@@ -172,6 +173,7 @@ class EvaluationRecord(Record):
     n_cases: int | None = None
     n_samples: int | None = None
     nfe_per_sample: float | None = None
+    sampler: str | None = _optional()          # the prediction record's
     seconds_per_case: float | None = None
     average: dict | None = None
     per_class: dict | None = None

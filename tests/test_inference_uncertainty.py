@@ -44,7 +44,9 @@ def test_predict_writes_uncertainty_zero_where_samples_agree(flow_model, tiny_pr
     out = tmp_path / "predictions"
     meta = predict(tiny_processed, model_dir, out, dataclasses.replace(pcfg, n_samples=n), threads=1)
     assert meta.uncertainty == UNCERTAINTY
-    assert json.loads((out / "meta.json").read_text())["uncertainty"] == UNCERTAINTY
+    written = json.loads((out / "meta.json").read_text())
+    assert written["uncertainty"] == UNCERTAINTY
+    assert written["sampler"] == meta.sampler == "ODESolver(method='euler', steps=2, rtol=1e-05, atol=1e-05)"
     manifest, cases = load_split(tiny_processed, "test")
     agreement = []
     for case in cases:
@@ -61,7 +63,7 @@ def test_predict_writes_uncertainty_zero_where_samples_agree(flow_model, tiny_pr
         assert 0 < np.mean(agreement) < 1, "the check needs both agreeing and disagreeing pixels"
 
     metrics = evaluate(tiny_processed, out, tmp_path / "results", EvalConfig(fusion="staple"), "flowseg-plain")
-    assert metrics.ok and metrics.conventions["fusion"] == "staple"
+    assert metrics.ok and metrics.conventions["fusion"] == "staple" and metrics.sampler == meta.sampler
 
 
 # ---------------------------------------------------------------- nothing good replaced by nothing (issue 19)

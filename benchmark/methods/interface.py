@@ -8,7 +8,7 @@ A method is a ``torch.nn.Module`` built as ``cls(in_channels=C, num_classes=K, *
 - ``sample(images, n, generator, sampler=None)``: a :class:`Samples` record, the labels of ``n`` samples
   per image and the network evaluations (NFE) of each sample, counted as they were made;
 - ``default_sampler``: the step rule ``sample`` uses when it is passed none, read-only. It is a
-  :class:`Sampler` value (the flow methods' ``medflowseg.flow.ODESolver``, MedSegDiff's DDIM schedule),
+  :class:`Sampler` value (the flow methods' ``medflowseg.flow.ODESolver``, MedSegDiff's DDPM or DDIM schedule),
   or None for a deterministic network, whose ``sample`` then refuses any other sampler with a ``ValueError``.
 
 The step rule is a value the caller passes in, never state to swap: the complexity stage counts a method at

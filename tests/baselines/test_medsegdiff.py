@@ -1,5 +1,6 @@
-"""MedSegDiff-V1: the noise schedule against hand-computed values, the DDIM update, the FF-Parser,
-sampling shapes / NFE / reproducibility and the training loss's gradients."""
+"""MedSegDiff-V1: the noise schedule against hand-computed values, the DDIM update, the FF-Parser, the output
+blend, sampling shapes / NFE / reproducibility and the training loss's gradients (the ancestral DDPM sampler and
+the learned variance: test_medsegdiff_ddpm.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -183,7 +184,7 @@ def test_sample_shapes_nfe_and_reproducibility(num_classes, calibrated):
 def test_sample_refuses_an_ode_solver():
     from medflowseg.flow import ODESolver
 
-    with pytest.raises(TypeError, match="DDIMSampler"):
+    with pytest.raises(TypeError, match="DDPMSampler or DDIMSampler"):
         _model(2).sample(torch.zeros(1, 1, 16, 16), 1, torch.Generator(), ODESolver("euler", 2))
 
 
@@ -197,16 +198,24 @@ def test_ancestral_sampling_draws_from_the_generator_only():
 
 
 def test_calibrated_output_is_the_official_blend():
+    """gaussian_diffusion.py:590-593 with utils.py:67-69: the hard mask is the unclamped sample > 0, and the blend
+    takes the sample as it is (negative values pull the map down) before clamping to [0, 1]."""
     model = _model(2)
-    cal = torch.full((2, 1, 2, 2), 0.6)
-    x0 = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2]]).reshape(2, 1, 2, 2)
-    # image 0: hard mask 1100 vs 0.6 everywhere: Dice 2*1.2/(2+2.4) = 0.545 < 0.65 -> cal + 0.25 s
-    # image 1: empty hard mask: Dice 0 -> cal + 0.25 s; with a larger cal map the mean is taken instead
+    cal = torch.full((3, 1, 2, 2), 0.6)
+    x0 = torch.tensor([[1.0, 1.0, -0.4, -1.0], [0.2, 0.2, 0.2, 0.2], [-1.0, -1.0, -1.0, -1.0]]).reshape(3, 1, 2, 2)
+    # image 0: hard mask 1100 vs 0.6: Dice 2*1.2/(2+2.4) = 0.545 < 0.65 -> cal + 0.25 s = 0.85, 0.85, 0.5, 0.35
+    # image 1: 0.2 > 0, so the hard mask is full: Dice 2*2.4/(4+2.4) = 0.75 -> (cal + s) / 2 = 0.4
+    #          (a 0.5 threshold on the clamped sample would call it empty: Dice 0 -> cal + 0.05 = 0.65)
+    # image 2: empty hard mask, Dice 0 -> cal + 0.25 s = 0.35: the sample at -1 lowers the map
     out = model.calibrate(x0, cal)
-    assert torch.allclose(out[0].flatten(), torch.tensor([0.85, 0.85, 0.6, 0.6]))
-    assert torch.allclose(out[1].flatten(), torch.full((4,), 0.65))
+    assert torch.allclose(out[0].flatten(), torch.tensor([0.85, 0.85, 0.5, 0.35]))
+    assert torch.allclose(out[1].flatten(), torch.full((4,), 0.4))
+    assert torch.allclose(out[2].flatten(), torch.full((4,), 0.35))
+    assert model.decode_unit(out).flatten().tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     high = model.calibrate(torch.ones(1, 1, 2, 2), torch.full((1, 1, 2, 2), 0.9))  # Dice 0.947 -> mean
     assert torch.allclose(high, torch.full((1, 1, 2, 2), 0.95))
+    clamped = model.calibrate(torch.full((1, 1, 2, 2), -1.0), torch.full((1, 1, 2, 2), 0.1))  # 0.1 - 0.25 -> 0
+    assert torch.equal(clamped, torch.zeros(1, 1, 2, 2))
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])

@@ -1,0 +1,13 @@
+"""MedSegDiff (Wu et al.): conditional diffusion on masks, in reusable pieces.
+
+``diffusion``: the noise schedule, the DDIM update and the ancestral chain (guided-diffusion's); ``samplers``:
+the step rules ``sample`` takes; ``conditioning``: the FF-Parser and the dynamic conditional encoding; ``v1``:
+MedSegDiff-V1, the networks, loss and sampling (its docstring: what follows the official code, every deviation).
+"""
+from .conditioning import DynamicConditionalEncoding, FFParser
+from .diffusion import Chain, NoiseSchedule, beta_schedule
+from .samplers import DDIMSampler, DDPMSampler, spaced_timesteps
+from .v1 import MedSegDiff
+
+__all__ = ["Chain", "DDIMSampler", "DDPMSampler", "DynamicConditionalEncoding", "FFParser", "MedSegDiff",
+           "NoiseSchedule", "beta_schedule", "spaced_timesteps"]
