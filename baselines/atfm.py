@@ -358,8 +358,8 @@ class ATFM(FlowMatchingMethod):
     def condition(self, images: torch.Tensor, in_loss: bool) -> ATFMCondition:
         """The frozen prior reads the images as they are; the SFM reads them, or their luminance
         ``(B, 1, H, W)`` with ``sfm_luminance`` (ISIC in the public code, train_prior_ISIC.py:143-145)."""
-        seen = (images * images.new_tensor(LUMA)[:, None, None]).sum(1, keepdim=True) if self.sfm_luminance \
-            else images
+        seen = ((images * images.new_tensor(LUMA)[:, None, None]).sum(1, keepdim=True)
+                if self.sfm_luminance else images)
         return ATFMCondition(seen, self.frozen_prior(images))
 
     def target(self, labels: torch.Tensor) -> torch.Tensor:
