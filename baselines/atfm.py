@@ -23,7 +23,19 @@ buffer ``trained_steps``, saved with the training checkpoint, so a resumed run c
 gradients (so no optimizer step touches them, DDP does not track them and the complexity count skips
 them). It is refreshed from the GTR at every stage-1 call and once more at the first stage-2 call, then
 never again; stage 2 and ``sample`` read the GTR only through it, without gradient, so nothing an
-optimizer does to the trained GTR's parameters after the switch can reach the model.
+optimizer does to the trained GTR's parameters after the switch can reach the model. The copy also stays in
+eval mode whatever ``train()`` says (the public code's ``prior_model.eval()``), and since its parameters are the
+model's only ones without ``requires_grad`` a trainer that copies such parameters into its EMA rather than
+averaging them saves exactly the prior the SFM trained against.
+
+Two batch sizes. The public code trains the GTR with a larger batch than the SFM (LIDC 256 vs 6, ISIC 8 vs 1).
+The trainer hands every call of ``loss`` one batch of ``train.batch_size`` slices, so ``train.batch_size`` is
+the GTR's batch and stage 2 trains on the first ``sfm_batch_size`` images of each batch it is handed (None:
+all of them); the batch is a uniform draw with replacement, so its first n images are one too. Per call:
+under gradient accumulation or several processes the SFM's batch per optimizer step is that many times
+``sfm_batch_size``. The rest of a stage-2 batch is drawn and moved to the device unused (a copy, no compute).
+The run's length in epochs is then counted at the GTR's batch: ``train.epochs`` = ``gtr_epochs`` + SFM
+epochs x ``train.batch_size`` / ``sfm_batch_size`` (profiles/paper.yaml gives the figures).
 
 Gradients and DDP. The trainer (``benchmark/training/trainer.py``) prepares the model with Accelerate's
 default DDP settings, i.e. without ``find_unused_parameters``, and DDP then needs a gradient for every
@@ -39,10 +51,12 @@ Avoiding (b) would take ``find_unused_parameters=True`` in the trainer and no ze
 What follows the paper (and the public code where the paper is silent): the GTR filters (32, 64, 128,
 192) over 4 levels, rank 10, 20 MC samples, epsilon 1e-5 added to the diagonal; the SFM's straight path,
 MSE + alpha Dice on the one-step prediction, the image concatenated to x_t at the input (public code), full
-self-attention at the bottleneck (heads 4 x 32, public code), widths (128, 256, 512) with two residual
-blocks per level (public code: 15 residual blocks in all, the paper's count; ours has 14, no extra final
-block; the paper's "4 levels" are the public code's 3 widths); Euler sampling, threshold 0.5; one GTR
-draw per image and per step in stage 2 (public code).
+self-attention at the bottleneck (heads 4 x 32, public code), widths d x (1, 2, 4) with two residual
+blocks per level and a time embedding of 4 d, where the public code sets d to its image size: 128 on LIDC,
+256 on ISIC (public code: 15 residual blocks in all, the paper's count; ours has 14, no extra final
+block; the paper's "4 levels" are the public code's 3 widths); on ISIC the SFM sees the image's luminance
+(``sfm_luminance``), the GTR the RGB image; Euler sampling, threshold 0.5; one GTR draw per image and per
+step in stage 2 (public code).
 
 Deviations, all ours:
 - the soft Dice is differentiable (the prediction clipped to [0, 1], no threshold). The public code
@@ -60,25 +74,32 @@ Deviations, all ours:
   upsampling + conv, strided-conv downsampling). The paper's GTR backbone is a plain conv UNet with
   transposed-conv upsampling (public: the Probabilistic U-Net's UNet); the paper's SFM has linear
   attention at every level (omitted here; full attention stays at the bottleneck), weight-standardised
-  convs and scale-shift time conditioning; our time embedding is the suite's sinusoid of 1000 t + MLP;
+  convs and scale-shift time conditioning; our time embedding is the suite's sinusoid of 1000 t + MLP.
+  At the public widths our SFM has 42,082,433 parameters on LIDC (public: 38,547,585, +9.2%) and
+  167,723,265 on ISIC (public: 152,133,889, +10.2%): our encoder runs at the level's full width where the
+  public one widens only when it downsamples (tests/baselines/test_atfm_paper.py counts both);
 - the SFM's output convolution starts at zero (not stated; guided-diffusion practice), so the untrained flow
   leaves x0 unchanged and stage 2 starts from the GTR's own samples rather than from noise on top of them;
 - t ~ U[0, 1) continuous (public code: t in {0, 0.001, ..., 0.999});
 - the GTR loss is divided by H * W (a per-pixel value for the loss log; Adam does not see the scale);
 - one optimizer, learning-rate schedule and EMA for both stages (the trainer's). The paper trains the GTR
   with AdamW (lr 1e-4, weight decay 1e-4) and then the SFM with Adam (lr 1e-4). The EMA of the SFM starts
-  from its initial weights at the switch, so stage 2 must be long against 1 / (1 - ema_decay). The EMA
-  copy also averages the integer ``trained_steps`` buffer, which makes it meaningless in the EMA weights
-  (``model.pt``): nothing at inference reads it; resuming reads the raw model's buffer;
+  from its initial weights at the switch, so stage 2 must be long against 1 / (1 - ema_decay) (the public
+  code keeps no EMA). The EMA copy also averages the integer ``trained_steps`` buffer, which makes it
+  meaningless in the EMA weights (``model.pt``): nothing at inference reads it; resuming reads the raw
+  model's buffer;
+- batches are uniform draws with replacement (the suite's trainer) where the public code passes over a
+  shuffled loader: an epoch here is a count of slices drawn, not a pass that sees each slice once;
 - NFE: ``Samples.nfe`` counts SFM evaluations per returned sample; the GTR forward (once per image per
   ``sample`` call) and the logit draw (once per sample) are not network evaluations of the flow and are not
   counted.
 
-Paper-scale values (seed 002, SPEC 2.3; public code for batch size and the 128 px crops): GTR 1000 epochs
-(LIDC) / 400 (ISIC), SFM 200 / 120 epochs, batch 6, lr 1e-4, alpha 1e-3 / 1e-4, Euler 25 / 50 steps. Both
-lengths can be given in epochs: ``gtr_epochs`` here and ``train.epochs`` (GTR + SFM epochs) for the whole
-run; the trainer converts both with the training split's size, ceil(epochs x slices / global batch), and
-tells this module the epoch length through :meth:`ATFM.set_epoch_length` before the first step.
+Paper-scale values, per dataset in profiles/paper.yaml (``method.atfm.datasets.isic``), each with its source
+there: GTR 1000 epochs at batch 256 (LIDC) / 400 at batch 8 (ISIC), SFM 200 epochs at batch 6 / 120 at
+batch 1, lr 1e-4, alpha 1e-3 / 1e-4, Euler 25 / 50 steps, SFM widths 128 / 256 x (1, 2, 4). Both lengths
+can be given in epochs: ``gtr_epochs`` here and ``train.epochs`` for the whole run; the trainer converts both
+with the training split's size, ceil(epochs x slices / global batch), and tells this module the epoch length
+through :meth:`ATFM.set_epoch_length` before the first step.
 """
 from __future__ import annotations
 
@@ -94,6 +115,9 @@ from torch import nn
 from medflowseg.blocks import TimeEmbedding, group_norm
 from medflowseg.flow import FlowMatchingMethod, ODESolver, velocity_mse
 from medflowseg.unet import UNet
+
+
+LUMA = (0.299, 0.587, 0.114)   # RGB -> luminance weights (public code, train_prior_ISIC.py:143)
 
 
 @dataclass
@@ -239,12 +263,18 @@ class ATFM(FlowMatchingMethod):
             LIDC / 400 ISIC; SFM 200 / 120), which the trainer converts (:meth:`set_epoch_length`). The run's
             length must exceed it or the SFM never trains. Neither given: 1000 steps, a placeholder of ours.
         channels, num_res_blocks, time_embed_dim, norm_groups: the SFM UNet (public code: widths
-            128 x (1, 2, 4), two blocks per level, time embedding 4 x 128 = 512, GroupNorm with 1 group).
+            d x (1, 2, 4) with d = 128 on LIDC and 256 on ISIC, two blocks per level, time embedding 4 d,
+            GroupNorm with 1 group).
         attention_heads, attention_head_dim: full self-attention at the SFM bottleneck (public code: 4 x 32;
             0 heads: none).
         dice_weight: alpha, the weight of (1 - soft Dice) (paper: 1e-3 LIDC, 1e-4 ISIC).
         dice_smooth: the Dice's additive smoothing (not stated; the public code uses 1e-8 on hard masks).
         solver, steps: the ``default_sampler``, an ODE solver and its steps (paper: Euler, 25 LIDC / 50 ISIC).
+        sfm_batch_size: how many images of each batch stage 2 trains on, the first ones (None: all). The
+            batch handed to ``loss`` is the GTR's (``train.batch_size``); public code: GTR 256 / SFM 6 on
+            LIDC, 8 / 1 on ISIC (module docstring, "Two batch sizes").
+        sfm_luminance: the SFM reads the RGB image as one luminance channel 0.299 R + 0.587 G + 0.114 B
+            (public code on ISIC); the GTR always reads the image as it is. Only for 3-channel images.
 
     Stage 2 and sampling are the shared flow matching (``medflowseg.flow.matching``) with the prior as the start.
     """
@@ -255,11 +285,18 @@ class ATFM(FlowMatchingMethod):
                  gtr_epochs: float | None = None, channels=(128, 256, 512), num_res_blocks: int = 2,
                  time_embed_dim: int = 512, norm_groups: int = 1, attention_heads: int = 4,
                  attention_head_dim: int = 32, dice_weight: float = 1e-3, dice_smooth: float = 1e-6,
-                 solver: str = "euler", steps: int = 25):
+                 solver: str = "euler", steps: int = 25, sfm_batch_size: int | None = None,
+                 sfm_luminance: bool = False):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
         if antithetic and mc_samples % 2:
             raise ValueError(f"antithetic sampling needs an even mc_samples, got {mc_samples}")
+        if sfm_batch_size is not None and (isinstance(sfm_batch_size, bool) or not isinstance(sfm_batch_size, int)
+                                           or sfm_batch_size < 1):
+            raise ValueError(f"sfm_batch_size must be a positive integer or None, got {sfm_batch_size!r}")
+        if not isinstance(sfm_luminance, bool) or (sfm_luminance and in_channels != 3):
+            raise ValueError(f"sfm_luminance must be a bool, and true only for 3-channel (RGB) images; got "
+                             f"{sfm_luminance!r} with {in_channels} channel(s)")
         # the paper's sigmoid channel for K = 2
         super().__init__(1 if num_classes == 2 else num_classes, ODESolver(solver, steps))
         self.num_classes = num_classes
@@ -270,13 +307,14 @@ class ATFM(FlowMatchingMethod):
         # in epochs: unknown until the trainer gives the epoch length
         self.gtr_steps = None if gtr_epochs is not None else 1000 if gtr_steps is None else gtr_steps
         self.dice_weight, self.dice_smooth = dice_weight, dice_smooth
+        self.sfm_batch_size, self.sfm_luminance = sfm_batch_size, sfm_luminance
         self.gtr = GTR(in_channels, self.state_channels, tuple(gtr_filters), gtr_res_blocks, gtr_norm_groups,
                        rank, epsilon)
         self.gtr_frozen = copy.deepcopy(self.gtr).requires_grad_(False)   # the frozen copy (module docstring)
         self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
         self.time_embed = TimeEmbedding(time_embed_dim)
-        self.unet = UNet(self.state_channels + in_channels, tuple(channels), num_res_blocks, time_embed_dim,
-                         norm_groups)
+        self.unet = UNet(self.state_channels + (1 if sfm_luminance else in_channels), tuple(channels),
+                         num_res_blocks, time_embed_dim, norm_groups)
         self.attention = (SelfAttention(channels[-1], attention_heads, attention_head_dim)
                           if attention_heads > 0 else None)
         self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
@@ -289,6 +327,13 @@ class ATFM(FlowMatchingMethod):
         converts ``gtr_epochs``."""
         if self.gtr_epochs is not None:
             self.gtr_steps = to_steps(self.gtr_epochs)
+
+    def train(self, mode: bool = True) -> "ATFM":
+        """As ``nn.Module.train``, but the frozen GTR copy stays in eval mode (the public code's
+        ``prior_model.eval()``, train_prior_LIDC.py:148)."""
+        super().train(mode)
+        self.gtr_frozen.eval()
+        return self
 
     # ---- pieces -------------------------------------------------------------------------------------
     def sfm_parameters(self) -> list[nn.Parameter]:
@@ -311,7 +356,11 @@ class ATFM(FlowMatchingMethod):
 
     # ---- the flow-matching hooks --------------------------------------------------------------------
     def condition(self, images: torch.Tensor, in_loss: bool) -> ATFMCondition:
-        return ATFMCondition(images, self.frozen_prior(images))
+        """The frozen prior reads the images as they are; the SFM reads them, or their luminance
+        ``(B, 1, H, W)`` with ``sfm_luminance`` (ISIC in the public code, train_prior_ISIC.py:143-145)."""
+        seen = ((images * images.new_tensor(LUMA)[:, None, None]).sum(1, keepdim=True)
+                if self.sfm_luminance else images)
+        return ATFMCondition(seen, self.frozen_prior(images))
 
     def target(self, labels: torch.Tensor) -> torch.Tensor:
         """int64 ``(B, H, W)`` -> x1 ``(B, Kc, H, W)``: the foreground mask (K = 2) or the one-hot label."""
@@ -340,8 +389,9 @@ class ATFM(FlowMatchingMethod):
         return -mc_log_likelihood(logits, labels).mean() / labels[0].numel()
 
     def sfm_terms(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator):
-        """Stage 2: (MSE of the velocity, soft Dice of the one-step prediction), from a frozen-GTR start."""
-        step = self.flow_step(images, labels, generator)
+        """Stage 2: (MSE of the velocity, soft Dice of the one-step prediction), from a frozen-GTR start, on the
+        first ``sfm_batch_size`` images of the batch (all when None)."""
+        step = self.flow_step(images[:self.sfm_batch_size], labels[:self.sfm_batch_size], generator)
         pred = (step.x_t + step.velocity * (1 - step.t[:, None, None, None])).clamp(0, 1)
         fg = slice(None) if self.state_channels == 1 else slice(1, None)   # foreground channels only
         return velocity_mse(step.velocity, step.u), soft_dice(pred[:, fg], step.x1[:, fg], self.dice_smooth)

@@ -170,6 +170,60 @@ def test_stages_switch_after_gtr_steps_and_the_counter_survives_a_checkpoint():
     assert all(p.grad is None for p in fresh.gtr.parameters()) and any(_grads(fresh.sfm_parameters()))
 
 
+def test_frozen_prior_is_the_only_untrainable_part_and_stays_in_eval_mode():
+    """What a trainer's EMA needs to copy the prior instead of averaging it: requires_grad=False on exactly the
+    frozen copy, before and after the switch, and the copy in eval mode whatever train() is given."""
+    model = _model(gtr_steps=2).train()
+    images, labels = _batch()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    for step in range(4):                            # two GTR steps, the switch, one SFM step
+        opt.zero_grad(set_to_none=True)
+        model.loss(images, labels, torch.Generator().manual_seed(step)).backward()
+        opt.step()
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        assert frozen == {f"gtr_frozen.{n}" for n, _ in model.gtr_frozen.named_parameters()}
+        assert not model.gtr_frozen.training and model.training and model.gtr.training and model.unet.training
+        if step == 2:
+            at_switch = [p.clone() for p in model.gtr_frozen.parameters()]
+    with torch.no_grad():                            # whatever happens to the trained GTR after the switch
+        for p in model.gtr.parameters():
+            p.add_(1.0)
+    model.loss(images, labels, torch.Generator().manual_seed(4)).backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(at_switch, model.gtr_frozen.parameters()))
+    model.eval()
+    assert not model.gtr_frozen.training and not model.unet.training
+
+
+def test_stage_two_trains_on_the_first_sfm_batch_size_images_and_stage_one_on_all():
+    images, labels = _batch(b=4)
+    sub = _model(gtr_steps=0, sfm_batch_size=2).train()
+    full = _model(gtr_steps=0).train()
+    loss = sub.loss(images, labels, torch.Generator().manual_seed(5))
+    assert loss == full.loss(images[:2], labels[:2], torch.Generator().manual_seed(5))
+    assert loss != full.loss(images[2:], labels[2:], torch.Generator().manual_seed(5))
+    sub, full = _model(gtr_steps=1, sfm_batch_size=2).train(), _model(gtr_steps=1).train()
+    assert sub.loss(images, labels, torch.Generator().manual_seed(5)) == full.loss(
+        images, labels, torch.Generator().manual_seed(5))
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="sfm_batch_size"):
+            _model(sfm_batch_size=bad)
+
+
+def test_sfm_luminance_feeds_the_flow_one_grey_channel_and_the_prior_the_rgb_image():
+    torch.manual_seed(0)
+    model = ATFM(3, 2, **TINY, sfm_luminance=True).eval()
+    rgb = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cond = model.condition(rgb, in_loss=False)
+    grey = 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+    assert cond.images.shape == (2, 1, 16, 16) and torch.allclose(cond.images, grey)
+    assert torch.equal(cond.prior.mean, model.gtr_frozen(rgb).mean)
+    assert model.unet.stem.in_channels == 2 and model.gtr.unet.stem.in_channels == 3
+    assert model.sample(rgb, 2, torch.Generator().manual_seed(0)).labels.shape == (2, 2, 16, 16)
+    with pytest.raises(ValueError, match="sfm_luminance"):
+        ATFM(1, 2, **TINY, sfm_luminance=True)
+
+
 def test_eval_mode_does_not_advance_the_stage():
     model = _model(gtr_steps=1).eval()
     images, labels = _batch()
