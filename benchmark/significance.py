@@ -88,8 +88,8 @@ def legend(ev: Evidence, layout: TableLayout, tests: pd.DataFrame, tests_file: s
             f"results. Cases (subjects) per dataset: {counts}; training seeds per cell: "
             f"{', '.join(map(str, seeds)) or 'none'}. {DAGGER}: per-case Dice differs from MedFlowSeg's at "
             f"Holm-adjusted p < {c.significance:g} (two-sided Wilcoxon signed-rank over the cases matched by id, "
-            f"zero_method '{ZERO_METHOD}'; Holm over the table's {len(tests)} tests, "
-            f"`{tests_file}`).")
+            f"zero_method '{ZERO_METHOD}'; Holm over the {len(tests)} test{'' if len(tests) == 1 else 's'} of this "
+            f"table, `{tests_file}`).")
 
 
 def write_tests(tests: pd.DataFrame, path: Path) -> Path:
