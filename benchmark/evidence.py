@@ -67,8 +67,8 @@ class Evidence:
     """What the tables stage renders. ``results``: evaluation records of ``cfg.pairs()``; ``complexity``: of
     ``table4``'s pairs; ``runs``: run records of ``cfg.pairs()``; ``manifests``: manifest of each dataset
     named anywhere (``manifest_errors`` says why one is absent); ``per_case``: the per-case results of each
-    evaluated pair, one entry per training seed (one today: the pipeline trains one seed); ``losses``: ``loss.csv`` per pair (empty
-    where absent); ``sweeps``: the NFE sweep per dataset of ``nfe_sweep`` that has one."""
+    evaluated pair, one entry per training seed (one today: the pipeline trains one seed); ``losses``:
+    ``loss.csv`` per pair (empty where absent); ``sweeps``: the NFE sweep per dataset of ``nfe_sweep`` that has one."""
     cfg: Config
     catalogue: Catalogue
     claims: list[Claim] = field(default_factory=list)
@@ -162,7 +162,8 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
 
 def _case_tables(folder: Path) -> CaseTables:
     ids = {"case_id": str, "subject_id": str}
-    return CaseTables(pd.read_csv(folder / "per_case.csv", dtype=ids), pd.read_csv(folder / "per_case_sets.csv", dtype=ids))
+    return CaseTables(pd.read_csv(folder / "per_case.csv", dtype=ids),
+                      pd.read_csv(folder / "per_case_sets.csv", dtype=ids))
 
 
 def _loss(path: Path) -> pd.DataFrame:

@@ -9,12 +9,12 @@ REFUGE2-Cup and Table 4's set metrics, BraTS the mean of WT, TC and ET; the line
 configures.
 
 Verdicts of a result: ``reproduced`` (the paper's value inside our interval widened on each side by the
-tolerance of the claim's unit, ``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable`` (measured, but on
-other data or at another profile; the reasons say which) and ``not run`` (no implementation, no
-dataset standing for the paper's, or no stage output). Our interval is the bootstrap interval of the mean
+tolerance of the claim's unit, ``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable``
+(measured, but on other data or at another profile; the reasons say which) and ``not run`` (no implementation,
+no dataset standing for the paper's, or no stage output). Our interval is the bootstrap interval of the mean
 over cases (``benchmark/statistics.py``); a value that is no mean over cases (parameters, GFLOPs) is a point,
-and the verdict compares it with the paper's within the tolerance. Verdicts of a setting: ``same``, ``differs``
-and ``not run``.
+and the verdict compares it with the paper's within the tolerance. Verdicts of a setting: ``same``,
+``differs`` and ``not run``.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each table has the shape of one of the MedFlowSeg paper's tables (its layout: ``
 Table 1 multi-class cardiac (average Dice/IoU/HD95, then Dice/IoU per structure), Table 2 methods x
 modalities, Table 3 the ablation, Table 4 complexity and uncertainty. Dice and IoU are percentages, HD95 is
 in mm. Every mean over cases carries its bootstrap interval (``benchmark/statistics.py``), and a Dice cell of a
-method whose per-case Dice differs from MedFlowSeg's a dagger (``benchmark/table_tests.py``). A dataset that
+method whose per-case Dice differs from MedFlowSeg's a dagger (``benchmark/significance.py``). A dataset that
 could not be obtained shows "not run"; a paper row with no implementation yet shows "not implemented".
 """
 from __future__ import annotations
@@ -55,12 +55,13 @@ def claim_cell(claim: Claim, m: Measured, with_paper: bool = True, mark: bool = 
     if m.value is None:
         status = NOT_RUN if m.implemented else NOT_IMPLEMENTED
         return f"{status} (paper {paper})" if with_paper else status
-    ours = with_interval(_number(m.value, claim.unit), m.interval, _DECIMALS.get(claim.unit, 2)) + (DAGGER if mark else "")
+    decimals = _DECIMALS.get(claim.unit, 2)
+    ours = with_interval(_number(m.value, claim.unit), m.interval, decimals) + (DAGGER if mark else "")
     if not with_paper:
         return ours
     if not m.same_data:
         return f"{ours} (paper {paper} on {claim.dataset})"
-    return f"{ours} (paper {paper}, Δ {m.value - claim.value:+.{_DECIMALS.get(claim.unit, 2)}f})"
+    return f"{ours} (paper {paper}, Δ {m.value - claim.value:+.{decimals}f})"
 
 
 def _unique(items) -> list:
@@ -266,7 +267,8 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
     flat.columns = [" ".join(c) if isinstance(c, tuple) else c for c in df.columns]
     flat = flat.reset_index()  # row labels (one level or several) become ordinary columns
     md = f"## {title}\n\n{flat.to_markdown(index=False)}\n\n{caption_text}\n"
-    tex = df.to_latex(caption=title, multicolumn=True, escape=True).replace("Δ", r"$\Delta$")  # pdflatex-safe
+    tex = df.to_latex(caption=title, multicolumn=True, escape=True).replace("Δ", r"$\Delta$").replace(
+        DAGGER, r"$^{\dagger}$")   # pdflatex-safe
     out = []
     for suffix, text in ((".md", md), (".tex", tex)):
         p = stem.with_suffix(suffix)
