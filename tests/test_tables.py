@@ -310,3 +310,28 @@ def test_table4_set_metric_columns_carry_intervals(cfg):
     assert row["HM-IoU"] == "50.0 [50.0, 50.0]"     # every case the same: no spread
     assert row["CI"] == "70.0 [70.0, 70.0] (paper 83.2 on REFUGE2-Cup)"
     assert row["Params"] == "not run (paper 111)"    # no complexity record; never an interval
+
+
+def test_the_evidence_reads_each_evaluated_pairs_per_case_files_as_one_seed(tmp_path, monkeypatch):
+    """Case and subject ids stay text ("007" is not 7); a pair without an ok evaluation has no per-case results."""
+    from benchmark import paths
+    from benchmark.evidence import Selection, load_evidence
+    from benchmark.records import write_record
+    from tests.evidence_helpers import CATALOGUE, CLAIMS
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"], methods=["unet"]))
+    run = case_tables({c: [0.5, 0.7] for c in CLASSES[1:]}, subjects=["007", "007"], sets={"hm_iou": [0.2, 0.4]})
+    run.classes["case_id"] = run.classes["case_id"].map({"c00": "001", "c01": "002"})
+    run.sets["case_id"] = ["001", "002"]
+    folder = paths.results("phantom-cardiac", "unet")
+    folder.mkdir(parents=True)
+    run.classes.to_csv(folder / "per_case.csv", index=False)
+    run.sets.to_csv(folder / "per_case_sets.csv", index=False)
+    write_record(folder / "evaluation.json", _result(0.6))
+    ev = load_evidence(cfg, CATALOGUE, CLAIMS)
+    assert list(ev.per_case) == [("phantom-cardiac", "unet")] and len(ev.per_case[("phantom-cardiac", "unet")]) == 1
+    cv = ev.case_values(("phantom-cardiac", "unet"), Selection("dice", None))
+    assert cv.cases == ("001", "002") and cv.subjects == ("007", "007") and cv.point() == pytest.approx(60.0)
+    sets = ev.case_values(("phantom-cardiac", "unet"), Selection(None, ("hm_iou",)))
+    assert sets.values.shape == (1, 2, 1) and sets.point() == pytest.approx(30.0)
