@@ -247,7 +247,14 @@ class ClaimsConfig(Checked):
     """How the claims report (benchmark/reproduction.py) judges a result against the paper's number."""
     tolerance: dict = checked(r=Rule("a mapping of claim units to numbers >= 0", lambda v: isinstance(v, dict) and all(
         isinstance(u, str) and _number(t) and t >= 0 for u, t in v.items())), factory=_default_tolerance)
-    # claim unit -> largest |ours - paper|
+    # claim unit -> how far outside our interval (a point, for a value that is not a mean over cases) the
+    # paper's value may lie
+    # The interval of every mean over cases (benchmark/statistics.py): our choices, as the papers give none.
+    bootstrap_resamples: int = checked(10000, integer(100))
+    confidence: float = checked(0.95, number(0.0, 1.0, low_open=True, high_open=True))
+    bootstrap_seed: int = checked(0, integer(0))
+    # Holm-adjusted p below which a method's per-case Dice differs from MedFlowSeg's (the tables' dagger)
+    significance: float = checked(0.05, number(0.0, 1.0, low_open=True, high_open=True))
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 The tables, figures, the claims report, ``paper/metrics.json`` and the MLflow logging are functions of one
 ``Evidence``: the profile, the catalogue and the claims, the stage records of every (dataset, method) pair,
-the datasets' manifests, the training losses and the NFE sweeps. Only the figures read arrays besides
-(test images and predicted samples).
+the datasets' manifests, the per-case results, the training losses and the NFE sweeps. Only the figures read
+arrays besides (test images and predicted samples).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmark import paths
@@ -19,8 +20,39 @@ from benchmark.claims import Claim, load_claims
 from benchmark.config import Config
 from benchmark.data.manifest import MANIFEST, Manifest, file_sha256, load_manifest
 from benchmark.records import ComplexityRecord, EvaluationRecord, RunRecord, read_record
+from benchmark.statistics import CaseValues, Interval, bootstrap_interval
 
 Pair = tuple[str, str]   # (dataset, method)
+
+
+@dataclass(frozen=True)
+class CaseTables:
+    """One training run's per-case results of a pair, as the evaluate stage writes them: ``classes``
+    (``per_case.csv``: a row per case and class or ``region:<name>``) and ``sets`` (``per_case_sets.csv``: a row
+    per case, a column per set metric, ``region:<name>_<metric>`` for a region's)."""
+    classes: pd.DataFrame
+    sets: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The per-case values a cell averages, times ``scale`` (100 for a percentage): ``metric`` (dice, iou, hd95)
+    of the rows ``columns`` (classes or ``region:<name>``; None: every class, the evaluation's average) of
+    ``per_case.csv``; or, with ``metric`` None, the ``columns`` of ``per_case_sets.csv``."""
+    metric: str | None
+    columns: tuple[str, ...] | None
+    scale: float = 100.0
+
+    def values(self, run: CaseTables) -> pd.DataFrame:
+        """``(cases, columns)`` of one run, indexed by case id, with a ``subject_id`` column first."""
+        if self.metric is None:
+            return run.sets.set_index("case_id")[["subject_id", *self.columns]]
+        rows = run.classes
+        columns = self.columns or tuple(c for c in dict.fromkeys(rows["class"]) if not c.startswith("region:"))
+        wide = rows[rows["class"].isin(columns)].pivot(index="case_id", columns="class", values=self.metric)
+        subjects = rows.drop_duplicates("case_id").set_index("case_id")["subject_id"]
+        return pd.concat([subjects.rename("subject_id"), wide.reindex(columns=list(columns))], axis=1,
+                         join="inner")
 
 
 @dataclass(frozen=True)
@@ -34,8 +66,9 @@ class Sweep:
 class Evidence:
     """What the tables stage renders. ``results``: evaluation records of ``cfg.pairs()``; ``complexity``: of
     ``table4``'s pairs; ``runs``: run records of ``cfg.pairs()``; ``manifests``: manifest of each dataset
-    named anywhere (``manifest_errors`` says why one is absent); ``losses``: ``loss.csv`` per pair (empty
-    where absent); ``sweeps``: the NFE sweep per dataset of ``nfe_sweep`` that has one."""
+    named anywhere (``manifest_errors`` says why one is absent); ``per_case``: the per-case results of each
+    evaluated pair, one entry per training seed (one today: the pipeline trains one seed); ``losses``:
+    ``loss.csv`` per pair (empty where absent); ``sweeps``: the NFE sweep per dataset of ``nfe_sweep`` that has one."""
     cfg: Config
     catalogue: Catalogue
     claims: list[Claim] = field(default_factory=list)
@@ -45,8 +78,10 @@ class Evidence:
     manifests: dict[str, Manifest] = field(default_factory=dict)
     manifest_errors: dict[str, str] = field(default_factory=dict)
     manifest_sha256: dict[str, str] = field(default_factory=dict)
+    per_case: dict[Pair, list[CaseTables]] = field(default_factory=dict)
     losses: dict[Pair, pd.DataFrame] = field(default_factory=dict)
     sweeps: dict[str, Sweep] = field(default_factory=dict)
+    _intervals: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def datasets(self) -> dict[str, object]:
@@ -60,6 +95,30 @@ class Evidence:
         info = self.datasets.get(dataset)
         names = info.class_names[1:] if info is not None else ()
         return next((c for c in names if column.startswith(f"{c} ")), None)
+
+    def case_values(self, pair: Pair, selection: Selection) -> CaseValues | None:
+        """The per-case values of ``selection`` for ``pair`` over its seeds, or None without per-case results."""
+        runs = self.per_case.get(pair)
+        if not runs:
+            return None
+        tables = [selection.values(run) for run in runs]
+        first = tables[0]
+        for other in tables[1:]:
+            if list(other.index) != list(first.index):
+                raise ValueError(f"{pair[0]}/{pair[1]}: the seeds' per-case results name different test cases")
+        values = np.stack([t.drop(columns="subject_id").to_numpy(dtype=float) for t in tables]) * selection.scale
+        return CaseValues(values, tuple(map(str, first.index)), tuple(map(str, first["subject_id"])))
+
+    def interval(self, pair: Pair, selection: Selection) -> Interval | None:
+        """The bootstrap interval (``claims.bootstrap_*``, ``claims.confidence``) of ``selection`` for ``pair``;
+        None without per-case results. Computed once per pair and selection."""
+        key = (pair, selection)
+        if key not in self._intervals:
+            cv = self.case_values(pair, selection)
+            c = self.cfg.claims
+            self._intervals[key] = None if cv is None else bootstrap_interval(
+                cv, c.bootstrap_resamples, c.confidence, c.bootstrap_seed)
+        return self._intervals[key]
 
     def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
         info = self.datasets.get(dataset)
@@ -89,6 +148,8 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
                               for ds in cfg.table4.datasets for m in cfg.table4.methods},
                   runs={(d, m): read_record(paths.model(d, cfg.trained_as(m)) / "meta.json", RunRecord,
                                             missing_ok=True) for d, m in pairs},
+                  per_case={p: [_case_tables(paths.results(*p))] for p, r in results.items()
+                            if r is not None and r.ok and (paths.results(*p) / "per_case.csv").is_file()},
                   losses={(d, m): _loss(paths.run(d, cfg.trained_as(m)) / "loss.csv") for d, m in pairs},
                   sweeps=_sweeps(cfg))
     for ds in dataset_names(cfg, results):
@@ -98,6 +159,12 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
         except (ValueError, OSError) as err:
             ev.manifest_errors[ds] = str(err)
     return ev
+
+
+def _case_tables(folder: Path) -> CaseTables:
+    ids = {"case_id": str, "subject_id": str}
+    return CaseTables(pd.read_csv(folder / "per_case.csv", dtype=ids),
+                      pd.read_csv(folder / "per_case_sets.csv", dtype=ids))
 
 
 def _loss(path: Path) -> pd.DataFrame:

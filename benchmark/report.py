@@ -57,10 +57,23 @@ def verdict_counts(ev: Evidence, lines: list[Line]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _interval(ln: Line) -> dict[str, str]:
+    """The interval the verdict used, and the cases and seeds behind it."""
+    m = ln.measured
+    if ln.setting or m.value is None:
+        return {"interval": "", "cases (subjects)": "", "seeds": ""}
+    if m.interval is None:
+        why = "no per-case results" if m.selection is not None else "not a mean over cases"
+        return {"interval": f"point ({why})", "cases (subjects)": "", "seeds": ""}
+    i = m.interval
+    return {"interval": f"[{_fmt(i.low)}, {_fmt(i.high)}]", "cases (subjects)": f"{i.n_cases} ({i.n_subjects})",
+            "seeds": str(i.n_seeds)}
+
+
 def claim_rows(lines: list[Line]) -> pd.DataFrame:
     return pd.DataFrame([{
         "claim": ln.claim.id, "source": f"{ln.claim.table} / {ln.claim.row} / {ln.claim.column}",
-        "paper": f"{_fmt(ln.claim.value)} {ln.claim.unit}", "ours": _fmt(ln.measured.value),
+        "paper": f"{_fmt(ln.claim.value)} {ln.claim.unit}", "ours": _fmt(ln.measured.value), **_interval(ln),
         "Δ": "" if ln.delta is None else f"{ln.delta:+.3g}", "verdict": f"**{ln.verdict}**",
         "measured on": ln.where, "why": ln.reasons} for ln in lines])
 
@@ -128,11 +141,13 @@ def render_markdown(ev: Evidence, lines: list[Line]) -> str:
     tol = ", ".join(f"{u}: {t:g}" for u, t in ev.cfg.claims.tolerance.items())
     parts = [
         f"# Claims report: profile `{ev.cfg.profile}`", headline(ev, lines),
-        "Verdicts on a result: **reproduced** (|ours - paper| within the tolerance of its unit), **not reproduced**, "
+        "Verdicts on a result: **reproduced** (the paper's value inside our interval widened on each side by the "
+        "tolerance of its unit), **not reproduced**, "
         "**not comparable** (measured, but on other data or at another profile: *why* says which) and **not run** "
         "(no implementation, no dataset standing for the paper's, or no output). Verdicts on a setting of the "
         f"paper: **same**, **differs** (this profile's value in *ours*), **not run**. Tolerances (`claims.tolerance` "
-        f"in `params.yaml`): {tol}. Claims: `paper/claims.yaml`; verdict logic: `benchmark/reproduction.py`.",
+        f"in `params.yaml`): {tol}. {_interval_rule(ev)} Claims: `paper/claims.yaml`; verdict logic: "
+        f"`benchmark/reproduction.py`.",
         "## Verdicts", _md_table(verdict_counts(ev, lines)),
         "## Protocol audit", "### Split leaks", _md_table(leak_audit(ev)),
         "### Samples and network evaluations (NFE)", _md_table(protocol_audit(ev)),
@@ -144,6 +159,14 @@ def render_markdown(ev: Evidence, lines: list[Line]) -> str:
         mine = [ln for ln in lines if ln.claim.paper == paper]
         parts += [f"## {title}: {len(mine)} claims", _md_table(claim_rows(mine))]
     return "\n\n".join(parts) + "\n"
+
+
+def _interval_rule(ev: Evidence) -> str:
+    c = ev.cfg.claims
+    return (f"Our interval: the {100 * c.confidence:g}% percentile bootstrap interval of the mean over cases "
+            f"({c.bootstrap_resamples} resamples, seed {c.bootstrap_seed}; subjects drawn with all their cases, and "
+            f"training seeds where there are several), with the cases (subjects) and seeds it rests on. A value that "
+            f"is no mean over cases (parameters, GFLOPs) is compared as a point: |ours - paper| within the tolerance.")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}

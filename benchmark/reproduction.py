@@ -8,11 +8,13 @@ REFUGE2-Cup and Table 4's set metrics, BraTS the mean of WT, TC and ET; the line
 *setting* claim (sampling steps, samples, batch size, widths) is matched to the value the profile
 configures.
 
-Verdicts of a result: ``reproduced`` (|ours - paper| within the tolerance of the claim's unit,
-``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable`` (measured, but on
-other data or at another profile; the reasons say which) and ``not run`` (no implementation, no
-dataset standing for the paper's, or no stage output). Verdicts of a setting: ``same``, ``differs``
-and ``not run``.
+Verdicts of a result: ``reproduced`` (the paper's value inside our interval widened on each side by the
+tolerance of the claim's unit, ``claims.tolerance`` in ``params.yaml``), ``not reproduced``, ``not comparable``
+(measured, but on other data or at another profile; the reasons say which) and ``not run`` (no implementation,
+no dataset standing for the paper's, or no stage output). Our interval is the bootstrap interval of the mean
+over cases (``benchmark/statistics.py``); a value that is no mean over cases (parameters, GFLOPs) is a point,
+and the verdict compares it with the paper's within the tolerance. Verdicts of a setting: ``same``,
+``differs`` and ``not run``.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from benchmark.catalogue import PaperDataset
 from benchmark.claims import Claim
 from benchmark.config import Config
-from benchmark.evidence import Evidence
+from benchmark.evidence import Evidence, Selection
 from benchmark.metrics.regions import region_key
 from benchmark.records import EvaluationRecord
+from benchmark.statistics import Interval
 
 REPRODUCED, NOT_REPRODUCED, NOT_COMPARABLE, NOT_RUN = "reproduced", "not reproduced", "not comparable", "not run"
 SAME, DIFFERS = "same", "differs"
@@ -50,6 +53,15 @@ class Measured:
     caveats: tuple[str, ...] = ()     # why the value is not comparable with the paper's
     same_data: bool = True            # measured on data standing for the claim's dataset
     reading: str = ""                 # which structure the value scores, where the paper's column names one
+    selection: Selection | None = None    # the per-case values ``value`` is the mean of (None: not such a mean)
+    interval: Interval | None = None      # the bootstrap interval of that mean (None: no per-case results)
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The interval the verdict uses: the bootstrap interval, or the value itself for a point."""
+        if self.value is None:
+            return None
+        return (self.interval.low, self.interval.high) if self.interval else (self.value, self.value)
 
 
 @dataclass(frozen=True)
@@ -74,12 +86,14 @@ class Line:
 
 
 def verdict(paper: float, measured: Measured, tolerance: float) -> str:
-    """The verdict on a result claim; ``tolerance`` is absolute, in the claim's unit."""
+    """The verdict on a result claim: reproduced when ``paper`` lies in ``measured.bounds`` widened by
+    ``tolerance`` (absolute, in the claim's unit) on each side."""
     if measured.value is None:
         return NOT_RUN
     if measured.caveats or not measured.same_data:
         return NOT_COMPARABLE
-    return REPRODUCED if abs(measured.value - paper) <= tolerance else NOT_REPRODUCED
+    low, high = measured.bounds
+    return REPRODUCED if low - paper <= tolerance and paper - high <= tolerance else NOT_REPRODUCED
 
 
 def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str | None = None) -> Measured:
@@ -112,7 +126,7 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
     if not same_data:
         caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
     if paper_dataset.regions and same_data:
-        return _measure_regions(claim, result, paper_dataset, dataset, method, tuple(caveats))
+        return _with_interval(ev, _measure_regions(claim, result, paper_dataset, dataset, method, tuple(caveats)))
     cls = cls or ev.structure(dataset, claim.column)
     if claim.metric in ("ci", "ged"):
         sm = result.set_metrics
@@ -120,29 +134,45 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
         if cls is not None and same_data:
             caveats.append(f"our {claim.metric.upper()} averages all foreground classes, not {cls} alone")
         value = 100 * sm["mean"][key]
+        selection = Selection(None, (key,))
     else:
         key = "dice" if claim.metric == "f1" else claim.metric
         block = result.per_class.get(cls) if cls is not None and same_data else result.average
         if block is None or block.get(key) is None:
             return Measured(None, dataset, method, missing=f"{dataset}/{method} has no {key} for {cls or 'the average'}")
         value = block[key] if key == "hd95" else 100 * block[key]
+        selection = Selection(key, (cls,) if cls is not None and same_data else None, _scale(key))
         if claim.metric == "f1":
             caveats.append("F1 read as the Dice of the foreground pixels")
-    return Measured(value, dataset, method, caveats=tuple(caveats), same_data=same_data)
+    return _with_interval(ev, Measured(value, dataset, method, caveats=tuple(caveats), same_data=same_data,
+                                       selection=selection))
+
+
+def _scale(metric: str) -> float:
+    return 1.0 if metric == "hd95" else 100.0
+
+
+def _with_interval(ev: Evidence, m: Measured) -> Measured:
+    if m.value is None or m.selection is None:
+        return m
+    return dataclasses.replace(m, interval=ev.interval((m.dataset, m.method), m.selection))
 
 
 def _measure_regions(claim: Claim, result: EvaluationRecord, paper_dataset: PaperDataset, dataset: str, method: str,
                      caveats: tuple[str, ...]) -> Measured:
     """The claim's metric on the evaluation regions the catalogue names for its paper dataset (their mean)."""
     values = []
+    keys = tuple(region_key(name) for name in paper_dataset.regions)
     for name in paper_dataset.regions:
         block = (result.per_region or {}).get(region_key(name))
         if claim.metric in ("ci", "ged"):
             key = "ci_paper" if claim.metric == "ci" else f"ged_{result.set_metrics['n_samples']}"
             value = block["set_metrics"].get(key) if block else None
+            selection = Selection(None, tuple(f"{k}_{key}" for k in keys))
         else:
             key = "dice" if claim.metric == "f1" else claim.metric
             value = block.get(key) if block else None
+            selection = Selection(key, keys, _scale(key))
         if value is None:
             return Measured(None, dataset, method, missing=f"{dataset}/{method} has no {key} for region {name}")
         values.append(value if key == "hd95" else 100 * value)
@@ -153,7 +183,7 @@ def _measure_regions(claim: Claim, result: EvaluationRecord, paper_dataset: Pape
         reading += f": {paper_dataset.reading}"
     if claim.metric == "f1":
         caveats += ("F1 read as the Dice of the foreground pixels",)
-    return Measured(sum(values) / len(values), dataset, method, caveats=caveats, reading=reading)
+    return Measured(sum(values) / len(values), dataset, method, caveats=caveats, reading=reading, selection=selection)
 
 
 def _measure_complexity(claim: Claim, ev: Evidence, method: str, dataset: str | None) -> Measured:

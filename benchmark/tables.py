@@ -3,8 +3,9 @@
 Each table has the shape of one of the MedFlowSeg paper's tables (its layout: ``benchmark/layouts.py``):
 Table 1 multi-class cardiac (average Dice/IoU/HD95, then Dice/IoU per structure), Table 2 methods x
 modalities, Table 3 the ablation, Table 4 complexity and uncertainty. Dice and IoU are percentages, HD95 is
-in mm. A dataset that could not be obtained shows "not run"; a paper row with no implementation yet shows
-"not implemented".
+in mm. Every mean over cases carries its bootstrap interval (``benchmark/statistics.py``), and a Dice cell of a
+method whose per-case Dice differs from MedFlowSeg's a dagger (``benchmark/significance.py``). A dataset that
+could not be obtained shows "not run"; a paper row with no implementation yet shows "not implemented".
 """
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import pandas as pd
 
 from benchmark.claims import Claim
 from benchmark.data.store import atomic_write
-from benchmark.evidence import Evidence
+from benchmark.evidence import Evidence, Selection
 from benchmark.layouts import DATASET_GROUPS, TABLES, TableLayout
 from benchmark.metrics.regions import region_key
 from benchmark.reproduction import Measured, measure
+from benchmark.statistics import Interval
 
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
-CELL_NOTE = ("Each cell: ours (paper's value, Δ = ours - paper). Δ is given where our dataset stands for the "
-             "paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` gives "
-             "the verdict on every cell.")
+DAGGER = "†"
+CELL_NOTE = ("Each cell: ours [interval] (paper's value, Δ = ours - paper). Δ is given where our dataset stands for "
+             "the paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` "
+             "gives the verdict on every cell.")
+Marks = frozenset[tuple[str, str, str]]   # (dataset, column, method) of the Dice cells that get the dagger
 
 
 def _row_label(method: str, ev: Evidence) -> str:
@@ -39,18 +43,25 @@ def _number(value: float, unit: str) -> str:
     return f"{value:.{_DECIMALS.get(unit, 2)}f}"
 
 
-def claim_cell(claim: Claim, m: Measured, with_paper: bool = True) -> str:
-    """One table cell: ours, and the paper's value with the difference (see ``CELL_NOTE``)."""
+def with_interval(value: str, interval: Interval | None, decimals: int) -> str:
+    """``value [low, high]``, or ``value`` alone where there is no interval."""
+    return value if interval is None else f"{value} [{interval.low:.{decimals}f}, {interval.high:.{decimals}f}]"
+
+
+def claim_cell(claim: Claim, m: Measured, with_paper: bool = True, mark: bool = False) -> str:
+    """One table cell: ours with its interval (and the dagger where ``mark``), and the paper's value with the
+    difference (see ``CELL_NOTE``)."""
     paper = f"{claim.value:g}"
     if m.value is None:
         status = NOT_RUN if m.implemented else NOT_IMPLEMENTED
         return f"{status} (paper {paper})" if with_paper else status
-    ours = _number(m.value, claim.unit)
+    decimals = _DECIMALS.get(claim.unit, 2)
+    ours = with_interval(_number(m.value, claim.unit), m.interval, decimals) + (DAGGER if mark else "")
     if not with_paper:
         return ours
     if not m.same_data:
         return f"{ours} (paper {paper} on {claim.dataset})"
-    return f"{ours} (paper {paper}, Δ {m.value - claim.value:+.{_DECIMALS.get(claim.unit, 2)}f})"
+    return f"{ours} (paper {paper}, Δ {m.value - claim.value:+.{decimals}f})"
 
 
 def _unique(items) -> list:
@@ -60,14 +71,15 @@ def _unique(items) -> list:
 def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datasets: tuple[str, ...] = (),
                  extra_metrics: tuple[tuple[str, str], ...] = (), dataset: str | None = None,
                  region_datasets: tuple[str, ...] = (),
-                 region_metrics: tuple[tuple[str, str], ...] = ()) -> pd.DataFrame:
+                 region_metrics: tuple[tuple[str, str], ...] = (), marks: Marks = frozenset()) -> pd.DataFrame:
     """A table of the MedFlowSeg paper in its own shape: its rows and columns, each cell ours beside the paper's.
 
     ``methods`` are the registered methods this table covers in the profile: a paper row whose method is
     not among them shows "not implemented" or "not run", and a method of ours with no paper row gets a row
     of its own, without paper values. ``extra_datasets`` (datasets of ours standing for none of the
     table's) add a column per ``extra_metrics`` entry of our values; ``region_datasets`` a column per
-    evaluation region and ``region_metrics`` entry; ``dataset`` measures every row on it.
+    evaluation region and ``region_metrics`` entry; ``dataset`` measures every row on it. ``marks``: the cells
+    that get the dagger.
     """
     cells = [c for c in ev.claims if c.paper == "medflowseg" and c.table == table]
     columns = _unique(c.column for c in cells)
@@ -79,8 +91,23 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
                    for region in ev.datasets[ds].regions for metric, name in region_metrics]
     index, rows, row_methods, live_rows = [], [], [], []
 
-    def measured(col: str, method: str) -> Measured:
-        return measure(template[col], ev, method=method, dataset=dataset)
+    def cells_of(row: str | None, method: str | None, live: bool) -> list[str]:
+        """The cells of a paper ``row`` (None: a row of ours) whose ``method`` runs here (``live``) or not."""
+        out = []
+        for col in columns:
+            claim = by_cell.get((row, col))
+            if live:
+                m = measure(template[col], ev, method=method, dataset=dataset)
+                mark = (m.dataset, col, method) in marks
+            else:
+                m, mark = (Measured(None, missing=f"{row} is not implemented", implemented=False) if method is None
+                           else Measured(None, missing=f"{method} not run")), False
+            out.append(claim_cell(claim, m, mark=mark) if claim else
+                       claim_cell(template[col], m, with_paper=False, mark=mark))
+        if not live:
+            return out + [NOT_RUN if method else NOT_IMPLEMENTED] * len(extra_cols)
+        return out + [_extra_cell(ev, ds, method, metric, region) + (DAGGER if (ds, name, method) in marks else "")
+                      for name, ds, metric, region in extra_cols]
 
     for row in _unique(c.row for c in cells):
         method = ev.catalogue.row_method(row)
@@ -89,24 +116,14 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
         index.append(row + (f" [ours: {ours}]" if live else ""))
         row_methods.append(method)
         live_rows.append(live)
-        absent = (Measured(None, missing=f"{row} is not implemented", implemented=False) if method is None
-                  else Measured(None, missing=f"{method} not run"))
-        cells_row = []
-        for col in columns:
-            claim = by_cell.get((row, col))
-            m = measured(col, method) if live else absent
-            cells_row.append(claim_cell(claim, m) if claim else claim_cell(template[col], m, with_paper=False))
-        cells_row += [_extra_cell(ev, ds, method, metric, region) if live else
-                      (NOT_RUN if method else NOT_IMPLEMENTED) for _, ds, metric, region in extra_cols]
-        rows.append(cells_row)
+        rows.append(cells_of(row, method, live))
     for method in methods:
         if method in mapped:
             continue
         index.append(_row_label(method, ev))
         row_methods.append(method)
         live_rows.append(True)
-        rows.append([claim_cell(template[col], measured(col, method), with_paper=False) for col in columns]
-                    + [_extra_cell(ev, ds, method, metric, region) for _, ds, metric, region in extra_cols])
+        rows.append(cells_of(None, method, True))
     df = pd.DataFrame(rows, index=pd.Index(index, name="Method"), columns=columns + [c[0] for c in extra_cols])
     df.attrs["methods"] = row_methods     # the registered method of each row (None: not implemented)
     df.attrs["live"] = live_rows          # whether the row's method runs in this table
@@ -114,14 +131,15 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
 
 
 def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str, region: str | None = None) -> str:
-    """Our ``metric`` on ``dataset``: its average, or its evaluation ``region``."""
+    """Our ``metric`` on ``dataset`` with its interval: its average, or its evaluation ``region``."""
     r = ev.results.get((dataset, method))
     block = None if r is None or not r.ok else r.average if region is None else \
         (r.per_region or {}).get(region_key(region))
     if block is None or block.get(metric) is None:
         return NOT_RUN
-    v = block[metric]
-    return f"{v:.2f}" if metric == "hd95" else f"{100 * v:.2f}"
+    scale = 1.0 if metric == "hd95" else 100.0
+    selection = Selection(metric, None if region is None else (region_key(region),), scale)
+    return with_interval(f"{scale * block[metric]:.2f}", ev.interval((dataset, method), selection), 2)
 
 
 def layout_datasets(layout: TableLayout, ev: Evidence) -> tuple[str, ...]:
@@ -131,25 +149,25 @@ def layout_datasets(layout: TableLayout, ev: Evidence) -> tuple[str, ...]:
     return tuple(d for d in ev.catalogue.stand_ins(layout.datasets).stand_ins if d in ev.cfg.datasets)
 
 
-def _unclaimed(ev: Evidence, datasets: tuple[str, ...], table: str) -> tuple[str, ...]:
+def unclaimed_datasets(ev: Evidence, datasets: tuple[str, ...], table: str) -> tuple[str, ...]:
     """Datasets of ours standing for none of a table's paper datasets."""
     table_datasets = {c.dataset for c in ev.claims if c.paper == "medflowseg" and c.table == table and c.dataset}
     standing = {d for name in table_datasets for d in ev.catalogue.stand_ins(name).stand_ins}
     return tuple(d for d in datasets if d not in standing)
 
 
-def build_table(layout: TableLayout, ev: Evidence) -> pd.DataFrame:
-    """The table ``layout`` declares, from the evidence."""
+def build_table(layout: TableLayout, ev: Evidence, marks: Marks = frozenset()) -> pd.DataFrame:
+    """The table ``layout`` declares, from the evidence; ``marks``: the Dice cells that get the dagger."""
     methods = layout.row_methods(ev.cfg)
     if not layout.blocks:
-        extra = _unclaimed(ev, layout_datasets(layout, ev), layout.table) if layout.extra_metrics else ()
+        extra = unclaimed_datasets(ev, layout_datasets(layout, ev), layout.table) if layout.extra_metrics else ()
         regions = tuple(d for d in layout_datasets(layout, ev) if ev.datasets.get(d) is not None
                         and ev.datasets[d].regions) if layout.region_metrics else ()
         return claims_table(ev, layout.table, methods, extra_datasets=extra, extra_metrics=layout.extra_metrics,
-                            region_datasets=regions, region_metrics=layout.region_metrics)
+                            region_datasets=regions, region_metrics=layout.region_metrics, marks=marks)
     blocks = []
     for ds in layout_datasets(layout, ev):
-        df = claims_table(ev, layout.table, methods, dataset=ds)
+        df = claims_table(ev, layout.table, methods, dataset=ds, marks=marks)
         rows = list(zip(df.attrs["methods"], df.attrs["live"]))
         for col, value in layout.our_columns:
             df[col] = [_our_value(ev, ds, m, value, _paper_regions(ev, ds, layout.table)) if live
@@ -173,8 +191,8 @@ _COMPUTE = {   # Table 4's columns of compute, from the complexity record
 
 
 def _our_value(ev: Evidence, ds: str, m: str, value: str, regions: tuple[str, ...] = ()) -> str:
-    """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``); a set metric is read on
-    ``regions`` (their mean) where given, as the table's paper columns are."""
+    """A column of ours in a block of ``ds`` (see ``TableLayout.our_columns``); a set metric, with its interval,
+    is read on ``regions`` (their mean) where given, as the table's paper columns are."""
     if value in _COMPUTE:
         c = ev.complexity.get((ds, m))
         return NOT_RUN if c is None or not c.ok else _COMPUTE[value](c)
@@ -182,11 +200,14 @@ def _our_value(ev: Evidence, ds: str, m: str, value: str, regions: tuple[str, ..
     if r is None or not r.ok:
         return NOT_RUN
     if not regions:
-        return f"{100 * r.set_metrics['mean'][value]:.1f}"
-    blocks = [(r.per_region or {}).get(region_key(name)) for name in regions]
-    if any(b is None for b in blocks):
-        return NOT_RUN
-    return f"{100 * sum(b['set_metrics'][value] for b in blocks) / len(blocks):.1f}"
+        mean, columns = r.set_metrics["mean"][value], (value,)
+    else:
+        blocks = [(r.per_region or {}).get(region_key(name)) for name in regions]
+        if any(b is None for b in blocks):
+            return NOT_RUN
+        mean = sum(b["set_metrics"][value] for b in blocks) / len(blocks)
+        columns = tuple(f"{region_key(name)}_{value}" for name in regions)
+    return with_interval(f"{100 * mean:.1f}", ev.interval((ds, m), Selection(None, columns)), 1)
 
 
 def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
@@ -246,7 +267,8 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
     flat.columns = [" ".join(c) if isinstance(c, tuple) else c for c in df.columns]
     flat = flat.reset_index()  # row labels (one level or several) become ordinary columns
     md = f"## {title}\n\n{flat.to_markdown(index=False)}\n\n{caption_text}\n"
-    tex = df.to_latex(caption=title, multicolumn=True, escape=True).replace("Δ", r"$\Delta$")  # pdflatex-safe
+    tex = df.to_latex(caption=title, multicolumn=True, escape=True).replace("Δ", r"$\Delta$").replace(
+        DAGGER, r"$^{\dagger}$")   # pdflatex-safe
     out = []
     for suffix, text in ((".md", md), (".tex", tex)):
         p = stem.with_suffix(suffix)
@@ -259,12 +281,18 @@ def write_table(df: pd.DataFrame, stem: Path, title: str, caption_text: str) -> 
 
 
 def write_tables(ev: Evidence, folder: Path) -> list[Path]:
-    """Every table of :data:`benchmark.layouts.TABLES` as ``folder/<file>.{md,tex,csv}``."""
+    """Every table of :data:`benchmark.layouts.TABLES` as ``folder/<file>.{md,tex,csv}``, and its paired tests
+    against MedFlowSeg as ``folder/<file>_wilcoxon.csv`` (``benchmark/significance.py``)."""
+    from benchmark.significance import legend, marks, paired_tests, write_tests
+
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for layout in TABLES:
-        written += write_table(build_table(layout, ev), folder / layout.file, layout.title,
-                               CAPTIONS[layout.caption](ev, layout))
+        tests = paired_tests(layout, ev)
+        tests_file = folder / f"{layout.file}_wilcoxon.csv"
+        caption = f"{CAPTIONS[layout.caption](ev, layout)}\n\n{legend(ev, layout, tests, tests_file.name)}"
+        written += write_table(build_table(layout, ev, marks(tests)), folder / layout.file, layout.title, caption)
+        written.append(write_tests(tests, tests_file))
     return written
 
 

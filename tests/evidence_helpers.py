@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pandas as pd
+
 from benchmark.catalogue import load_catalogue
 from benchmark.claims import load_claims
-from benchmark.evidence import Evidence
+from benchmark.evidence import CaseTables, Evidence
 from benchmark.records import ComplexityRecord, EvaluationRecord, Status
 from tests.conftest import ROOT
 
@@ -34,12 +36,26 @@ def complexity(params: int = 840_000) -> ComplexityRecord:
                             evaluations_per_sample=10, counted_by="test", uncounted_operators=[])
 
 
+def case_tables(dice: dict[str, list[float]], subjects: list[str] | None = None,
+                sets: dict[str, list[float]] | None = None) -> CaseTables:
+    """One run's per-case results as the evaluate stage writes them: ``dice`` of each class (or ``region:<name>``)
+    per case (IoU half of it, HD95 2 mm), cases ``c00``, ``c01``, ... of ``subjects`` (default: one subject per
+    case), and the set metrics ``sets`` per case."""
+    n = len(next(iter(dice.values())))
+    ids = [f"c{i:02d}" for i in range(n)]
+    subjects = subjects or [f"s{i:02d}" for i in range(n)]
+    classes = pd.DataFrame([{"case_id": c, "subject_id": s, "class": k, "dice": v[i], "iou": v[i] / 2, "hd95": 2.0}
+                            for k, v in dice.items() for i, (c, s) in enumerate(zip(ids, subjects))])
+    return CaseTables(classes, pd.DataFrame({"case_id": ids, "subject_id": subjects, **(sets or {})}))
+
+
 def evidence(cfg, results: dict, complexity_records: dict | None = None, phantom: bool = True,
-             catalogue=None) -> Evidence:
+             catalogue=None, per_case: dict | None = None) -> Evidence:
     """Evidence of ``results`` for ``cfg``: the project's catalogue and claims, and every dataset a manifest
-    with the classes :data:`CLASSES` (``phantom`` or real)."""
+    with the classes :data:`CLASSES` (``phantom`` or real); ``per_case``: pair -> its :class:`CaseTables`, one
+    per seed."""
     catalogue = catalogue or load_catalogue(CATALOGUE)
     info = SimpleNamespace(phantom=phantom, class_names=CLASSES, regions={})
     datasets = {d for d, _ in results} | set(cfg.datasets)
     return Evidence(cfg, catalogue, load_claims(CLAIMS, catalogue.papers), results, complexity_records or {},
-                    manifests={d: SimpleNamespace(dataset=info) for d in datasets})
+                    manifests={d: SimpleNamespace(dataset=info) for d in datasets}, per_case=per_case or {})

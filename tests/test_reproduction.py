@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from benchmark.catalogue import PaperDataset, load_catalogue
@@ -12,7 +13,7 @@ from benchmark.records import EvaluationRecord
 from benchmark.reproduction import (DIFFERS, NOT_COMPARABLE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, SAME, Measured,
                                     judge, verdict)
 from tests.conftest import write_params
-from tests.evidence_helpers import CATALOGUE, evaluation, evidence
+from tests.evidence_helpers import CATALOGUE, case_tables, evaluation, evidence
 from tests.evidence_helpers import complexity as complexity_record
 
 # A (pretend) real dataset 'acdc' stands for ACDC, as issue 6's converters let it.
@@ -30,10 +31,10 @@ def _result(dice: float, lv: float = 0.5) -> EvaluationRecord:
     return evaluation(dice, lv=lv, hd95=4.0, lv_hd95=2.0, set_means={"ged_4": 0.25, "ci_paper": 0.7})
 
 
-def _evidence(tmp_path, results: dict, profile="paper", phantom=False, complexity=None, **params):
+def _evidence(tmp_path, results: dict, profile="paper", phantom=False, complexity=None, per_case=None, **params):
     params = {"profile": profile, "datasets": ["acdc"], "methods": ["unet"], **params}
     cfg = load_config(write_params(tmp_path / "params.yaml", **params))
-    return evidence(cfg, results, complexity, phantom=phantom, catalogue=REAL_ACDC)
+    return evidence(cfg, results, complexity, phantom=phantom, catalogue=REAL_ACDC, per_case=per_case)
 
 
 @pytest.mark.parametrize("ours, tolerance, expected", [
@@ -217,3 +218,46 @@ def test_an_evaluation_without_the_region_is_not_run_naming_it(tmp_path):
     ev = _evidence(tmp_path, {("refuge2", "unet"): _result(0.7)}, datasets=["refuge2"])
     line = judge(_claim(table="Table 2", column="REFUGE2-Disc Dice", value=93.0, dataset="REFUGE2-Disc"), ev)
     assert line.verdict == NOT_RUN and line.reasons == "refuge2/unet has no dice for region disc"
+
+
+def _spread(mean: float, half_range: float, n: int = 12) -> list[float]:
+    """``n`` per-case Dice values, evenly spread over ``mean`` +- ``half_range``."""
+    return list(np.linspace(mean - half_range, mean + half_range, n))
+
+
+def test_verdict_uses_the_interval_widened_by_the_tolerance(tmp_path):
+    """Ours 85.00 is 2.55 from the paper's 87.55, more than the 1-point tolerance; with cases spread over
+    +-10 points the interval (about [81, 89]) widened by 1 holds 87.55: reproduced. Cases spread over +-1 point
+    give an interval about [84.4, 85.6]: not reproduced."""
+    def line(half_range: float):
+        run = case_tables({c: _spread(0.85, half_range) for c in ("RV", "Myo", "LV")})
+        ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.85)}, per_case={("acdc", "unet"): [run]})
+        return judge(_claim(), ev)
+
+    wide, narrow = line(0.10), line(0.01)
+    assert wide.measured.value == pytest.approx(85.0) and abs(wide.delta) > 1.0
+    i = wide.measured.interval
+    assert i.low < 85.0 < i.high and i.high + 1.0 >= 87.55 and (i.n_cases, i.n_subjects, i.n_seeds) == (12, 12, 1)
+    assert wide.verdict == REPRODUCED
+    assert narrow.measured.interval.high + 1.0 < 87.55 and narrow.verdict == NOT_REPRODUCED
+    assert verdict(87.55, Measured(85.0, interval=i), 1.0) == REPRODUCED
+    assert verdict(87.55, Measured(85.0), 1.0) == NOT_REPRODUCED      # the same value as a point
+
+
+def test_report_lines_show_the_interval_cases_and_seeds_or_say_point(tmp_path):
+    from benchmark.report import claim_rows
+
+    run = case_tables({c: _spread(0.85, 0.1) for c in ("RV", "Myo", "LV")}, subjects=[f"s{i // 2}" for i in range(12)])
+    complexity = {("acdc", "unet"): complexity_record(110_500_000)}
+    ev = _evidence(tmp_path, {("acdc", "unet"): _result(0.85)}, complexity=complexity,
+                   per_case={("acdc", "unet"): [run, run]})
+    params = _claim(table="Table 4", column="Params", metric="params", value=111, unit="M params", dataset=None,
+                    higher=None)
+    rows = claim_rows([judge(_claim(), ev), judge(params, ev)]).set_index("claim", drop=False)
+    dice, size = rows.iloc[0], rows.iloc[1]
+    i = judge(_claim(), ev).measured.interval
+    assert dice["interval"] == f"[{i.low:.4g}, {i.high:.4g}]" and i.low < 85.0 < i.high
+    assert (dice["cases (subjects)"], dice["seeds"]) == ("12 (6)", "2")
+    assert size["interval"] == "point (not a mean over cases)" and size["verdict"] == f"**{REPRODUCED}**"
+    bare = claim_rows([judge(_claim(), _evidence(tmp_path, {("acdc", "unet"): _result(0.85)}))]).iloc[0]
+    assert bare["interval"] == "point (no per-case results)"

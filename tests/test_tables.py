@@ -6,17 +6,21 @@ import json
 
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark.cli import main
 from benchmark.complexity import method_complexity
 from benchmark.config import load_config
-from benchmark.data.phantoms import brain, fundus
+from benchmark.data.phantoms import brain, cardiac, fundus
 from benchmark.layouts import TABLES
 from benchmark.methods import build_method
 from benchmark.records import EvaluationRecord
 from benchmark.tables import build_table, complexity_caption, results_caption, write_table
 from tests.conftest import TINY_PARAMS, write_params
+from tests.evidence_helpers import CLASSES, case_tables
 from tests.evidence_helpers import complexity as _complexity
 from tests.evidence_helpers import evaluation as _result
 from tests.evidence_helpers import evidence as _evidence
@@ -235,3 +239,99 @@ def test_table4_gives_compute_in_macs_and_in_flops_from_the_record(cfg):
                                                                  "GFLOPs per evaluation (2 per MAC)"))
         assert flops == pytest.approx(2 * macs) and macs > 0
 
+
+
+def _cardiac_per_case(runs: dict[str, list[list[float]]]) -> dict:
+    """Per-case results on phantom-cardiac: each method's Dice per case (the same for every class) for each of
+    its seeds, one subject per case."""
+    return {("phantom-cardiac", m): [case_tables({c: dice for c in CLASSES[1:]}) for dice in seeds]
+            for m, seeds in runs.items()}
+
+
+def test_cells_carry_intervals_and_the_dagger_marks_holm_significant_dice(tmp_path):
+    """Every mean over cases shows its bootstrap interval; UNet, below MedFlowSeg on every case, is marked as
+    differing from it; flowseg-plain, within noise of it, is not; the legend gives cases, seeds and the rule."""
+    from benchmark.significance import marks, paired_tests
+    from benchmark.statistics import CaseValues, bootstrap_interval
+    from benchmark.tables import write_tables
+
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"],
+                                   methods=["unet", "flowseg-plain", "medflowseg"]))
+    base = np.array([0.70 + 0.02 * i for i in range(12)])
+    noise = np.array([0.01 * (-1) ** i * (1 + i % 3) for i in range(12)])
+    per_case = _cardiac_per_case({"medflowseg": [base, base + 0.01], "unet": [base - 0.2],
+                                  "flowseg-plain": [base + noise]})
+    means = {m: float(np.mean([r.classes["dice"].mean() for r in runs])) for (_, m), runs in per_case.items()}
+    results = {("phantom-cardiac", m): _result(v, lv=v) for m, v in means.items()}
+    ev = _evidence(cfg, results, per_case=per_case)
+    ev.manifests["phantom-cardiac"] = SimpleNamespace(dataset=cardiac.INFO)    # the captions read its description
+
+    found = paired_tests(LAYOUTS["Table 1"], ev)
+    tests = found.set_index("method")
+    assert list(tests.index) == ["unet", "flowseg-plain"] and set(tests["column"]) == {"Average Dice"}
+    exact = stats.wilcoxon(base - 0.2, base + 0.005)      # against MedFlowSeg's per-case mean over its two seeds
+    assert tests.loc["unet", "p"] == pytest.approx(exact.pvalue) and tests.loc["unet", "n_pairs"] == 12
+    assert tests.loc["unet", "direction"] == "lower" and tests.loc["unet", "significant"]
+    assert tests.loc["unet", "p_holm"] == pytest.approx(2 * exact.pvalue)  # the smaller of two p-values
+    assert not tests.loc["flowseg-plain", "significant"] and tests.loc["flowseg-plain", "p"] > 0.05
+
+    df = build_table(LAYOUTS["Table 1"], ev, marks(found))
+    values = CaseValues(100 * (base - 0.2)[None, :, None].repeat(3, axis=2), tuple(f"c{i:02d}" for i in range(12)),
+                        tuple(f"s{i:02d}" for i in range(12)))
+    i = bootstrap_interval(values, cfg.claims.bootstrap_resamples, cfg.claims.confidence, cfg.claims.bootstrap_seed)
+    unet = df.loc["UNet [ours: unet]"]
+    assert unet["Average Dice"] == f"{100 * means['unet']:.2f} [{i.low:.2f}, {i.high:.2f}]† (paper 87.55, Δ " \
+                                   f"{100 * means['unet'] - 87.55:+.2f})"
+    assert unet["LV Dice"].startswith(f"{100 * means['unet']:.2f} [") and "†" not in unet["LV Dice"]
+    plain = df.iloc[-1]["Average Dice"]
+    assert plain.endswith("]") and "†" not in plain
+
+    written = write_tables(ev, tmp_path / "tables")
+    assert tmp_path / "tables" / "table1_cardiac_wilcoxon.csv" in written
+    csv = pd.read_csv(tmp_path / "tables" / "table1_cardiac_wilcoxon.csv")
+    assert list(csv.columns) == ["dataset", "column", "method", "reference", "n_pairs", "statistic", "p", "p_holm",
+                                 "significant", "direction", "mean_difference"]
+    tex = (tmp_path / "tables" / "table1_cardiac.tex").read_text()
+    assert "†" not in tex and "]$^{\\dagger}$ (paper 87.55" in tex
+    md = (tmp_path / "tables" / "table1_cardiac.md").read_text()
+    assert "Cases (subjects) per dataset: phantom-cardiac 12 (12); training seeds per cell: 1, 2." in md
+    assert "†: per-case Dice differs from MedFlowSeg's at Holm-adjusted p < 0.05" in md
+    assert "Holm over the 2 tests of this table, `table1_cardiac_wilcoxon.csv`" in md
+
+
+def test_table4_set_metric_columns_carry_intervals(cfg):
+    ci = [0.6 + 0.02 * i for i in range(10)]
+    run = case_tables({c: [0.5] * 10 for c in CLASSES[1:]}, sets={"ci_harmonic": ci, "hm_iou": [0.5] * 10,
+                                                              "ci_paper": [0.7] * 10, "ged_4": [0.25] * 10})
+    ev = _evidence(cfg, {(DS, "medflowseg"): _result(0.5)}, per_case={(DS, "medflowseg"): [run]})
+    row = _table("Table 4", ev).loc[(DS, "MedFlowSeg [ours: medflowseg]")]
+    low, high = (float(v) for v in row["CI (harmonic)"].split("[")[1].rstrip("]").split(", "))
+    assert row["CI (harmonic)"].startswith("75.0 [") and 60 < low < 69 < 70 < high < 80
+    assert row["HM-IoU"] == "50.0 [50.0, 50.0]"     # every case the same: no spread
+    assert row["CI"] == "70.0 [70.0, 70.0] (paper 83.2 on REFUGE2-Cup)"
+    assert row["Params"] == "not run (paper 111)"    # no complexity record; never an interval
+
+
+def test_the_evidence_reads_each_evaluated_pairs_per_case_files_as_one_seed(tmp_path, monkeypatch):
+    """Case and subject ids stay text ("007" is not 7); a pair without an ok evaluation has no per-case results."""
+    from benchmark import paths
+    from benchmark.evidence import Selection, load_evidence
+    from benchmark.records import write_record
+    from tests.evidence_helpers import CATALOGUE, CLAIMS
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"], methods=["unet"]))
+    run = case_tables({c: [0.5, 0.7] for c in CLASSES[1:]}, subjects=["007", "007"], sets={"hm_iou": [0.2, 0.4]})
+    run.classes["case_id"] = run.classes["case_id"].map({"c00": "001", "c01": "002"})
+    run.sets["case_id"] = ["001", "002"]
+    folder = paths.results("phantom-cardiac", "unet")
+    folder.mkdir(parents=True)
+    run.classes.to_csv(folder / "per_case.csv", index=False)
+    run.sets.to_csv(folder / "per_case_sets.csv", index=False)
+    write_record(folder / "evaluation.json", _result(0.6))
+    ev = load_evidence(cfg, CATALOGUE, CLAIMS)
+    assert list(ev.per_case) == [("phantom-cardiac", "unet")] and len(ev.per_case[("phantom-cardiac", "unet")]) == 1
+    cv = ev.case_values(("phantom-cardiac", "unet"), Selection("dice", None))
+    assert cv.cases == ("001", "002") and cv.subjects == ("007", "007") and cv.point() == pytest.approx(60.0)
+    sets = ev.case_values(("phantom-cardiac", "unet"), Selection(None, ("hm_iou",)))
+    assert sets.values.shape == (1, 2, 1) and sets.point() == pytest.approx(30.0)
