@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from benchmark.config import MethodConfig
     from benchmark.records import PredictionRecord, RunRecord
 
-__all__ = ["SegmentationMethod", "Sampler", "Samples", "CountsInEpochs", "TrainsItself"]
+__all__ = ["SegmentationMethod", "Sampler", "Samples", "CountsInEpochs", "ClipsGradients", "TrainsItself"]
 
 
 @runtime_checkable
@@ -117,6 +117,18 @@ class HasConditionHead(Protocol):
     def condition_labels(self, images: torch.Tensor) -> torch.Tensor:
         """images ``(B, C, H, W)`` -> int64 labels ``(B, H, W)``, the argmax of the head's class logits."""
         ...
+
+
+@runtime_checkable
+class ClipsGradients(Protocol):
+    """Optional, beside :class:`SegmentationMethod`: a method trained with its gradients clipped (FlowSDF's
+    released trainer). ``grad_clip`` is ``(norm_type, max_norm)``, the arguments of
+    ``torch.nn.utils.clip_grad_norm_`` (``norm_type`` a float, ``math.inf`` for the largest absolute entry), or
+    None for no clipping. After each backward pass and before the optimizer step the trainer calls
+    ``accelerator.clip_grad_norm_(model.parameters(), max_norm, norm_type=norm_type)`` (Accelerate unscales
+    mixed-precision gradients first; under several processes the gradients are already averaged)."""
+
+    grad_clip: tuple[float, float] | None
 
 
 class TrainsItself(abc.ABC):

@@ -11,7 +11,8 @@ from baselines.flowsdf import FlowSDF, sdf_to_labels, signed_distance
 from benchmark.methods import build_method
 from medflowseg.flow import LinearPath, ODESolver
 
-TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "rrdb_growth": 4}
+TINY = {"channels": (8, 16), "num_res_blocks": 1, "time_embed_dim": 16, "norm_groups": 4, "encoder_width": 8,
+        "rrdb_growth": 4}
 
 
 def _labels(rows) -> torch.Tensor:
@@ -94,9 +95,16 @@ def test_a_passed_sampler_sets_the_steps_of_every_restart():
 
 
 def test_loss_trains_the_image_encoder_and_is_registered():
+    """The output convolution starts at zero (so the first step moves only it); after one step the image
+    features reach the loss."""
     model = build_method("flowsdf", 3, 2, TINY)
     assert isinstance(model, FlowSDF)
     images, labels = torch.randn(2, 3, 16, 16), torch.randint(0, 2, (2, 16, 16))
-    loss = model.loss(images, labels, torch.Generator().manual_seed(0))
-    loss.backward()
-    assert torch.isfinite(loss) and model.encoder[0].weight.grad.abs().sum() > 0  # features reach the velocity
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(2):
+        optimizer.zero_grad()
+        loss = model.loss(images, labels, torch.Generator().manual_seed(step))
+        loss.backward()
+        encoder_grad = model.encoder.first.weight.grad.abs().sum()
+        assert torch.isfinite(loss) and (encoder_grad > 0) == (step == 1)
+        optimizer.step()
