@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.manifest import MANIFEST, ManifestError, file_sha256, load_manifest
+from benchmark.data.manifest import Manifest, ManifestError, file_sha256, load_manifest
 from benchmark.data.store import CaseFileError, load_case, staged_folder, write_json
 from benchmark.lock import exclusive
 
@@ -48,11 +48,12 @@ def open_store(processed: Path, split: str = "train", folder: Path | None = None
     """
     processed = Path(processed)
     folder = Path(folder) if folder is not None else store_folder(processed, split)
-    manifest_sha = file_sha256(processed / MANIFEST)
+    manifest = load_manifest(processed)
+    manifest_sha = file_sha256(manifest.path)
     with exclusive(folder.parent, "train", wait=True):
         arrays = _open(folder, manifest_sha, split)
         if arrays is None:
-            _build(processed, split, folder, manifest_sha)
+            _build(processed, manifest, split, folder, manifest_sha)
             arrays = _open(folder, manifest_sha, split)
     if arrays is None:
         raise RuntimeError(f"{folder}: the slice store just built does not open")
@@ -75,8 +76,7 @@ def _open(folder: Path, manifest_sha: str, split: str) -> tuple[np.memmap, np.me
     return images, labels
 
 
-def _build(processed: Path, split: str, folder: Path, manifest_sha: str) -> None:
-    manifest = load_manifest(processed)
+def _build(processed: Path, manifest: Manifest, split: str, folder: Path, manifest_sha: str) -> None:
     info = manifest.dataset
     entries = manifest.split(split)
     if not entries:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmark.data.case import Case, DatasetInfo
-from benchmark.data.manifest import CaseEntry, Manifest, file_sha256
+from benchmark.data.manifest import CaseEntry, Manifest, ManifestError, file_sha256
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import CaseFileError, save_case
 from benchmark.records import Status
@@ -130,6 +130,15 @@ def test_a_case_with_other_raters_is_named(tmp_path):
     assert not store_folder(tmp_path / "processed", "train").exists()
     with pytest.raises(ValueError, match="different numbers of raters"):
         SliceSet.from_cases(cases)
+
+
+def test_no_manifest_or_an_empty_split_is_named(tmp_path):
+    with pytest.raises(ManifestError, match="manifest is missing"):
+        SliceSet.from_store(tmp_path / "nothing")
+    write_processed(tmp_path / "processed", INFO, _cases(), split=lambda case: "test")
+    with pytest.raises(ManifestError, match="the train split has no cases"):
+        SliceSet.from_store(tmp_path / "processed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["processed"]
 
 
 def _open_and_stat(processed: Path, queue) -> None:
