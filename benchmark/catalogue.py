@@ -26,11 +26,14 @@ class CatalogueError(SegbenchError, ValueError):
 class MethodEntry:
     """A registered method's place in the tables: ``label`` on a row of its own; ``stand_in``: what stands on a
     paper's row where it is not the authors' code; ``paper_rows``: the papers' rows it implements; ``size_of``:
-    rows whose parameter and compute claims it is compared with as well (another reading of their architecture)."""
+    rows whose parameter and compute claims it is compared with as well (another reading of their architecture);
+    ``nfe``: paper id -> the network evaluations per sample that paper's rows of this method were sampled with
+    (where the papers differ: MedFlowSeg ran FlowSDF at 100 steps, FlowSDF's own Table 1 at 4)."""
     label: str
     stand_in: str | None = None
     paper_rows: tuple[str, ...] = ()
     size_of: tuple[str, ...] = ()
+    nfe: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,16 @@ def _mapping(value: object, where: str, keys: set[str] | None = None) -> dict:
 
 def _method(name: str, raw: object) -> MethodEntry:
     where = f"methods.{name}"
-    raw = _mapping(raw, where, {"label", "stand_in", "paper_rows", "size_of"})
+    raw = _mapping(raw, where, {"label", "stand_in", "paper_rows", "size_of", "nfe"})
+    nfe = _mapping(raw.get("nfe", {}), f"{where}.nfe")
+    bad = {k: v for k, v in nfe.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0}
+    if bad:
+        raise ValueError(f"{where}.nfe: each value must be a number > 0 (paper id -> NFE per sample), got {bad}")
     return MethodEntry(label=_text(raw["label"], f"{where}.label") if "label" in raw else name,
                        stand_in=_text(raw["stand_in"], f"{where}.stand_in") if "stand_in" in raw else None,
                        paper_rows=_texts(raw.get("paper_rows", []), f"{where}.paper_rows"),
-                       size_of=_texts(raw.get("size_of", []), f"{where}.size_of"))
+                       size_of=_texts(raw.get("size_of", []), f"{where}.size_of"),
+                       nfe={str(k): float(v) for k, v in nfe.items()} or None)
 
 
 def _dataset(name: str, raw: object) -> PaperDataset:

@@ -125,6 +125,10 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
     caveats = list(ev.data_caveats(dataset, claim.dataset if same_data else None))
     if not same_data:
         caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
+    paper_nfe = (ev.catalogue.methods[method].nfe or {}).get(claim.paper) if method in ev.catalogue.methods else None
+    if paper_nfe is not None and result.nfe_per_sample != paper_nfe:
+        caveats.insert(0, f"sampled at NFE {result.nfe_per_sample:g} per sample; this paper's {claim.row} rows at "
+                          f"{paper_nfe:g}")
     if paper_dataset.regions and same_data:
         return _with_interval(ev, _measure_regions(claim, result, paper_dataset, dataset, method, tuple(caveats)))
     cls = cls or ev.structure(dataset, claim.column)

@@ -261,3 +261,16 @@ def test_report_lines_show_the_interval_cases_and_seeds_or_say_point(tmp_path):
     assert size["interval"] == "point (not a mean over cases)" and size["verdict"] == f"**{REPRODUCED}**"
     bare = claim_rows([judge(_claim(), _evidence(tmp_path, {("acdc", "unet"): _result(0.85)}))]).iloc[0]
     assert bare["interval"] == "point (no per-case results)"
+
+
+def test_a_result_sampled_at_other_nfe_than_the_papers_row_is_not_comparable(tmp_path):
+    # The MedFlowSeg paper sampled FlowSDF with 100 steps, FlowSDF's own Table 1 with 4 (paper/catalogue.yaml).
+    at_100 = dataclasses.replace(_result(0.87), nfe_per_sample=100)
+    none = {"datasets": [], "methods": []}
+    ev = _evidence(tmp_path, {("acdc", "flowsdf"): at_100}, methods=["flowsdf"], method={"flowsdf": {}},
+                   ablations=none, table4=none, nfe_sweep={"datasets": []})
+    ours = judge(_claim(row="FlowSDF"), ev)
+    assert ours.verdict == REPRODUCED and not ours.measured.caveats
+    theirs = judge(dataclasses.replace(_claim(row="FlowSDF (K=1)"), paper="flowsdf"), ev)
+    assert theirs.verdict == NOT_COMPARABLE
+    assert theirs.measured.caveats[0] == "sampled at NFE 100 per sample; this paper's FlowSDF (K=1) rows at 4"
