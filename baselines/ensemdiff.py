@@ -26,11 +26,13 @@ Labelled "EnsemDiff (suite reimplementation)" in tables. Sources, file:line of t
 - the ensemble: 5 samples per image (``num_ensemble=5``, sample.py:86, 115; README.md:57-60): the suite's
   ``predict.n_samples``, fused by the suite's fusion (``evaluation.fusion``).
 
-The uncertainty map. The paper's is the per-pixel variance of the ensemble's soft samples; ``uncertainty`` returns
-it. The predict stage writes its own map from the thresholded samples, 1 - (count of the modal label) / n, which
-differs: it sees hard labels (a sample at 0.45 and one at 0.05 agree there), and for binary masks it is
-min(p, 1 - p) of the foreground vote fraction p, where the variance of hard votes would be p (1 - p). The stage does
-not call ``uncertainty`` (the method contract, ``benchmark/methods/interface.py``, has no such hook).
+The uncertainty map. The paper derives a pixel-wise uncertainty map from the ensemble (its abstract); ``uncertainty``
+returns the per-pixel variance of the soft samples, the ones the official script saves (sample.py:103-105; whether
+the paper thresholds them first was not checked against its text: a choice here). The predict stage writes its own
+map from the thresholded samples, 1 - (count of the modal label) / n, which differs: it sees hard labels (a sample
+at 0.45 and one at 0.05 agree there), and for binary masks it is min(p, 1 - p) of the foreground vote fraction p,
+where the variance of hard votes would be p (1 - p). The stage does not call ``uncertainty`` (the method contract,
+``benchmark/methods/interface.py``, has no such hook).
 
 Deviations, each a named field or stated here:
 
