@@ -110,7 +110,9 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                 "predict": dataclasses.asdict(mcfg.predict), "manifest_sha256": manifest_sha}
     fingerprint = json_hash({k: v for k, v in resolved.items() if k != "predict"})
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    # The schedule counts optimizer steps: Accelerate would otherwise step it once per process at every step
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                              step_scheduler_with_optimizer=False)
     plan = BatchPlan.of(cfg, accelerator.num_processes, method)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_method(method, info.channels, info.num_classes, mcfg.model)

@@ -1,0 +1,51 @@
+"""The global batch, split into processes and micro-batches (benchmark/training/trainer.py, BatchPlan)."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from benchmark.config import ConfigError, MethodConfig, TrainConfig, load_config
+from benchmark.training.trainer import BatchPlan, train
+from tests.conftest import TINY_PARAMS
+
+
+@pytest.mark.parametrize("batch, micro, world, plan, rank1", [
+    (48, None, 4, (12, 1), range(1, 2)),      # the paper's 48 on its four GPUs: 12 each, one pass
+    (48, 24, 1, (24, 2), range(2, 4)),        # one card: two passes of 24
+    (48, 6, 4, (6, 2), range(2, 4)),
+    (4, None, 1, (4, 1), range(1, 2))])       # the default: one process, one pass, shard = rank as before
+def test_the_plan_splits_the_global_batch(batch, micro, world, plan, rank1):
+    p = BatchPlan.of(TrainConfig(batch_size=batch, micro_batch_size=micro), world, "m")
+    assert (p.micro, p.accumulation) == plan and p.batch_size == batch and p.world_size == world
+    assert p.shards(1) == rank1
+    # the shards of all processes together are 0 .. processes x accumulation - 1, each once
+    assert sorted(s for r in range(world) for s in p.shards(r)) == list(range(world * p.accumulation))
+
+
+@pytest.mark.parametrize("batch, micro, world, message", [
+    (6, None, 4, "train.batch_size of m: the global batch 6 does not divide among 4 processes; give a multiple of 4"),
+    (12, 6, 3, r"train.micro_batch_size of m: 6 does not divide the share of each of the 3 processes "
+               r"\(12 / 3 = 4 slices\)")])
+def test_a_batch_that_does_not_split_is_one_error_naming_the_key(batch, micro, world, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        BatchPlan.of(TrainConfig(batch_size=batch, micro_batch_size=micro), world, "m")
+
+
+def test_a_micro_batch_that_does_not_divide_the_global_batch_is_refused_on_load(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "micro_batch_size": 3}}))
+    with pytest.raises(ConfigError, match=rf"^{path}: train.micro_batch_size: must divide batch_size \(4\), the "
+                                          rf"global batch, got 3$"):
+        load_config(path)
+
+
+def test_a_method_counting_its_stages_in_loss_calls_refuses_accumulation(tiny_project):
+    """ATFM switches from its prior to its flow after a count of loss calls: two calls a step would halve its
+    first stage."""
+    from tests.baselines.test_atfm import TINY
+
+    mcfg = MethodConfig(model={**TINY, "gtr_steps": 2},
+                        train=TrainConfig(steps=2, batch_size=4, micro_batch_size=2, threads=1))
+    with pytest.raises(ConfigError, match="^train.micro_batch_size of atfm: atfm counts its training stages"):
+        train("atfm", tiny_project / "data/processed/phantom-cardiac", tiny_project / "runs/atfm", mcfg)
+    assert not (tiny_project / "runs/atfm").exists()
