@@ -126,8 +126,9 @@ class TrainConfig(Checked):
     batch_size: int = checked(16, integer(1))
     # the GLOBAL batch: slices per optimizer step, all processes together (each takes batch_size / processes)
     micro_batch_size: int | None = checked(None, or_absent(integer(1)))
-    # slices per forward and backward pass of one process; the gradients of share / micro_batch_size passes are
-    # accumulated into one step. None: the process's whole share in one pass (no accumulation)
+    # the most slices one process passes forward and backward at once: a larger share (batch_size / processes)
+    # runs as share / micro_batch_size passes whose gradients are accumulated into one step (it must divide the
+    # share, checked when training starts). None: the whole share in one pass
     lr: float = checked(1e-3, number(0, low_open=True))
     weight_decay: float = checked(0.0, number(0))
     warmup_steps: int = checked(20, integer(0))       # linear warm-up, then constant (the paper names no schedule)
@@ -148,9 +149,6 @@ class TrainConfig(Checked):
         if (self.steps is None) == (self.epochs is None):
             raise FieldError("steps", "give the training length as steps or as epochs, exactly one of the two "
                                       f"(got steps={self.steps!r}, epochs={self.epochs!r})")
-        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
-            raise FieldError("micro_batch_size", f"must divide batch_size ({self.batch_size}), the global batch, "
-                                                 f"got {self.micro_batch_size}")
 
 
 def train_length(section: dict | None) -> dict | None:

@@ -50,7 +50,8 @@ from benchmark.training.ema import EMAWeights
 @dataclass(frozen=True)
 class BatchPlan:
     """How one optimizer step's ``batch_size`` slices (the global batch) are drawn: ``world_size`` processes,
-    each ``accumulation`` micro-batches of ``micro`` slices."""
+    each ``accumulation`` micro-batches of ``micro`` slices. ``micro`` is the process's share, or
+    ``train.micro_batch_size`` where the share is larger (the most one device holds in one pass)."""
     batch_size: int
     world_size: int
     micro: int
@@ -64,10 +65,11 @@ class BatchPlan:
         if rest:
             raise ConfigError(f"train.batch_size of {method}: the global batch {cfg.batch_size} does not divide "
                               f"among {world_size} processes; give a multiple of {world_size}")
-        micro = share if cfg.micro_batch_size is None else cfg.micro_batch_size
+        micro = share if cfg.micro_batch_size is None else min(share, cfg.micro_batch_size)
         if share % micro:
-            raise ConfigError(f"train.micro_batch_size of {method}: {micro} does not divide the share of each of "
-                              f"the {world_size} processes ({cfg.batch_size} / {world_size} = {share} slices)")
+            raise ConfigError(f"train.micro_batch_size of {method}: {micro} does not divide the {share} slices "
+                              f"each process takes of the global batch ({cfg.batch_size} / {world_size} "
+                              f"process(es))")
         return cls(cfg.batch_size, world_size, micro, share // micro)
 
     def shards(self, rank: int) -> range:
@@ -125,7 +127,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
         model.set_epoch_length(lambda epochs: epoch_steps(epochs, len(data), cfg.batch_size))
     layout = torch.channels_last if cfg.channels_last else torch.preserve_format
     if cfg.channels_last:
-        model = model.to(memory_format=layout)
+        to_channels_last(model)
     optimizer, notes = adamw(model, cfg, accelerator.device)
     warmup = max(1, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -204,6 +206,14 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def to_channels_last(model: torch.nn.Module) -> None:
+    """The 2D convolutions' weights in channels-last layout, in place. Not ``model.to(memory_format=...)``, which
+    re-strides every 4-D parameter: MedSegDiff's FF-Parser weight must keep its last dimension contiguous."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.to(memory_format=torch.channels_last)
 
 
 def adamw(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[torch.optim.AdamW, list[str]]:

@@ -59,3 +59,23 @@ def test_compile_wraps_the_loss_forward_and_keeps_its_values(tiny_project, monke
         curves[flag] = [float(row.split(",")[1]) for row in (out / "loss.csv").read_text().splitlines()[1:]]
     assert compiled == ["LossForward"]
     torch.testing.assert_close(torch.tensor(curves[True]), torch.tensor(curves[False]), rtol=1e-5, atol=0)
+
+
+def test_channels_last_restrides_the_convolutions_only():
+    """MedSegDiff's FF-Parser holds a 4-D parameter read with ``view_as_complex``, which needs its last dimension
+    contiguous: ``model.to(memory_format=channels_last)`` would break it; the trainer re-strides the convolutions."""
+    from baselines.medsegdiff import MedSegDiff
+    from benchmark.training.trainer import to_channels_last
+    from tests.baselines.test_medsegdiff import TINY
+
+    torch.manual_seed(0)
+    model = MedSegDiff(1, 3, **TINY)
+    to_channels_last(model)
+    convs = [m.weight for m in model.modules()   # (one input channel or a 1x1 kernel: both layouts coincide)
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) and m.weight.shape[1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    ff = [p for n, p in model.named_parameters() if "ff_parser" in n]
+    assert ff and all(p.is_contiguous() for p in ff)
+    images = torch.randn(2, 1, 16, 16).to(memory_format=torch.channels_last)
+    loss = model.loss(images, torch.randint(0, 3, (2, 16, 16)), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
