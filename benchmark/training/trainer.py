@@ -160,7 +160,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                 with accelerator.autocast():
                     loss = forward(images, labels, g)
                 accelerator.backward(loss / plan.accumulation)
-            losses.append(loss.detach())
+            losses.append(loss.detach().float())   # a bf16 loss (autocast) averaged in float32
         optimizer.step()
         scheduler.step()
         ema.update(model)
