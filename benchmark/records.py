@@ -115,7 +115,7 @@ class RunRecord(Record):
     global_batch: int | None = _optional()  # older records of a run in epochs: the slices of one step (batch_size)
     batch_size: int | None = _optional()    # the global batch: slices per optimizer step, all processes together
     micro_batch_size: int | None = _optional()   # slices per forward pass of one process ...
-    accumulation: int | None = _optional()  # ... and its passes per step: batch_size = world_size x accumulation x micro
+    accumulation: int | None = _optional()  # ... its passes a step: batch_size = world_size x accumulation x micro
     world_size: int | None = None
     device: str | None = None
     mixed_precision: str | None = _optional()    # Accelerate's: "no", "bf16" or "fp16"
