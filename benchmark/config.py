@@ -124,6 +124,11 @@ class TrainConfig(Checked):
     steps: int | None = checked(300, or_absent(integer(1)))
     epochs: float | None = checked(None, or_absent(number(0, low_open=True)))  # passes over the training slices
     batch_size: int = checked(16, integer(1))
+    # the GLOBAL batch: slices per optimizer step, all processes together (each takes batch_size / processes)
+    micro_batch_size: int | None = checked(None, or_absent(integer(1)))
+    # the most slices one process passes forward and backward at once: a larger share (batch_size / processes)
+    # runs as share / micro_batch_size passes whose gradients are accumulated into one step (it must divide the
+    # share, checked when training starts). None: the whole share in one pass
     lr: float = checked(1e-3, number(0, low_open=True))
     weight_decay: float = checked(0.0, number(0))
     warmup_steps: int = checked(20, integer(0))       # linear warm-up, then constant (the paper names no schedule)
@@ -133,7 +138,11 @@ class TrainConfig(Checked):
     keep_checkpoints: int = checked(2, integer(1))
     seed: int = checked(0, integer())
     threads: int = checked(2, integer(1))             # torch intra-op threads per process
-    mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))  # passed to Accelerate
+    mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))
+    # passed to Accelerate: autocast of the forward passes, fp32 master weights
+    fused_optimizer: bool = checked(False, BOOLEAN)   # AdamW's fused kernel on CUDA; on CPU ignored, with a note
+    channels_last: bool = checked(False, BOOLEAN)     # model and input images in channels-last memory format
+    compile: bool = checked(False, BOOLEAN)           # torch.compile of the loss forward (the trainer's LossForward)
 
     def __post_init__(self):
         super().__post_init__()

@@ -110,10 +110,16 @@ class RunRecord(Record):
     dataset: str | None = None
     steps: int | None = None                # optimizer steps run
     epochs: float | None = _optional()      # the length as given, where given in epochs (benchmark/config.py) ...
-    slices_per_epoch: int | None = _optional()   # ... the training slices of one epoch
-    global_batch: int | None = _optional()  # ... and the slices of one step: steps = ceil(epochs x slices / batch)
+    slices_per_epoch: int | None = _optional()   # ... the training slices of one epoch (ceil(epochs x slices /
+    # batch_size) steps)
+    global_batch: int | None = _optional()  # older records of a run in epochs: the slices of one step (batch_size)
+    batch_size: int | None = _optional()    # the global batch: slices per optimizer step, all processes together
+    micro_batch_size: int | None = _optional()   # slices per forward pass of one process ...
+    accumulation: int | None = _optional()  # ... its passes a step: batch_size = world_size x accumulation x micro
     world_size: int | None = None
     device: str | None = None
+    mixed_precision: str | None = _optional()    # Accelerate's: "no", "bf16" or "fp16"
+    notes: list | None = _optional()        # settings the run could not honour on its device, and why
     seconds: float | None = None
     final_loss: float | None = _nullable()
     model_params: dict | None = None

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from benchmark.methods import build_method
 from benchmark.training import checkpoint
 from benchmark.training.checkpoint import TrainingState
+from benchmark.training.ema import EMAWeights
 
 PAPER = Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml"
 
@@ -45,13 +45,13 @@ def main() -> None:
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)
     model = build_method(args.method, 1, 4, yaml.safe_load(PAPER.read_text())["method"][args.method]["model"])
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for p in model.parameters():  # one step, so that the optimizer holds its moments
         p.grad = torch.zeros_like(p)
     optimizer.step()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ema = EMAWeights(model, 0.999)
     state = TrainingState(model, ema, optimizer, scheduler, None)
     accelerator.register_for_checkpointing(ema)
     n = sum(p.numel() for p in model.parameters()) / 1e6

@@ -28,16 +28,22 @@ SPATIAL = (-2, -1)
 
 def to_spectrum(x: torch.Tensor) -> torch.Tensor:
     """Real ``(B, C, h, w)`` -> its orthonormal 2D FFT, zero frequency shifted to the centre, as real
-    ``(B, 2C, h, w)`` (real parts, then imaginary). Centring puts neighbouring frequencies in one
-    patch and gives the position codes a meaning (distance from the centre ~ frequency)."""
-    s = torch.fft.fftshift(torch.fft.fft2(x.float(), norm="ortho"), dim=SPATIAL)
-    return torch.cat([s.real, s.imag], dim=1).to(x.dtype)
+    ``(B, 2C, h, w)`` (real parts, then imaginary), in ``x``'s dtype. Centring puts neighbouring frequencies in
+    one patch and gives the position codes a meaning (distance from the centre ~ frequency).
+
+    The transform itself runs in float32, with autocast off: torch's FFTs take no bfloat16 (CPU or cuFFT) and
+    cuFFT's float16 only at power-of-two sizes, so under mixed precision the features are upcast for it."""
+    with torch.autocast(x.device.type, enabled=False):
+        s = torch.fft.fftshift(torch.fft.fft2(x.float(), norm="ortho"), dim=SPATIAL)
+        return torch.cat([s.real, s.imag], dim=1).to(x.dtype)
 
 
 def from_spectrum(s: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_spectrum``: ``(B, 2C, h, w)`` -> the real part of the inverse FFT ``(B, C, h, w)``."""
-    re, im = s.float().chunk(2, dim=1)
-    return torch.fft.ifft2(torch.fft.ifftshift(torch.complex(re, im), dim=SPATIAL), norm="ortho").real.to(s.dtype)
+    """Inverse of ``to_spectrum``: ``(B, 2C, h, w)`` -> the real part of the inverse FFT ``(B, C, h, w)``, in
+    ``s``'s dtype; the transform in float32 with autocast off, as in ``to_spectrum``."""
+    with torch.autocast(s.device.type, enabled=False):
+        re, im = s.float().chunk(2, dim=1)
+        return torch.fft.ifft2(torch.fft.ifftshift(torch.complex(re, im), dim=SPATIAL), norm="ortho").real.to(s.dtype)
 
 
 def sincos_positions(h: int, w: int, dim: int, device=None, dtype=None) -> torch.Tensor:

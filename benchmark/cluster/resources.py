@@ -56,8 +56,8 @@ class Resources(Checked):
 
 
 # Defaults per kind. Train asks for one GPU, so a train job starts the profile's single process as `dvc repro`
-# does; more GPUs (cluster.kinds.train.gpus) start one process per GPU under Accelerate, with train.batch_size
-# per process (README "Training").
+# does; more GPUs (cluster.kinds.train.gpus) start one process per GPU under Accelerate, which split the global
+# train.batch_size among them (README "Training").
 DEFAULTS = {
     "data": Resources(gpus=0, cpus=4, mem="16G", time="04:00:00"),
     "train": Resources(gpus=1, cpus=8, mem="64G", time="3-00:00:00"),

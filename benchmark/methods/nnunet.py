@@ -184,7 +184,7 @@ def train(processed: Path, out: Path, mcfg: MethodConfig, reference: str = "majo
             in_channels=info.channels, num_classes=info.num_classes,
             fingerprint=json_hash({k: v for k, v in resolved.items() if k != "predict"}),
             manifest_sha256=manifest_sha, git_revision=git_revision(),
-            weights_sha256=weights_hash(network),
+            weights_sha256=weights_hash(network.state_dict()),
             nnunet={"nnunetv2_version": version("nnunetv2"), "trainer": type(trainer).__name__,
                 "configuration": CONFIGURATION, "fold": FOLD, "plans_identifier": PLANS,
                 "settings": dataclasses.asdict(settings), "plans": plans_summary(plans),

@@ -3,7 +3,7 @@
 A checkpoint is the folder ``step-XXXXXXX/`` (built aside, then swapped in). The main process writes
 
 - ``model.safetensors``: the model's parameters and buffers;
-- ``ema.safetensors``: the EMA model's (``module.*`` and ``n_averaged``);
+- ``ema.safetensors``: the EMA's tensors (``module.*``, on the model's device while training) and ``n_averaged``;
 - ``optimizer.pt``: ``{"optimizer", "scheduler", "scaler"}`` state dicts (the scaler's is None unless fp16),
   written by ``torch.save`` and read with ``torch.load(weights_only=True)``, which builds tensors and plain
   containers only;
@@ -37,10 +37,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from safetensors import SafetensorError
-from torch.optim.swa_utils import AveragedModel
 
 from benchmark.data.store import disk_full_named, staged_folder, write_json
 from benchmark.errors import SegbenchError
+from benchmark.training.ema import EMAWeights
 
 CKPT_PREFIX = "step-"
 MODEL, EMA, OPTIMIZER, STATE = "model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"
@@ -58,7 +58,7 @@ class CheckpointError(SegbenchError, ValueError):
 class TrainingState:
     """The live objects a checkpoint saves and restores (optimizer and scheduler as Accelerate prepared them)."""
     model: torch.nn.Module
-    ema: AveragedModel
+    ema: EMAWeights
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None

@@ -2,7 +2,7 @@
 
 Outputs in ``out`` (a run folder ``runs/<dataset>/<method>``):
 - ``model/model.pt``: EMA weights + what is needed to rebuild the method;
-  ``model/meta.json``: resolved config, manifest hash, git revision, world size, timings;
+  ``model/meta.json``: resolved config, manifest hash, git revision, the batch split, precision, timings;
   ``model/manifest.json``: a copy of the data manifest the weights were trained on;
 - ``loss.csv``: step, loss, lr, seconds (a DVC plot);
 - ``checkpoints/step-XXXXXXX/``: full training state every ``checkpoint_every`` steps
@@ -10,24 +10,30 @@ Outputs in ``out`` (a run folder ``runs/<dataset>/<method>``):
   that runs code when read), resumed automatically from the newest usable one whose config and
   data fingerprint match. Not a DVC output, so DVC never deletes it before a rerun.
 
+``train.batch_size`` is the global batch of one optimizer step. Each of the ``P`` processes takes
+``batch_size / P`` slices of it, in ``accumulation`` micro-batches of ``micro_batch_size`` (:class:`BatchPlan`);
+micro-batch ``m`` of rank ``r`` draws shard ``r * accumulation + m`` of the step (:func:`batch_at`), so the step's
+slices and noise depend on the global batch and the micro-batch size only, not on how many processes share it.
+
 The ``model`` folder is built aside and swapped in whole. A full disk while writing any of these
 is one error naming the file; the previous checkpoints, model and curve are kept.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import dataclasses
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from benchmark.config import MethodConfig, TrainConfig
+from benchmark.config import ConfigError, MethodConfig, TrainConfig
 from benchmark.data.manifest import MANIFEST, file_sha256
 from benchmark.data.preprocess import load_split
 from benchmark.data.store import atomic_write, disk_full_named, staged_folder
@@ -38,6 +44,37 @@ from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
 from benchmark.training.checkpoint import TrainingState, save_torch, write_files
 from benchmark.training.data import SliceSet, batch_at, epoch_steps
+from benchmark.training.ema import EMAWeights
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step's ``batch_size`` slices (the global batch) are drawn: ``world_size`` processes,
+    each ``accumulation`` micro-batches of ``micro`` slices. ``micro`` is the process's share, or
+    ``train.micro_batch_size`` where the share is larger (the most one device holds in one pass)."""
+    batch_size: int
+    world_size: int
+    micro: int
+    accumulation: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, world_size: int, method: str) -> "BatchPlan":
+        """The plan of ``cfg`` on ``world_size`` processes; a batch that does not split evenly is a
+        :class:`ConfigError` naming the key."""
+        share, rest = divmod(cfg.batch_size, world_size)
+        if rest:
+            raise ConfigError(f"train.batch_size of {method}: the global batch {cfg.batch_size} does not divide "
+                              f"among {world_size} processes; give a multiple of {world_size}")
+        micro = share if cfg.micro_batch_size is None else min(share, cfg.micro_batch_size)
+        if share % micro:
+            raise ConfigError(f"train.micro_batch_size of {method}: {micro} does not divide the {share} slices "
+                              f"each process takes of the global batch ({cfg.batch_size} / {world_size} "
+                              f"process(es))")
+        return cls(cfg.batch_size, world_size, micro, share // micro)
+
+    def shards(self, rank: int) -> range:
+        """The shard index of each micro-batch of process ``rank`` (the last argument of :func:`batch_at`)."""
+        return range(rank * self.accumulation, (rank + 1) * self.accumulation)
 
 
 def write_loss_csv(path: Path, rows: list[dict]) -> None:
@@ -75,18 +112,28 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                 "predict": dataclasses.asdict(mcfg.predict), "manifest_sha256": manifest_sha}
     fingerprint = json_hash({k: v for k, v in resolved.items() if k != "predict"})
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    # The schedule counts optimizer steps: Accelerate would otherwise step it once per process at every step
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                              step_scheduler_with_optimizer=False)
+    plan = BatchPlan.of(cfg, accelerator.num_processes, method)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_method(method, info.channels, info.num_classes, mcfg.model)
-    global_batch = cfg.batch_size * accelerator.num_processes
-    steps = cfg.steps if cfg.epochs is None else epoch_steps(cfg.epochs, len(data), global_batch)
+    steps = cfg.steps if cfg.epochs is None else epoch_steps(cfg.epochs, len(data), cfg.batch_size)
     if isinstance(model, CountsInEpochs):   # a method whose own stages are counted in epochs (ATFM)
-        model.set_epoch_length(lambda epochs: epoch_steps(epochs, len(data), global_batch))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if plan.accumulation > 1:   # it counts its stages in calls of its loss, one per optimizer step
+            raise ConfigError(f"train.micro_batch_size of {method}: {method} counts its training stages in calls "
+                              f"of its loss, so it cannot accumulate gradients ({plan.accumulation} micro-batches "
+                              f"a step); leave micro_batch_size unset")
+        model.set_epoch_length(lambda epochs: epoch_steps(epochs, len(data), cfg.batch_size))
+    layout = torch.channels_last if cfg.channels_last else torch.preserve_format
+    if cfg.channels_last:
+        to_channels_last(model)
+    optimizer, notes = adamw(model, cfg, accelerator.device)
     warmup = max(1, cfg.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     trainable, optimizer, scheduler = accelerator.prepare(LossForward(model), optimizer, scheduler)
+    forward = torch.compile(trainable) if cfg.compile else trainable
+    ema = EMAWeights(model, cfg.ema_decay)   # after prepare: on the model's device
     state = TrainingState(model, ema, optimizer, scheduler, accelerator.scaler)
 
     ckpt_dir = out / "checkpoints"
@@ -102,16 +149,22 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     bar = tqdm(range(start, stop), initial=start, total=steps, desc=f"train {info.name}/{method}",
                disable=not accelerator.is_local_main_process, mininterval=2.0, dynamic_ncols=True)
     for step in bar:
-        images, labels, g = batch_at(data, cfg.batch_size, cfg.seed, step, accelerator.process_index)
-        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
-        with accelerator.autocast():
-            loss = trainable(images, labels, g)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        losses = []
+        for m, shard in enumerate(plan.shards(accelerator.process_index)):
+            images, labels, g = batch_at(data, plan.micro, cfg.seed, step, shard)
+            images, labels = images.to(accelerator.device, memory_format=layout), labels.to(accelerator.device)
+            # DDP all-reduces the gradients once a step, in the backward pass of the last micro-batch
+            last = m == plan.accumulation - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(trainable):
+                with accelerator.autocast():
+                    loss = forward(images, labels, g)
+                accelerator.backward(loss / plan.accumulation)
+            losses.append(loss.detach().float())   # a bf16 loss (autocast) averaged in float32
         optimizer.step()
         scheduler.step()
-        ema.update_parameters(model)
-        mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+        ema.update(model)
+        mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
         history.append({"step": step + 1, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                         "seconds": round(time.perf_counter() - t0, 3)})
         bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
@@ -120,19 +173,21 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                             {"fingerprint": fingerprint, "config": resolved, "history": history}, cfg.keep_checkpoints)
     bar.close()
 
-    in_epochs = cfg.epochs is not None
+    weights = {k: v.cpu() for k, v in ema.weights().items()}
     meta = RunRecord(Status.PARTIAL if stop < steps else Status.OK, method=method, dataset=info.name,
-                     steps=stop, epochs=cfg.epochs, slices_per_epoch=len(data) if in_epochs else None,
-                     global_batch=global_batch if in_epochs else None, world_size=accelerator.num_processes, device=str(accelerator.device),
+                     steps=stop, epochs=cfg.epochs, slices_per_epoch=len(data) if cfg.epochs is not None else None,
+                     batch_size=plan.batch_size, micro_batch_size=plan.micro, accumulation=plan.accumulation,
+                     world_size=plan.world_size, device=str(accelerator.device),
+                     mixed_precision=accelerator.mixed_precision, notes=notes or None,
                      seconds=history[-1]["seconds"] if history else 0.0,
                      final_loss=history[-1]["loss"] if history else None,
                      model_params=mcfg.model, train=resolved["train"], predict=resolved["predict"],
                      in_channels=info.channels, num_classes=info.num_classes, fingerprint=fingerprint,
                      manifest_sha256=manifest_sha, git_revision=git_revision(),
-                     weights_sha256=weights_hash(ema.module))
+                     weights_sha256=weights_hash(weights))
     if accelerator.is_main_process and stop == steps:
         payload = {"method": method, "in_channels": info.channels, "num_classes": info.num_classes,
-                   "model_params": mcfg.model, "state_dict": ema.module.state_dict()}
+                   "model_params": mcfg.model, "state_dict": weights}
         with disk_full_named(out / "model"), staged_folder(out / "model") as tmp:
             write_files(tmp, out / "model", {
                 "model.pt": lambda p: save_torch(p, payload),
@@ -144,13 +199,31 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     return meta
 
 
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 over the state dict's tensors in key order: identifies a set of weights."""
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's tensors in key order: identifies a set of weights."""
     h = hashlib.sha256()
-    for k, v in module.state_dict().items():
+    for k, v in state_dict.items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def to_channels_last(model: torch.nn.Module) -> None:
+    """The 2D convolutions' weights in channels-last layout, in place. Not ``model.to(memory_format=...)``, which
+    re-strides every 4-D parameter: MedSegDiff's FF-Parser weight must keep its last dimension contiguous."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.to(memory_format=torch.channels_last)
+
+
+def adamw(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[torch.optim.AdamW, list[str]]:
+    """AdamW over every parameter of ``model``, with its fused kernel when ``cfg.fused_optimizer`` and the device is
+    a GPU; the notes say when the setting was ignored."""
+    fused = cfg.fused_optimizer and device.type == "cuda"
+    notes = [f"fused_optimizer ignored on {device.type}: AdamW's fused kernel is used on CUDA only"
+             ] if cfg.fused_optimizer and not fused else []
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             fused=True if fused else None), notes
 
 
 class LossForward(torch.nn.Module):

@@ -19,7 +19,6 @@ import pytest
 import safetensors.torch
 import torch
 from accelerate import Accelerator
-from torch.optim.swa_utils import AveragedModel
 
 from benchmark.cli import main
 from benchmark.config import load_config
@@ -27,6 +26,7 @@ from benchmark.errors import USER_ERROR
 from benchmark.methods import nnunet
 from benchmark.training import checkpoint, trainer
 from benchmark.training.checkpoint import EMA, MODEL, OPTIMIZER, STATE, CheckpointError, TrainingState, load_torch_file
+from benchmark.training.ema import EMAWeights
 from benchmark.training.trainer import train
 from tests.conftest import TINY_PARAMS, write_params
 
@@ -198,7 +198,7 @@ class Tied(torch.nn.Module):
 def _state(init_scale: float) -> TrainingState:
     model = Tied()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return TrainingState(model, AveragedModel(model), optimizer,
+    return TrainingState(model, EMAWeights(model, 0.9), optimizer,
                          torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
                          torch.amp.GradScaler("cpu", init_scale=init_scale))
 

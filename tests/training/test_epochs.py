@@ -54,10 +54,10 @@ def test_the_trainer_converts_epochs_with_the_split_size_and_records_both(tiny_p
         out = tiny_project / "runs" / str(n)
         meta = train("unet", processed, out, mcfg)
         steps = math.ceil(1.5 * n / 4)
-        assert (meta.status, meta.steps, meta.epochs, meta.slices_per_epoch, meta.global_batch) == \
+        assert (meta.status, meta.steps, meta.epochs, meta.slices_per_epoch, meta.batch_size) == \
                ("ok", steps, 1.5, n, 4)
         record = json.loads((out / "model/meta.json").read_text())
-        assert (record["steps"], record["epochs"], record["slices_per_epoch"], record["global_batch"]) == \
+        assert (record["steps"], record["epochs"], record["slices_per_epoch"], record["batch_size"]) == \
                (steps, 1.5, n, 4)
         assert record["train"]["epochs"] == 1.5 and "steps" not in record["train"]
         assert len((out / "loss.csv").read_text().splitlines()) == steps + 1
@@ -73,6 +73,8 @@ def test_a_run_in_steps_records_no_epochs_and_keeps_its_fingerprint_keys(tiny_pr
     meta = train("unet", tiny_project / "data/processed/phantom-cardiac", tiny_project / "a", mcfg, max_steps=2)
     record = meta.to_json()
     assert meta.steps == 2 and not {"epochs", "slices_per_epoch", "global_batch"} & set(record)
+    assert (record["batch_size"], record["micro_batch_size"], record["accumulation"], record["world_size"],
+            record["mixed_precision"]) == (4, 4, 1, 1, "no") and "notes" not in record
     assert "epochs" not in meta.train and meta.train["steps"] == 30   # the config hash of older checkpoints
 
 
