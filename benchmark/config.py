@@ -143,6 +143,9 @@ class TrainConfig(Checked):
     fused_optimizer: bool = checked(False, BOOLEAN)   # AdamW's fused kernel on CUDA; on CPU ignored, with a note
     channels_last: bool = checked(False, BOOLEAN)     # model and input images in channels-last memory format
     compile: bool = checked(False, BOOLEAN)           # torch.compile of the loss forward (the trainer's LossForward)
+    loader_workers: int = checked(0, integer(0))
+    # processes reading the training slices ahead from the memory-mapped slice store (0: the training process
+    # reads them); the batches are the same either way (benchmark/training/data.py: batches)
 
     def __post_init__(self):
         super().__post_init__()

@@ -123,8 +123,11 @@ def batches(data: SliceSet, batch_size: int, seed: int, steps: range, shards: Se
             pin_memory: bool = False) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Generator]]]:
     """For each step of ``steps``, ``[batch_at(data, batch_size, seed, step, s) for s in shards]``, read ahead by
     ``workers`` processes (0: in this one, when asked) into pinned memory with ``pin_memory``."""
+    # Its own generator: a loader draws a base seed when iterated, which must not move torch's global RNG (the
+    # method's dropout draws from it, and a resumed run restores it from the checkpoint).
     loader = torch.utils.data.DataLoader(_Steps(data, batch_size, seed, steps, shards), batch_size=None,
-                                         num_workers=workers, pin_memory=pin_memory)
+                                         num_workers=workers, pin_memory=pin_memory,
+                                         generator=torch.Generator().manual_seed(seed))
     for step, read in zip(steps, loader):
         yield [(images, labels, _draw(len(data), data.labels.shape[1], batch_size, seed, step, s)[2])
                for (images, labels), s in zip(read, shards)]

@@ -12,8 +12,12 @@ Outputs in ``out`` (a run folder ``runs/<dataset>/<method>``):
 
 ``train.batch_size`` is the global batch of one optimizer step. Each of the ``P`` processes takes
 ``batch_size / P`` slices of it, in ``accumulation`` micro-batches of ``micro_batch_size`` (:class:`BatchPlan`);
-micro-batch ``m`` of rank ``r`` draws shard ``r * accumulation + m`` of the step (:func:`batch_at`), so the step's
-slices and noise depend on the global batch and the micro-batch size only, not on how many processes share it.
+micro-batch ``m`` of rank ``r`` draws shard ``r * accumulation + m`` of the step
+(:func:`benchmark.training.data.batch_at`), so the step's slices and noise depend on the global batch and the
+micro-batch size only, not on how many processes share it. The slices are read from the dataset's memory-mapped
+slice store (:mod:`benchmark.training.slices`, built once beside the processed dataset), ahead of the step by
+``loader_workers`` processes; a method that declares ``grad_clip`` (``ClipsGradients``) has its gradients clipped
+before each optimizer step.
 
 The ``model`` folder is built aside and swapped in whole. A full disk while writing any of these
 is one error naming the file; the previous checkpoints, model and curve are kept.
@@ -34,16 +38,15 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from benchmark.config import ConfigError, MethodConfig, TrainConfig
-from benchmark.data.manifest import MANIFEST, file_sha256
-from benchmark.data.preprocess import load_split
+from benchmark.data.manifest import MANIFEST, file_sha256, load_manifest
 from benchmark.data.store import atomic_write, disk_full_named, staged_folder
 from benchmark.methods import build_method
-from benchmark.methods.interface import CountsInEpochs
+from benchmark.methods.interface import ClipsGradients, CountsInEpochs
 from benchmark.records import RunRecord, Status, write_record
 from benchmark.provenance import git_revision, json_hash
 from benchmark.training import checkpoint
 from benchmark.training.checkpoint import TrainingState, save_torch, write_files
-from benchmark.training.data import SliceSet, batch_at, epoch_steps
+from benchmark.training.data import SliceSet, batches, epoch_steps
 from benchmark.training.ema import EMAWeights
 
 
@@ -73,7 +76,7 @@ class BatchPlan:
         return cls(cfg.batch_size, world_size, micro, share // micro)
 
     def shards(self, rank: int) -> range:
-        """The shard index of each micro-batch of process ``rank`` (the last argument of :func:`batch_at`)."""
+        """The shard index of each micro-batch of process ``rank`` (the last argument of ``batch_at``)."""
         return range(rank * self.accumulation, (rank + 1) * self.accumulation)
 
 
@@ -102,9 +105,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     cfg: TrainConfig = mcfg.train
     torch.set_num_threads(cfg.threads)
     processed, out = Path(processed), Path(out)
-    manifest, cases = load_split(processed, "train")
-    info = manifest.dataset
-    data = SliceSet.from_cases(cases)
+    info = load_manifest(processed).dataset
+    data = SliceSet.from_store(processed)   # memory-mapped: bounded memory whatever the dataset's size
     manifest_sha = file_sha256(processed / MANIFEST)
     # the length as given (steps or epochs): a profile in steps keeps the fingerprint of its checkpoints
     given = {k: v for k, v in dataclasses.asdict(cfg).items() if v is not None}
@@ -118,6 +120,7 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     plan = BatchPlan.of(cfg, accelerator.num_processes, method)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_method(method, info.channels, info.num_classes, mcfg.model)
+    clip = model.grad_clip if isinstance(model, ClipsGradients) else None   # (norm type, max norm), FlowSDF's
     steps = cfg.steps if cfg.epochs is None else epoch_steps(cfg.epochs, len(data), cfg.batch_size)
     if isinstance(model, CountsInEpochs):   # a method whose own stages are counted in epochs (ATFM)
         if plan.accumulation > 1:   # it counts its stages in calls of its loss, one per optimizer step
@@ -148,12 +151,14 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     bar = tqdm(range(start, stop), initial=start, total=steps, desc=f"train {info.name}/{method}",
                disable=not accelerator.is_local_main_process, mininterval=2.0, dynamic_ncols=True)
-    for step in bar:
+    reads = batches(data, plan.micro, cfg.seed, range(start, stop), plan.shards(accelerator.process_index),
+                    cfg.loader_workers, pin_memory=accelerator.device.type == "cuda")
+    for step, micro_batches in zip(bar, reads):
         optimizer.zero_grad(set_to_none=True)
         losses = []
-        for m, shard in enumerate(plan.shards(accelerator.process_index)):
-            images, labels, g = batch_at(data, plan.micro, cfg.seed, step, shard)
-            images, labels = images.to(accelerator.device, memory_format=layout), labels.to(accelerator.device)
+        for m, (images, labels, g) in enumerate(micro_batches):
+            images = images.to(accelerator.device, memory_format=layout, non_blocking=True)
+            labels = labels.to(accelerator.device, non_blocking=True)
             # DDP all-reduces the gradients once a step, in the backward pass of the last micro-batch
             last = m == plan.accumulation - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(trainable):
@@ -161,6 +166,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
                     loss = forward(images, labels, g)
                 accelerator.backward(loss / plan.accumulation)
             losses.append(loss.detach().float())   # a bf16 loss (autocast) averaged in float32
+        if clip is not None:
+            accelerator.clip_grad_norm_(model.parameters(), clip[1], norm_type=clip[0])
         optimizer.step()
         scheduler.step()
         ema.update(model)
