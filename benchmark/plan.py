@@ -265,15 +265,18 @@ def render(rows: list[Row], cfg: Config, gpu: str, gpus: int, table: StepTable) 
                      f"{'' if r.epochs is None else f'{r.epochs:g}'} | {_n(r.steps) if r.steps else 'unknown'} | "
                      f"{r.global_batch or ''} | {r.micro_batch or ''} | {r.test} | {_h(r.train_hours)} | "
                      f"{_h(r.sample_hours)} | {memory} | {r.estimate} |")
-    known = [r for r in rows if r.hours is not None]
-    total = sum(r.hours for r in known)
-    longest = max((r.hours / procs for r in known), default=0.0)
+    trained = [r for r in rows if r.train_hours is not None]
+    sampled = [r for r in rows if r.sample_hours is not None]
+    train_total, sample_total = sum(r.train_hours for r in trained), sum(r.sample_hours for r in sampled)
+    total = train_total + sample_total
+    longest = max((r.hours / procs for r in trained), default=0.0)
     wall = max(total / gpus, longest)
-    tail = [f"\nTotal: {total:,.1f} GPU-hours on {gpu} over {len(known)} of {len(rows)} rows "
-            f"({len(rows) - len(known)} without an estimate, not counted); "
-            f"{wall:,.1f} wall hours on {gpus} GPU(s) (the total over {gpus}, at least the longest training).",
-            f"Of it scaled from FLOPs: {sum(r.hours for r in known if 'scaled from FLOPs' in r.estimate):,.1f} "
-            f"GPU-hours; the rest from measured steps (benchmarks/step_times.yaml).", "", "Training slices:"]
+    scaled = sum(r.hours for r in trained if "scaled from FLOPs" in r.estimate)
+    tail = [f"\nTotal: {total:,.1f} GPU-hours on {gpu}: training {train_total:,.1f} over {len(trained)} of "
+            f"{len(rows)} rows, sampling {sample_total:,.1f} over {len(sampled)} of {len(rows)} rows (a blank is "
+            f"not counted); {wall:,.1f} wall hours on {gpus} GPU(s) (the total over {gpus}, at least the longest "
+            f"training).", f"Of it scaled from FLOPs: {scaled:,.1f} GPU-hours; the rest from measured steps "
+            f"(benchmarks/step_times.yaml).", "", "Training slices:"]
     for d in dict.fromkeys(r.dataset for r in rows):
         tail.append(f"- {d}: {next(r.split.source for r in rows if r.dataset == d)}")
     return head + "\n".join(lines) + "\n" + "\n".join(tail) + "\n"

@@ -86,7 +86,7 @@ def test_measured_rows_are_measured_scaled_rows_are_marked_and_the_total_is_the_
     text = render(list(rows.values()), cfg, "h100", 2, steps)
     total = float(re.search(r"Total: ([0-9.,]+) GPU-hours", text).group(1))
     assert total == pytest.approx(round(unet.hours + mfs.hours, 1), abs=0.05)
-    assert "over 2 of 2 rows" in text
+    assert "training 0.0 over 2 of 2 rows, sampling 0.0 over 2 of 2 rows" in text
 
 
 def test_a_fit_between_measured_batches_and_a_batch_that_does_not_fit(tmp_path):
@@ -149,4 +149,4 @@ def test_segbench_plan_prints_the_rows_and_says_when_nothing_is_measured(tmp_pat
     out = capsys.readouterr().out
     assert "| glas | unet | 74 |" in out and "| glas | medflowseg | 74 |" in out
     assert out.count("no step-time entry at h200, fp32, 32 px") == 2
-    assert "over 0 of 2 rows" in out
+    assert "training 0.0 over 0 of 2 rows, sampling 0.0 over 0 of 2 rows" in out
