@@ -177,7 +177,10 @@ class Planner:
             from benchmark.training.data import epoch_steps
             steps = epoch_steps(mc.train.epochs, split.train_slices, glob)
         sampler = self.method(name).default_sampler
-        samples, nfe = (1, 1) if sampler is None else (mc.predict.n_samples, None if sampler.adaptive else sampler.steps)
+        if sampler is None:
+            samples, nfe = 1, 1
+        else:
+            samples, nfe = mc.predict.n_samples, None if sampler.adaptive else sampler.steps
         test = f"{_n(split.test_cases)} x {samples} x {nfe or 'adaptive'}"
         row = Row(dataset, name, split, mc.train.epochs, steps, glob, micro, test, None, None, None, "")
         precision = PRECISION[mc.train.mixed_precision]
@@ -198,7 +201,7 @@ class Planner:
         elif memory is not None and memory > self.table.gpus[self.gpu].memory_gib:
             row.estimate += f"; {memory:.0f} GiB exceeds the {self.table.gpus[self.gpu].memory_gib:g} GiB card"
         if steps is None:
-            row.estimate = f"training slices unknown, so the epochs' steps are; {row.estimate}"
+            row.estimate = f"steps unknown: its epochs need the training slices; {row.estimate}"
             return row
         row.train_hours = steps * accumulation * seconds * self.procs / 3600
         per_eval = self._evaluation(name, precision, mc.predict.batch_size, seconds / micro)
@@ -218,9 +221,9 @@ class Planner:
             return None
         ref = measured[0]
         ratio = self.flops(name) / self.flops(ref)
-        seconds, _ = self.table.training_fit(ref, self.gpu, precision, size).at(micro)
-        return seconds * ratio, None, (f"scaled from FLOPs: {ratio:.2f} x {ref} at {where} "
-                                       f"({self.table.training_fit(ref, self.gpu, precision, size).source})")
+        ref_fit = self.table.training_fit(ref, self.gpu, precision, size)
+        seconds, _ = ref_fit.at(micro)
+        return seconds * ratio, None, f"scaled from FLOPs: {ratio:.2f} x {ref} at {where} ({ref_fit.source})"
 
     def _evaluation(self, name: str, precision: str, batch: int, train_per_image: float) -> float:
         """Seconds of one network evaluation of one slice: measured (fit) for ``name``, else a third of its

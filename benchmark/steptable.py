@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.config import (NAME, Checked, ConfigError, Rule, build_section, checked, integer, number, one_of,
-                              read_params)
+                              or_absent, read_params)
 
 TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "step_times.yaml"
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -40,9 +40,9 @@ class Entry(Checked):
     size: int = checked(r=integer(1))
     batch: int = checked(r=integer(1))
     source: str = checked(r=NAME)
-    step_s: float | None = checked(None, Rule("a number > 0", lambda v: v is None or v > 0))
-    peak_gib: float | None = checked(None, Rule("a number > 0", lambda v: v is None or v > 0))
-    eval_s: float | None = checked(None, Rule("a number > 0", lambda v: v is None or v > 0))
+    step_s: float | None = checked(None, or_absent(number(0, low_open=True)))
+    peak_gib: float | None = checked(None, or_absent(number(0, low_open=True)))
+    eval_s: float | None = checked(None, or_absent(number(0, low_open=True)))
 
     def key(self) -> tuple:
         return self.method, self.gpu, self.precision, self.size
@@ -128,8 +128,9 @@ def load_step_table(path: Path | str = TABLE) -> StepTable:
             missing = [f for f in fields if getattr(e, f) is None]
             extra = [f for f in ("step_s", "peak_gib", "eval_s") if f not in fields and getattr(e, f) is not None]
             if missing or extra:
-                raise ConfigError(f"{src}: {where}: a {part} entry needs {list(fields) or 'no timing'}"
-                                  f"{f', lacks {missing}' if missing else ''}{f', must not have {extra}' if extra else ''}")
+                problems = ([f"lacks {missing}"] if missing else []) + ([f"must not have {extra}"] if extra else [])
+                raise ConfigError(f"{src}: {where}: a {part} entry needs {list(fields) or 'no timing'}, "
+                                  + ", ".join(problems))
             if e.gpu not in gpus:
                 raise ConfigError(f"{src}: {where}.gpu: {e.gpu!r} is not under gpus ({sorted(gpus)})")
             entries.append(e)

@@ -105,7 +105,7 @@ def test_no_entry_for_the_gpu_or_an_unknown_size_leaves_the_hours_blank(tmp_path
     steps = load_step_table(table(tmp_path))
     rows = {r.method: r for r in plan(cfg, "h100", steps)}
     assert rows["unet"].split.train_slices is None and rows["unet"].steps is None
-    assert rows["unet"].train_hours is None and "training slices unknown" in rows["unet"].estimate
+    assert rows["unet"].train_hours is None and "its epochs need the training slices" in rows["unet"].estimate
     assert rows["medflowseg"].train_hours is not None      # a length in steps needs no split size
     rows = plan(cfg, "v100", steps)
     assert all(r.train_hours is None and r.estimate == "no entry for GPU v100 in the step-time table" for r in rows)
