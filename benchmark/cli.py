@@ -193,6 +193,14 @@ def cmd_check_leaks(args):
     return 1 if bad else 0
 
 
+def cmd_plan(args):
+    from benchmark.plan import plan, render
+    from benchmark.steptable import load_step_table
+    cfg = _config(args)
+    table = load_step_table()
+    print(render(plan(cfg, args.gpu, table), cfg, args.gpu, args.gpus, table), end="")
+
+
 def cmd_list(args):
     from benchmark.data.registry import available_datasets
     from benchmark.methods import available_methods
@@ -263,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     s = add("check-leaks", cmd_check_leaks, "report subjects or identical slices shared between splits", dataset=False)
     s.add_argument("manifests", nargs="+", type=Path, help="manifest.json files or processed dataset folders")
+    s = add("plan", cmd_plan, "print the compute plan of the profile: every trained (dataset, method) with its "
+            "steps, batch, test protocol, estimated GPU-hours and memory, from benchmarks/step_times.yaml", dataset=False)
+    s.add_argument("--params", default=argparse.SUPPRESS, help="parameters file (as segbench --params)")
+    s.add_argument("--gpu", default="h100", help="a GPU of benchmarks/step_times.yaml: h100, h200, a100-40gb")
+    s.add_argument("--gpus", type=int, default=1, help="GPUs the trainings share, for the wall time (default: 1)")
     add("list", cmd_list, "list the registered datasets and methods", dataset=False)
     s = add("profile", cmd_profile, "switch params.yaml (the file DVC reads; --params) to a profile, filling the "
             "sections it leaves out with their defaults, or show which profile it holds", dataset=False)

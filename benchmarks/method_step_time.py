@@ -9,6 +9,9 @@ memory of the training step. The paper-config GPU measurement of benchmarks/NOTE
 
     python benchmarks/method_step_time.py --params profiles/paper.yaml --size 256 --methods medflowseg \\
         --device cuda --bf16
+
+Its GPU figures are the measured rows of benchmarks/step_times.yaml, from which ``segbench plan`` estimates;
+``benchmarks/gpu_efficiency.py`` adds FLOPs utilisation, the speed switches and sampling throughput.
 """
 import argparse
 import contextlib

@@ -60,6 +60,8 @@ class MedFlowSegConfig:
     steps: int = 50
     rtol: float = 1e-5
     atol: float = 1e-5
+    # Memory, not the method: recompute the UNet levels' blocks in the backward pass (activation checkpointing)
+    checkpointing: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -70,6 +72,8 @@ class MedFlowSegConfig:
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"MedFlowSeg {name}={getattr(self, name)!r} not in {allowed}")
+        if not isinstance(self.checkpointing, bool):
+            raise ValueError(f"MedFlowSeg checkpointing must be true or false, got {self.checkpointing!r}")
         if self.fa_dim % self.fa_heads or self.fa_dim % 4:
             raise ValueError(f"fa_dim={self.fa_dim} must be divisible by fa_heads={self.fa_heads} and by 4")
 

@@ -39,7 +39,8 @@ class ConditionFeatures:
 class ConditionNetwork(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, cfg: MedFlowSegConfig):
         super().__init__()
-        self.unet = UNet(in_channels, cfg.channels, cfg.num_res_blocks, time_dim=None, norm_groups=cfg.norm_groups)
+        self.unet = UNet(in_channels, cfg.channels, cfg.num_res_blocks, time_dim=None, norm_groups=cfg.norm_groups,
+                         checkpointing=cfg.checkpointing)
         self.aux_head = nn.Conv2d(cfg.channels[0], num_classes, 1)
 
     def forward(self, images: torch.Tensor, decode: bool = True) -> ConditionFeatures:
@@ -63,7 +64,8 @@ class FlowNetwork(nn.Module):
         super().__init__()
         cb = cfg.channels[-1]
         self.time_embed = TimeEmbedding(cfg.time_embed_dim, cfg.time_scale)
-        self.unet = UNet(num_classes, cfg.channels, cfg.num_res_blocks, cfg.time_embed_dim, cfg.norm_groups)
+        self.unet = UNet(num_classes, cfg.channels, cfg.num_res_blocks, cfg.time_embed_dim, cfg.norm_groups,
+                         checkpointing=cfg.checkpointing)
         self.structural = structural_condition(cfg)
         self.semantic = None if cfg.semantic == "add" else FAAttentionStack(
             cfg.fa_depth, channels=cb, time_dim=cfg.time_embed_dim, dim=cfg.fa_dim, heads=cfg.fa_heads,

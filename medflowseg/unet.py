@@ -9,6 +9,10 @@ conditions without a second copy of this loop:
 - ``first_stage(f0) -> f0'``: after encoder level 0 (DB-SA, Eq. 9); ``f0'`` replaces ``f0``
   both as the skip and as the input to level 1;
 - ``bottleneck(f) -> f'``: after the bottleneck blocks (FA-Attention's merge).
+
+``checkpointing=True`` recomputes each level's residual blocks in the backward pass instead of keeping
+their activations (``torch.utils.checkpoint``): less memory per image for one more forward of the blocks.
+It acts only while gradients are recorded; the outputs and gradients are those of the plain UNet.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from medflowseg.blocks import ResStage
 
@@ -37,9 +42,10 @@ class UNetFeatures:
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, channels: tuple[int, ...], num_res_blocks: int,
-                 time_dim: int | None, norm_groups: int):
+                 time_dim: int | None, norm_groups: int, checkpointing: bool = False):
         super().__init__()
         self.channels = tuple(channels)
+        self.checkpointing = checkpointing
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.encoder = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -58,6 +64,12 @@ class UNet(nn.Module):
                 self.upsample.append(nn.Conv2d(channels[i], channels[i - 1], 3, padding=1))
             prev = channels[i] if i == 0 else channels[i - 1]
 
+    def run_stage(self, stage: ResStage, h: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        """One level's residual blocks, recomputed in the backward pass when ``checkpointing`` is on."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, h, temb, use_reentrant=False)
+        return stage(h, temb)
+
     @property
     def downsampling(self) -> int:
         """The bottleneck's stride relative to the input: ``2**(L-1)``."""
@@ -72,13 +84,13 @@ class UNet(nn.Module):
             h = stem(h)
         skips = []
         for i, stage in enumerate(self.encoder):
-            h = stage(h, temb)
+            h = self.run_stage(stage, h, temb)
             if i == 0 and first_stage is not None:
                 h = first_stage(h)
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
-        h = self.mid(h, temb)
+        h = self.run_stage(self.mid, h, temb)
         if bottleneck is not None:
             h = bottleneck(h)
         mid = h
@@ -90,7 +102,7 @@ class UNet(nn.Module):
         """The decoder from the bottleneck feature ``h``; ``skips`` holds one feature per encoder level,
         level 0 first, and is consumed. Returns ``(B, C_0, H, W)``."""
         for j, stage in enumerate(self.decoder):
-            h = stage(torch.cat([h, skips.pop()], dim=1), temb)
+            h = self.run_stage(stage, torch.cat([h, skips.pop()], dim=1), temb)
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return h

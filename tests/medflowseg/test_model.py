@@ -92,6 +92,28 @@ def test_one_training_step(cls):
     assert all(not torch.equal(before[n], m.get_parameter(n)) for n in expected)
 
 
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients_and_stores_less():
+    images, labels = batch()
+    grads, saved = [], []
+    for on in (False, True):
+        m = tiny(checkpointing=on)
+        assert m.flow_net.unet.checkpointing is on and m.condition_net.unet.checkpointing is on
+        count = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: count.append(t.numel()) or t, lambda t: t):
+            loss = m.loss(images, labels, gen(3))
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+        saved.append(sum(count))
+    (loss0, g0), (loss1, g1) = grads
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=0)
+    assert g1.keys() == g0.keys()
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-6)
+    assert saved[1] < saved[0] / 2      # the levels' activations are recomputed, not kept
+    with pytest.raises(ValueError, match="checkpointing must be true or false"):
+        MedFlowSegConfig(checkpointing="yes")
+
 def test_loss_is_velocity_l1_plus_weighted_aux():
     m = tiny()
     images, labels = batch()

@@ -138,3 +138,33 @@ def test_film_driven_by_the_other_stream_sees_it():
     other_c = torch.randn_like(c)
     assert torch.equal(tok(time_only, c), tok(time_only, other_c))
     assert not torch.allclose(tok(with_stream, c), tok(with_stream, other_c))
+
+
+def test_cross_attention_runs_through_fused_sdpa_and_equals_the_explicit_softmax():
+    """FA-Attention's cross-attention is ``nn.MultiheadAttention`` called with ``need_weights=False``, which
+    PyTorch computes with ``F.scaled_dot_product_attention`` (the fused kernels on a GPU). The result equals
+    softmax(Q K^T / sqrt(d)) V written out per head."""
+    from unittest import mock
+
+    import torch.nn.functional as F
+    m = block()
+    f, c, temb = inputs()
+    sdpa = F.scaled_dot_product_attention
+    calls = []
+    with mock.patch.object(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(a[0].shape) or sdpa(*a, **k)):
+        fused = m.spectral_tokens(f, c, temb)
+    assert calls == [(2, 2, 16, D // 2)]          # (B, heads, N tokens, D / heads), once per block call
+    attn, heads = m.cross_attn, 2
+    q_in = torch.randn(2, 16, D, generator=gen(4))
+    kv_in = torch.randn(2, 16, D, generator=gen(5))
+    wq, wk, wv = attn.in_proj_weight.chunk(3)
+    bq, bk, bv = attn.in_proj_bias.chunk(3)
+
+    def split(x):
+        return x.reshape(2, 16, heads, D // heads).transpose(1, 2)
+
+    q, k, v = split(q_in @ wq.T + bq), split(kv_in @ wk.T + bk), split(kv_in @ wv.T + bv)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / (D // heads) ** 0.5, dim=-1)
+    explicit = attn.out_proj((weights @ v).transpose(1, 2).reshape(2, 16, D))
+    torch.testing.assert_close(attn(q_in, kv_in, kv_in, need_weights=False)[0], explicit, rtol=1e-5, atol=1e-6)
+    assert fused.shape == (2, 16, D)

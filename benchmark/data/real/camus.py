@@ -49,7 +49,7 @@ from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import map_labels, read_scalar
-from benchmark.data.real.source import RealSource, RemoteFile
+from benchmark.data.real.source import PublishedSplit, RealSource, RemoteFile
 
 INFO = DatasetInfo(name="camus", modality="ultrasound", channels=1, class_names=("background", "LV", "Myo", "LA"),
                    n_annotators=1, stands_for="CAMUS", phantom=False,
@@ -60,6 +60,10 @@ FILES = (RemoteFile("CAMUS_public.zip",
 # the older challenge release (mhd/raw); placed by hand in data/raw/camus/
 ALTERNATIVE_FILES = ((RemoteFile("training.zip", None, checksum=None, size_mb=1000),),)
 HOMEPAGE = "https://www.creatis.insa-lyon.fr/Challenge/camus/"
+PUBLISHED_SPLIT = PublishedSplit(train_slices=1600, test_cases=200, test_slices=200, val_from_train=False,
+                                 slice_subjects=False,
+                                 source="CAMUS_public/database_split: 400 / 50 / 50 patients x 4 images "
+                                        "(2CH, 4CH x ED, ES; this module's docstring)")
 LICENCE = ("Released by CREATIS (Universite de Lyon) with NTNU and partners for non-commercial scientific "
            "research; every use must cite the CAMUS paper. Read the terms on the HumanHeart portal before use "
            "and do not redistribute the images.")

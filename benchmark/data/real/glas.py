@@ -26,7 +26,7 @@ from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import csv_header, read_csv, read_image, read_rgb
-from benchmark.data.real.source import RealSource, RemoteFile
+from benchmark.data.real.source import PublishedSplit, RealSource, RemoteFile
 
 INFO = DatasetInfo(name="glas", modality="histology", channels=3, class_names=("background", "gland"),
                    n_annotators=1, stands_for="GlaS", phantom=False,
@@ -35,6 +35,10 @@ FILES = (RemoteFile("warwick_qu_dataset_released_2016_07_08.zip",
                     "https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/download/"
                     "warwick_qu_dataset_released_2016_07_08.zip", checksum=None, size_mb=173),)
 HOMEPAGE = "https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/"
+PUBLISHED_SPLIT = PublishedSplit(train_slices=85, test_cases=80, test_slices=80, val_from_train=True,
+                                 slice_subjects=False,
+                                 source="the Warwick QU release: train 85, testA 60 + testB 20 images "
+                                        "(Sirinukunwattana et al. 2017; this module's docstring)")
 LICENCE = ("Released by the Tissue Image Analytics Centre, University of Warwick, for research use in connection "
            "with the GlaS challenge; read the terms on the homepage before use. No redistribution.")
 CITATION = ("K. Sirinukunwattana, J. P. W. Pluim, H. Chen et al. Gland segmentation in colon histology images: "

@@ -58,7 +58,7 @@ from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import read_image
-from benchmark.data.real.source import RealSource, RemoteFile
+from benchmark.data.real.source import PublishedSplit, RealSource, RemoteFile
 from benchmark.data.safe_pickle import load_plain_pickle
 
 INFO = DatasetInfo(name="lidc", modality="CT", channels=1, class_names=("background", "lesion"),
@@ -73,6 +73,10 @@ FILES = (RemoteFile("train.tar.gz", _BUCKET + "train.tar.gz", checksum=None, siz
 # Google Drive, no published checksum; size estimated from ~15k crops of 128 x 128 (image + 4 masks).
 ALTERNATIVE_FILES = ((RemoteFile("data_lidc.pickle", None, checksum=None, size_mb=2000),),)
 HOMEPAGE = "https://github.com/google-deepmind/deepmind-research/tree/master/hierarchical_probabilistic_unet"
+PUBLISHED_SPLIT = PublishedSplit(train_slices=8843, test_cases=1980, test_slices=1980, val_from_train=False,
+                                 slice_subjects=True,
+                                 source="the lidc_crops README (Kohl et al. 2019): 8843 / 1993 / 1980 crops "
+                                        "in train / val / test (this module's docstring)")
 LICENCE = ("LIDC-IDRI (The Cancer Imaging Archive) is released under Creative Commons Attribution 3.0; the "
            "2D crops derived from it by DeepMind are released under the same CC BY 3.0 licence. Use, share and "
            "adapt with attribution: cite the LIDC-IDRI papers and the TCIA data DOI below. The Probabilistic "

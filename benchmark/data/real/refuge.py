@@ -53,7 +53,7 @@ from benchmark.data.imaging import resize_image, resize_label, resized_spacing
 from benchmark.data.interface import DataFormatError, ReleaseFileMissing
 from benchmark.data.real import splits
 from benchmark.data.real.medical_io import is_os_debris, read_image, read_rgb
-from benchmark.data.real.source import RealSource, RemoteFile
+from benchmark.data.real.source import PublishedSplit, RealSource, RemoteFile
 
 INFO = DatasetInfo(name="refuge2", modality="fundus", channels=3,
                    class_names=("background", "optic disc", "optic cup"), n_annotators=7,
@@ -65,6 +65,9 @@ FILES = (RemoteFile("REFUGE-Multirater.zip",
                     "https://huggingface.co/datasets/realslimman/REFUGE-MultiRater/resolve/main/REFUGE-Multirater.zip",
                     checksum=None, size_mb=800),)
 HOMEPAGE = "https://huggingface.co/datasets/realslimman/REFUGE-MultiRater"
+PUBLISHED_SPLIT = PublishedSplit(train_slices=400, test_cases=400, test_slices=400, val_from_train=True,
+                                 slice_subjects=True,
+                                 source="Training-400 and Test-400 of REFUGE-Multirater.zip (this module's docstring)")
 LICENCE = ("Images from the REFUGE challenge (Retinal Fundus Glaucoma Challenge, MICCAI 2018; REFUGE-2 2020), "
            "released for non-commercial research by the organisers after registration. The seven-rater masks are "
            "a third-party copy on Hugging Face with no licence we could confirm (a dataset catalogue lists CC "

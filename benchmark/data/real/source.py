@@ -8,6 +8,8 @@ Each dataset is one module of this package declaring:
   one such set is on this machine and ``FILES`` is not;
 - ``LICENCE``, ``CITATION``, ``HOMEPAGE``: printed at fetch and kept beside the data in ``LICENCE.txt``;
 - ``HOW_TO_GET``: the steps for files nobody may download automatically;
+- optionally ``PUBLISHED_SPLIT``: the :class:`PublishedSplit` sizes, with their source, from which
+  ``segbench plan`` counts training steps and test slices before the data are on the machine;
 - ``load(root, cfg)``: iterate the :class:`~benchmark.data.case.Case` s of the extracted files, at the
   profile's size (each archive ``NAME.zip`` / ``NAME.tar.gz`` is extracted into ``root/NAME/``; other
   files are linked into ``root``);
@@ -62,6 +64,28 @@ class RemoteFile:
     @property
     def gated(self) -> bool:
         return self.url is None
+
+
+@dataclass(frozen=True)
+class PublishedSplit:
+    """The sizes of a release's published split, for planning (``segbench plan``) before its files are here.
+
+    Attributes:
+        train_slices: 2D slices of the published training part.
+        test_cases, test_slices: the test part, in cases (a volume is one case) and in 2D slices.
+        val_from_train: validation subjects are drawn from the training part (a share val / (train + val) of
+            ``data.split``, :func:`benchmark.data.real.splits.standard`); False when the release's own
+            validation part is used and ``train_slices`` is what trains.
+        slice_subjects: every slice is its own subject, so the share drawn is exact in slices; otherwise
+            subjects hold several slices and the training slices left are an estimate.
+        source: where the numbers are stated.
+    """
+    train_slices: int
+    test_cases: int
+    test_slices: int
+    val_from_train: bool
+    slice_subjects: bool
+    source: str
 
 
 class RealSource:
