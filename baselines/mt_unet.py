@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.official_weights import FixedSizeSegmenter, network_in_channels, repeat_grey
+from baselines.official_weights import network_in_channels, repeat_grey
+from baselines.supervised import FixedSizeSegmenter
 
 
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, relu: bool = True) -> nn.Sequential:

@@ -1,5 +1,5 @@
-"""What TransUNet, Swin-Unet and MT-UNet share: a fixed input size, the official grey-to-RGB repeat, and loading
-a user-supplied official checkpoint without executing code.
+"""What TransUNet, Swin-Unet and MT-UNet share: the official grey-to-RGB repeat, and loading a user-supplied
+official checkpoint without executing code.
 
 Each network's ``pretrained`` field names an official file; its module maps that file's keys onto its own
 parameters with :func:`assign`, which fails with one :class:`CheckpointError` naming the file and every key that
@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.supervised import SupervisedSegmenter
 
 
 class CheckpointError(ValueError):
@@ -97,26 +96,3 @@ def assign(path: str | Path, weights: dict[str, torch.Tensor], targets: dict[str
     with torch.no_grad():
         for tensor, value in planned:
             tensor.copy_(value)
-
-
-class FixedSizeSegmenter(SupervisedSegmenter):
-    """A supervised network built for one square input side ``img_size`` (its position embeddings or window
-    masks are sized by it); any other size is a ``ValueError`` that names the setting."""
-
-    def __init__(self, net: nn.Module, name: str, img_size: int):
-        super().__init__(net)
-        self.name, self.img_size = name, img_size
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        self._check(images)
-        return super().loss(images, labels, generator)
-
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator, sampler: None = None):
-        self._check(images)
-        return super().sample(images, n, generator, sampler)
-
-    def _check(self, images: torch.Tensor) -> None:
-        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
-            raise ValueError(f"{self.name} was built for {self.img_size}x{self.img_size} images (model.img_size) "
-                             f"but got {tuple(images.shape[-2:])}: set method.{self.name}.model.img_size to "
-                             f"data.size")

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.official_weights import FixedSizeSegmenter, assign, network_in_channels, read_torch, repeat_grey
+from baselines.official_weights import assign, network_in_channels, read_torch, repeat_grey
+from baselines.supervised import FixedSizeSegmenter
 
 
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -272,8 +273,8 @@ class SwinUnetNet(nn.Module):
     def load_official(self, path: str | Path) -> None:
         """Load Microsoft's Swin checkpoint (``{"model": state_dict}``, ``swin_tiny_patch4_window7_224.pth``
         layout): the encoder by name, and each encoder stage's blocks also into the decoder stage of the same
-        scale (vision_transformer.py:72-78); the classifier ``head.*`` and the derived buffers
-        (``relative_position_index``, ``attn_mask``) are not loaded."""
+        scale (vision_transformer.py:72-78); the classifier ``head.*``, the derived buffers
+        (``relative_position_index``, ``attn_mask``) and blocks beyond a stage's depth are not loaded."""
         weights = read_torch(path)
         own = self.state_dict()
         targets: dict[str, list] = {}
@@ -286,8 +287,17 @@ class SwinUnetNet(nn.Module):
                 up = ".".join(["layers_up", str(self.stages - 1 - int(parts[1]))] + parts[2:])
                 if up in own:
                     targets[name].append((up, self._converter(own[up].shape, up)))
-        assign(path, weights, targets,
-               lambda k: k.startswith("head.") or k.endswith(("relative_position_index", "attn_mask")), self)
+        assign(path, weights, targets, self._not_loaded, self)
+
+    def _not_loaded(self, key: str) -> bool:
+        """The checkpoint keys that are not this network's weights: the classifier, the derived buffers, and the
+        blocks of a stage beyond its depth here (Swin-T's third stage has 6; the official loader's
+        ``strict=False`` skips blocks 3-6 the same way)."""
+        parts = key.split(".")
+        deeper = (len(parts) > 3 and parts[0] == "layers" and parts[2] == "blocks" and parts[1].isdigit()
+                  and int(parts[1]) < self.stages and parts[3].isdigit()
+                  and int(parts[3]) >= len(self.layers[int(parts[1])].blocks))
+        return deeper or key.startswith("head.") or key.endswith(("relative_position_index", "attn_mask"))
 
     @staticmethod
     def _converter(shape: torch.Size, name: str):

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.official_weights import FixedSizeSegmenter, assign, network_in_channels, read_npz, repeat_grey
+from baselines.official_weights import assign, network_in_channels, read_npz, repeat_grey
+from baselines.supervised import FixedSizeSegmenter
 
 
 class StdConv2d(nn.Conv2d):

@@ -104,9 +104,9 @@ def official_checkpoint(window: int) -> dict[str, torch.Tensor]:
     out = {"patch_embed.proj.weight": a(e, 3, 4, 4), "patch_embed.proj.bias": a(e), "patch_embed.norm.weight": a(e),
            "patch_embed.norm.bias": a(e), "norm.weight": a(8 * e), "norm.bias": a(8 * e), "head.weight": a(10, 8 * e),
            "head.bias": a(10)}
-    for i in range(4):
+    for i, depth in enumerate((2, 2, 6, 2)):   # Swin-T's depths; Swin-Unet's lite configuration takes 2 of stage 3's 6
         c, w = e * 2 ** i, window if i < 3 else 2
-        for j in range(2):
+        for j in range(depth):
             b = f"layers.{i}.blocks.{j}"
             for n in ("norm1", "norm2"):
                 out[f"{b}.{n}.weight"], out[f"{b}.{n}.bias"] = a(c), a(c)
@@ -116,7 +116,7 @@ def official_checkpoint(window: int) -> dict[str, torch.Tensor]:
             out[f"{b}.attn.proj.weight"], out[f"{b}.attn.proj.bias"] = a(c, c), a(c)
             out[f"{b}.mlp.fc1.weight"], out[f"{b}.mlp.fc1.bias"] = a(4 * c, c), a(4 * c)
             out[f"{b}.mlp.fc2.weight"], out[f"{b}.mlp.fc2.bias"] = a(c, 4 * c), a(c)
-            if j == 1 and i < 3:
+            if j % 2 == 1 and i < 3:
                 out[f"{b}.attn_mask"] = torch.zeros(4, w * w, w * w)
         if i < 3:
             out[f"layers.{i}.downsample.reduction.weight"] = a(2 * c, 4 * c)
@@ -133,8 +133,9 @@ def test_the_official_checkpoint_fills_the_encoder_and_the_decoder_blocks_of_the
     torch.manual_seed(0)
     new = dict(SwinUnet(1, 3, **TINY, pretrained=str(path)).net.named_parameters())
     encoder = [n for n in new if n.startswith(("patch_embed.", "layers.", "norm."))]
-    assert len(encoder) == len([k for k in weights if not k.startswith("head.") and
-                                not k.endswith(("relative_position_index", "attn_mask"))])
+    beyond = tuple(f"layers.2.blocks.{j}." for j in range(2, 6))   # Swin-T's stage 3 beyond depth 2
+    assert len(encoder) == len([k for k in weights if not k.startswith(("head.", *beyond))
+                                and not k.endswith(("relative_position_index", "attn_mask"))])
     assert all(torch.equal(new[n], weights[n]) for n in encoder)
     for i in range(3):  # decoder stage 3 - i starts from encoder stage i (the official load_from)
         for j in range(2):
@@ -166,7 +167,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_naming_the_file_and_changes
     if change == "missing":
         del weights["layers.2.blocks.1.mlp.fc2.bias"]
     elif change == "unknown":
-        weights["layers.4.blocks.0.norm1.weight"] = weights["norm.weight"]
+        weights["layers.1.downsample.extra.weight"] = weights["norm.weight"]
     else:
         weights["patch_embed.proj.weight"] = weights["patch_embed.proj.weight"][:, :1]
     path = tmp_path / "bad.pth"
@@ -175,7 +176,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_naming_the_file_and_changes
     before = {n: p.clone() for n, p in net.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"bad\.pth: not a checkpoint of this configuration") as e:
         net.load_official(path)
-    key = {"missing": "layers.2.blocks.1.mlp.fc2.bias", "unknown": "layers.4", "shape": "patch_embed.proj.weight"}
+    key = {"missing": "layers.2.blocks.1.mlp.fc2.bias", "unknown": "layers.1.downsample.extra", "shape": "patch_embed.proj.weight"}
     assert key[change] in str(e.value)
     assert all(torch.equal(before[n], p) for n, p in net.state_dict().items())
 
