@@ -190,21 +190,24 @@ class PatchExpand(nn.Module):
 
 
 class Stage(nn.Module):
-    """``depth`` Swin blocks, W-MSA then SW-MSA, then an optional resampling (merge or expand)."""
+    """``depth`` Swin blocks, W-MSA then SW-MSA, then the encoder's patch merging (``downsample``) or the decoder's
+    patch expanding (``upsample``), if any (the official BasicLayer and BasicLayer_up, sys.py:405-531)."""
 
     def __init__(self, dim: int, resolution: tuple[int, int], depth: int, heads: int, window: int,
-                 mlp_ratio: float, drop_paths: list[float], resample: nn.Module | None, name: str):
+                 mlp_ratio: float, drop_paths: list[float], downsample: nn.Module | None = None,
+                 upsample: nn.Module | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(SwinBlock(dim, resolution, heads, window, 0 if i % 2 == 0 else window // 2,
                                               mlp_ratio, drop_paths[i]) for i in range(depth))
-        setattr(self, name, resample)
-        self.resample = name
+        self.downsample, self.upsample = downsample, upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        resample = getattr(self, self.resample)
-        return x if resample is None else resample(x)
+        for resample in (self.downsample, self.upsample):
+            if resample is not None:
+                x = resample(x)
+        return x
 
 
 class SwinUnetNet(nn.Module):
@@ -230,7 +233,7 @@ class SwinUnetNet(nn.Module):
         drops = [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(self.stages)]
         self.layers = nn.ModuleList(
             Stage(dims[i], res[i], depths[i], num_heads[i], window_size, mlp_ratio, drops[i],
-                  PatchMerging(res[i], dims[i]) if i < self.stages - 1 else None, "downsample")
+                  downsample=PatchMerging(res[i], dims[i]) if i < self.stages - 1 else None)
             for i in range(self.stages))
         self.norm = nn.LayerNorm(dims[-1])
         last = self.stages - 1
@@ -238,7 +241,7 @@ class SwinUnetNet(nn.Module):
         self.concat_back_dim = nn.ModuleList([nn.Identity()])
         for i in reversed(range(last)):
             self.layers_up.append(Stage(dims[i], res[i], depths[i], num_heads[i], window_size, mlp_ratio, drops[i],
-                                        PatchExpand(res[i], dims[i], 2, dims[i] // 2) if i > 0 else None, "upsample"))
+                                        upsample=PatchExpand(res[i], dims[i], 2, dims[i] // 2) if i > 0 else None))
             self.concat_back_dim.append(nn.Linear(2 * dims[i], dims[i]))
         self.norm_up = nn.LayerNorm(embed_dim)
         self.up = PatchExpand(res[0], embed_dim, patch_size, embed_dim)
