@@ -25,7 +25,8 @@ def n_parameters(module: torch.nn.Module) -> int:
 def check_trains_and_predicts(method, in_channels: int, num_classes: int, size: int = 64,
                               idle: tuple[str, ...] = ()) -> None:
     """One loss and backward on a ``(2, C, size, size)`` batch: finite, and a nonzero gradient on every parameter
-    but exactly those whose names contain one of ``idle`` (a configuration's known dead ends); ``sample`` gives one int64 label map per image in [0, K) with one network evaluation and refuses a sampler."""
+    but exactly those whose names contain one of ``idle`` (a configuration's known dead ends); ``sample`` gives one
+    int64 label map per image in [0, K) with one network evaluation and refuses a sampler."""
     torch.manual_seed(0)
     images, labels = torch.randn(2, in_channels, size, size), torch.randint(0, num_classes, (2, size, size))
     g = torch.Generator().manual_seed(0)

@@ -176,7 +176,8 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_naming_the_file_and_changes
     before = {n: p.clone() for n, p in net.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"bad\.pth: not a checkpoint of this configuration") as e:
         net.load_official(path)
-    key = {"missing": "layers.2.blocks.1.mlp.fc2.bias", "unknown": "layers.1.downsample.extra", "shape": "patch_embed.proj.weight"}
+    key = {"missing": "layers.2.blocks.1.mlp.fc2.bias", "unknown": "layers.1.downsample.extra",
+           "shape": "patch_embed.proj.weight"}
     assert key[change] in str(e.value)
     assert all(torch.equal(before[n], p) for n, p in net.state_dict().items())
 
