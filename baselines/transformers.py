@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import UNETR, SwinUNETR
 
-from baselines.supervised import SupervisedSegmenter
-from medflowseg.sampling import Samples
+from baselines.supervised import FixedSizeSegmenter, SupervisedSegmenter
 
 
-class UNETRMethod(SupervisedSegmenter):
+class UNETRMethod(FixedSizeSegmenter):
     """Args: in_channels C, num_classes K, ``img_size`` (the square input side UNETR's patch grid is built
     for; must equal ``data.size``) and MONAI ``UNETR``'s widths."""
 
@@ -29,21 +28,7 @@ class UNETRMethod(SupervisedSegmenter):
         for block in net.vit.blocks:
             if not block.with_cross_attention:
                 block.norm_cross_attn = torch.nn.Identity()
-        super().__init__(net)
-        self.img_size = img_size
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        self._check(images)
-        return super().loss(images, labels, generator)
-
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator, sampler: None = None) -> Samples:
-        self._check(images)
-        return super().sample(images, n, generator, sampler)
-
-    def _check(self, images: torch.Tensor) -> None:
-        if tuple(images.shape[-2:]) != (self.img_size, self.img_size):
-            raise ValueError(f"unetr was built for {self.img_size}x{self.img_size} images (model.img_size) but got "
-                             f"{tuple(images.shape[-2:])}: set method.unetr.model.img_size to data.size")
+        super().__init__(net, "unetr", img_size)
 
 
 class SwinUNETRMethod(SupervisedSegmenter):

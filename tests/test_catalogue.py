@@ -18,7 +18,8 @@ def test_the_projects_catalogue_maps_rows_labels_and_datasets():
     cat = load_catalogue(CATALOGUE)
     assert list(cat.papers) == ["medflowseg", "flowsdf", "atfm"]
     assert cat.row_method("U-Net") == cat.row_method("UNet") == "unet"
-    assert cat.row_method("bone + DB-SA") == "medflowseg-dbsa" and cat.row_method("TransUNet") is None
+    assert cat.row_method("bone + DB-SA") == "medflowseg-dbsa" and cat.row_method("EnsemDiff") is None
+    assert cat.row_method("TransUNet") == "transunet" and cat.row_method("SwinUNet") == "swin-unet"
     assert cat.label("medflowseg") == "MedFlowSeg" and cat.label("medflowseg-fa") == "medflowseg-fa"
     assert cat.label("not-in-the-catalogue") == "not-in-the-catalogue"
     assert cat.stand_in("nnunet") == "nnunetv2, 2d configuration" and cat.stand_in("unet") is None
@@ -75,13 +76,13 @@ def test_a_catalogue_entry_puts_a_method_on_a_paper_row(tmp_path):
                                    methods=["unet", "flowseg-plain"]))
     results = {("phantom-cardiac", "unet"): evaluation(0.6), ("phantom-cardiac", "flowseg-plain"): evaluation(0.9)}
     before = build_table(TABLE1, evidence(cfg, results))
-    assert before.loc["TransUNet", "Average Dice"] == "not implemented (paper 89.71)"
+    assert before.loc["EnsemDiff", "Average Dice"] == "not implemented (paper 92.76)"
     assert before.loc["flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "Average Dice"] == "90.00"
 
-    def sit_on_transunet(raw):
-        raw["methods"]["flowseg-plain"] = {"stand_in": "a scaffold", "paper_rows": ["TransUNet"]}
-    after = build_table(TABLE1, evidence(cfg, results, catalogue=load_catalogue(_write(tmp_path, sit_on_transunet))))
-    row = "TransUNet [ours: flowseg-plain, a scaffold]"
-    assert after.loc[row, "Average Dice"] == "90.00 (paper 89.71, Δ +0.29)"
+    def sit_on_ensemdiff(raw):
+        raw["methods"]["flowseg-plain"] = {"stand_in": "a scaffold", "paper_rows": ["EnsemDiff"]}
+    after = build_table(TABLE1, evidence(cfg, results, catalogue=load_catalogue(_write(tmp_path, sit_on_ensemdiff))))
+    row = "EnsemDiff [ours: flowseg-plain, a scaffold]"
+    assert after.loc[row, "Average Dice"] == "90.00 (paper 92.76, Δ -2.76)"
     assert not [i for i in after.index if i.startswith("flowseg-plain")]    # no row of its own any more
-    assert list(after.index).index(row) == list(before.index).index("TransUNet")
+    assert list(after.index).index(row) == list(before.index).index("EnsemDiff")

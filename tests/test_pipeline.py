@@ -43,7 +43,7 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert headline["avg_dice"] == metrics["average"]["dice"] and "RV_hd95" in headline
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
-    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 89.71)" in t1 and "RV Dice" in t1
+    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 92.76)" in t1 and "RV Dice" in t1
     assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2, 'flowsdf': 2}" in t1  # 2 steps in the tiny profile
     flowsdf = next(line for line in t1.splitlines() if line.startswith("| FlowSDF [ours: flowsdf, suite reimplementation]"))
     assert flowsdf.count("(paper ") == 9 and "not run" not in flowsdf  # a baseline's row in the paper's table

@@ -99,7 +99,8 @@ def test_table1_has_every_paper_row_and_our_extra_method(tmp_path):
     assert unet["Average Dice"] == "60.00 (paper 87.55, Δ -27.55)" and unet["LV Dice"] == "90.00 (paper 94.92, Δ -4.92)"
     assert unet["Average HD95"] == "3.00 (paper 9.58, Δ -6.58)"
     assert df.loc["nnUNet", "Average Dice"] == "not run (paper 90.29)"  # registered, not in this profile
-    assert df.loc["TransUNet", "Average Dice"] == "not implemented (paper 89.71)"
+    assert df.loc["EnsemDiff", "Average Dice"] == "not implemented (paper 92.76)"
+    assert df.loc["TransUNet", "Average Dice"] == "not run (paper 89.71)"  # in the catalogue, not in this profile
     assert df.loc["MedFlowSeg [ours: medflowseg]", "Average Dice"] == "not run (paper 93.57)"  # no evaluation
     assert df.iloc[-1]["Average Dice"] == "30.00"   # our extra row: no paper value
 
@@ -113,9 +114,9 @@ def test_table2_adds_columns_for_datasets_the_paper_lacks(tmp_path):
     assert df.loc["UNet (MONAI)", "GlaS Dice"] == "80.00"   # the paper's Table 2 has no UNet row: ours alone
     assert df.loc["UNet (MONAI)", "CAMUS Dice"] == "not run"
     assert df.loc["MedFlowSeg", "GlaS Dice"] == "not run (paper 92.8)"
-    assert df.loc["TransUNet", "GlaS Dice"] == "not implemented (paper 84.6)"
+    assert df.loc["SwinBTS", "GlaS Dice"] == "not implemented (paper 84.3)"
     assert df.loc["UNetr", "GlaS Dice"] == "not run (paper 89)"  # registered, not in this profile
-    assert df.loc["TransUNet", f"{DS} Dice"] == "not implemented" and df.loc["MedFlowSeg", f"{DS} Dice"] == "not run"
+    assert df.loc["SwinBTS", f"{DS} Dice"] == "not implemented" and df.loc["MedFlowSeg", f"{DS} Dice"] == "not run"
 
 
 def test_table3_rows_are_the_papers_ablation(cfg):
