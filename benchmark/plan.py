@@ -22,6 +22,7 @@ longest training on its own processes.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ import torch
 
 from benchmark import paths
 from benchmark.config import Config, MethodConfig
+from benchmark.data.store import write_json
+from benchmark.provenance import json_hash
 from benchmark.steptable import StepTable
 
 FLOPS_PER_MAC = 2
 BACKWARD_FACTOR = 3   # a training step's FLOPs are 3x its forward's: the backward costs about twice the forward
+FLOPS_CACHE = Path(".segbench") / "plan_flops.json"   # git-ignored: FLOPs already counted, per configuration
 PRECISION = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}   # train.mixed_precision -> the table's precision
 # the image the table's measurements used (benchmarks/step_times.yaml's header): FLOPs are counted on the same
 MEASURED_CHANNELS, MEASURED_CLASSES = 1, 3
@@ -145,11 +149,13 @@ def batches(train, procs: int) -> tuple[int, int, int]:
 class Planner:
     """Rows of one profile on one GPU; FLOPs counts and built methods are cached per method."""
 
-    def __init__(self, cfg: Config, table: StepTable, gpu: str):
+    def __init__(self, cfg: Config, table: StepTable, gpu: str, cache: Path | None = FLOPS_CACHE):
         self.cfg, self.table, self.gpu = cfg, table, gpu
         self.procs = processes(cfg.launcher)
         self._flops: dict[str, float] = {}
         self._methods: dict[str, torch.nn.Module] = {}
+        self.cache = cache
+        self._counted = _read_cache(cache)
 
     def method(self, name: str) -> torch.nn.Module:
         from benchmark.methods import build_method
@@ -160,9 +166,18 @@ class Planner:
         return self._methods[name]
 
     def flops(self, name: str) -> float:
+        """Training FLOPs per image of ``name`` as configured: counted once per configuration (fvcore at the
+        paper's size takes minutes), then read from the cache file."""
         if name not in self._flops:
-            self._flops[name] = training_flops_per_image(self.method(name), MEASURED_CHANNELS, MEASURED_CLASSES,
-                                                         self.cfg.data.size)
+            key = json_hash({"method": name, "model": self.cfg.method_config(name).model, "size": self.cfg.data.size,
+                             "channels": MEASURED_CHANNELS, "classes": MEASURED_CLASSES})
+            if key not in self._counted:
+                self._counted[key] = training_flops_per_image(self.method(name), MEASURED_CHANNELS,
+                                                              MEASURED_CLASSES, self.cfg.data.size)
+                if self.cache is not None:
+                    self.cache.parent.mkdir(parents=True, exist_ok=True)
+                    write_json(self.cache, self._counted)
+            self._flops[name] = self._counted[key]
         return self._flops[name]
 
     def row(self, dataset: str, name: str) -> Row:
@@ -245,8 +260,17 @@ def _n(x) -> str:
     return "unknown" if x is None else f"{x:,}"
 
 
-def plan(cfg: Config, gpu: str, table: StepTable) -> list[Row]:
-    planner = Planner(cfg, table, gpu)
+def _read_cache(path: Path | None) -> dict[str, float]:
+    """The FLOPs counted before (configuration hash -> FLOPs); an unreadable cache is counted again."""
+    try:
+        raw = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float))} if isinstance(raw, dict) else {}
+
+
+def plan(cfg: Config, gpu: str, table: StepTable, cache: Path | None = FLOPS_CACHE) -> list[Row]:
+    planner = Planner(cfg, table, gpu, cache)
     return [planner.row(d, m) for d, m in cfg.pairs()]
 
 

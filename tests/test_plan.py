@@ -22,6 +22,12 @@ TINY_MFS = {"channels": [8, 16], "num_res_blocks": 1, "time_embed_dim": 16, "nor
             "fa_dim": 16, "fa_heads": 2, "steps": 3}
 
 
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path, monkeypatch):
+    """The plan's FLOPs cache (.segbench/, relative) goes to the test's folder, not the project's."""
+    monkeypatch.chdir(tmp_path)
+
+
 def profile(tmp_path: Path, datasets=("glas",), unet_train=None, **extra) -> Path:
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({
@@ -150,3 +156,20 @@ def test_segbench_plan_prints_the_rows_and_says_when_nothing_is_measured(tmp_pat
     assert "| glas | unet | 74 |" in out and "| glas | medflowseg | 74 |" in out
     assert out.count("no step-time entry at h200, fp32, 32 px") == 2
     assert "training 0.0 over 0 of 2 rows, sampling 0.0 over 0 of 2 rows" in out
+
+
+def test_flops_are_counted_once_per_configuration_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    import benchmark.plan as planning
+    counted = []
+    real = planning.training_flops_per_image
+    monkeypatch.setattr(planning, "training_flops_per_image", lambda *a: counted.append(a) or real(*a))
+    cfg, steps, cache = load_config(profile(tmp_path)), load_step_table(table(tmp_path)), tmp_path / "flops.json"
+    first = plan(cfg, "h100", steps, cache)
+    assert len(counted) == 2 and cache.is_file()                        # unet (the reference) and medflowseg
+    assert [r.train_hours for r in plan(cfg, "h100", steps, cache)] == [r.train_hours for r in first]
+    assert len(counted) == 2                                            # the second plan counted nothing
+    other = {**TINY_UNET, "channels": [8, 16]}
+    cfg2 = load_config(profile(tmp_path))
+    cfg2.method["unet"].model.update(other)                             # another configuration: counted again
+    plan(cfg2, "h100", steps, cache)
+    assert len(counted) == 3
