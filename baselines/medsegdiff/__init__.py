@@ -1,8 +1,9 @@
 """MedSegDiff (Wu et al.): conditional diffusion on masks, in reusable pieces.
 
 ``diffusion``: the noise schedule, the DDIM update and the ancestral chain (guided-diffusion's); ``samplers``:
-the step rules ``sample`` takes; ``conditioning``: the FF-Parser and the dynamic conditional encoding; ``v1``:
-MedSegDiff-V1, the networks, loss and sampling (its docstring: what follows the official code, every deviation).
+the step rules ``sample`` takes; ``base``: what both versions share (mask encoding, the training draw, the
+sampling loop); ``conditioning``: the FF-Parser and the dynamic conditional encoding; ``v1``: MedSegDiff-V1, its
+networks and condition loss (its docstring: what follows the official code, every deviation).
 """
 from .conditioning import DynamicConditionalEncoding, FFParser
 from .diffusion import Chain, NoiseSchedule, beta_schedule
