@@ -23,15 +23,20 @@ sampled ancestrally over all 1000 steps (sample.py:111-113; README.md:113 offers
 speed up"). Official parameter count of MedSegDiff-B V2 on a 3-channel image: 129,400,450
 (113,673,218 diffusion UNet + 15,727,232 highway), counted by instantiating ``UNetModel_newpreview`` at 60850bf.
 
-What follows the paper here:
+What follows the paper here. The paper's text was available to us only as its abstract (arXiv 2301.11798v2)
+and summaries (emergentmind.com/topics/medsegdiff-v2, quoted below as "summary"); the equations below are our
+reading of the paper's Method section, and every form the summaries do not fix is listed under the choices:
 
 - anchor condition (``ssformer.UncertainSpatialAttention``): the condition model's last decoded feature f_anc
-  (full resolution) relaxed by a Gaussian kernel of learnable mean and variance, max(k_Gauss * f_anc, f_anc),
-  then sigmoid(conv1x1(.)) . f_d + f_d on the diffusion model's first feature, where the official code adds its
-  anchors (after the first convolution, unet.py:1084);
+  (full resolution; summary: U-SA "fuses the last decoded feature" into the diffusion encoder) relaxed by a
+  Gaussian kernel of learnable mean and variance, max(k_Gauss * f_anc, f_anc), then sigmoid(conv1x1(.)) . f_d +
+  f_d on the diffusion model's first feature, where the official code adds its anchors (after the first
+  convolution, unet.py:1084). The other reading, U-SA on the condition model's segmentation map rather than its
+  feature, is not offered;
 - anchor loss: Dice + cross-entropy on the condition model's segmentation (a sigmoid channel for K = 2, softmax
   over K channels otherwise), added unweighted to the noise loss on the draws whose diffusion step t is a
-  multiple of alpha (``anchor_every``);
+  multiple of alpha (``anchor_every``; summary: "anchor-loss (sum of Dice and Cross Entropy, CE) at intervals of
+  alpha diffusion steps");
 - semantic condition (``ssformer.SSFormer``): the condition model's deepest embedding (projected by a 1x1
   convolution to the diffusion width, as V1's merge) and the diffusion model's deepest one, after its middle
   blocks, through ``ssformer_depth`` SS-Former blocks (semantic <- noise, then noise <- semantic), attention in
@@ -55,13 +60,18 @@ Deviations and choices, each a named field or stated here:
   available only in summaries), so ``anchor_every`` defaults to 1, the official cadence of its condition loss;
 - networks: the suite's residual UNet (GroupNorm, SiLU, no self-attention) for both, where the official diffusion
   UNet has attention at 16 px and in the middle and a zero-initialised output (unet.py:1011-1013), and the
-  condition model nnU-Net's (BatchNorm, LeakyReLU, max-pooling). Widths follow the official ones, so our paper
-  configuration has fewer parameters than the official 129.4 M (``tests/baselines/test_medsegdiff_v2.py`` pins
-  both) while the SS-Former adds what the official code lacks;
+  condition model nnU-Net's (BatchNorm, LeakyReLU, max-pooling). At the official widths (3-channel image, K = 2)
+  our diffusion UNet has 77.9 M parameters (official 113.7 M: its attention), our condition UNet 35.2 M (official
+  15.7 M: residual blocks, a decoder as wide as the encoder), and the SS-Former adds 25.8 M the official code
+  lacks: 139.7 M against the official 129.4 M (both pinned in ``tests/baselines/test_medsegdiff_v2.py``); that
+  the MedFlowSeg paper's Table 4 gives 137 M is not evidence of fidelity;
 - sampling: the MedFlowSeg paper (section 4.2) ran MedSegDiff-V2 with "100 sampling steps"; the paper profile
   takes them as guided-diffusion's respaced ancestral chain (``sampler='ddpm'``, ``steps=100``) since the
   official sampler is ancestral; the official run is 1000 steps. The CPU profile samples by DDIM (a deviation);
-- several classes (K > 2, not in the official code), the label threshold, sample fusion: as V1 (``v1.py``).
+- several classes (K > 2, not in the official code), the label threshold, sample fusion: as V1 (``v1.py``);
+- the condition model runs at every network evaluation although it sees only the image (as the official code
+  reruns its highway network, unet.py:1078), so MACs per evaluation include it. The MAC counter counts one MAC
+  per complex multiply-add of the SS-Former's two einsums (a real count is four), a small share of the total.
 
 The defaults are the paper profile's values. Training (profiles/paper.yaml): as V1's, from the same repository
 (AdamW 1e-4, batch 8, EMA 0.9999, about 100,000 steps).
