@@ -107,6 +107,22 @@ def test_spectrum_attention_map_shapes_rows_and_the_band_pass():
     assert not torch.allclose(att.attention_map(x, y, torch.randn(3, 6)), a)   # the filter depends on the step
 
 
+def test_the_attention_is_between_frequency_tokens_by_hand():
+    torch.manual_seed(1)
+    att = SpectrumCrossAttention(4, heads=1, nbp_hidden=4, nbp_blocks=1, time_dim=2, norm_groups=2)
+    x, y, temb = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2), torch.randn(1, 2)
+    with torch.no_grad():
+        q = att.q(att.norm_x(x))[0].to(torch.float64)
+        k = att.k(att.norm_y(y))[0].to(torch.float64)
+        a = att.attention_map(x, y, temb)[0, 0].to(torch.float64)
+        g = att.nbp(frequency_grid(2, 2), frequency_grid(2, 2), temb)[0].to(torch.float64)
+    # rfft2 of a 2x2 map by hand: tokens (0,0), (0,1), (1,0), (1,1), each (x00 +- x01 +- x10 +- x11) / 2
+    signs = torch.tensor([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64)
+    qh, kh = q.reshape(4, 4) @ signs.T / 2, k.reshape(4, 4) @ signs.T / 2     # (channel, token), real here
+    expected = (qh.T @ kh / 2.0).softmax(dim=-1) * g                          # sqrt(d) = sqrt(4)
+    assert torch.allclose(a, expected, atol=1e-5)
+
+
 def test_the_nbp_filter_passes_each_pair_by_its_frequencies():
     torch.manual_seed(0)
     f = NBPFilter(hidden=8, blocks=2, time_dim=4)
