@@ -100,11 +100,11 @@ from torch import nn
 from medflowseg.blocks import TimeEmbedding, group_norm
 from medflowseg.unet import UNet
 
-from .base import MaskDiffusion
+from .base import MaskDDPM
 from .conditioning import DynamicConditionalEncoding
 
 
-class MedSegDiff(MaskDiffusion):
+class MedSegDiff(MaskDDPM):
     """MedSegDiff-V1 (suite reimplementation).
 
     Args:
@@ -135,7 +135,7 @@ class MedSegDiff(MaskDiffusion):
                  calibrated_output: bool = True, learn_sigma: bool = False, sampler: str = "ddim",
                  steps: int = 1000, eta: float = 0.0):
         super().__init__(num_classes, num_timesteps, noise_schedule, label_scale, clip_x0, learn_sigma, sampler,
-                         steps, eta)
+                         steps, eta, mmse_samples=1)
         channels, cond_channels = tuple(channels), tuple(cond_channels)
         if len(channels) < 3 or len(cond_channels) != len(channels):
             raise ValueError("channels needs >= 3 levels (one fusion scale between full resolution and the "
@@ -149,7 +149,7 @@ class MedSegDiff(MaskDiffusion):
         self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
         self.unet = UNet(in_channels + m, channels, num_res_blocks, time_embed_dim, norm_groups)
         self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
-                                 nn.Conv2d(channels[0], 2 * m if learn_sigma else m, 3, padding=1))
+                                 nn.Conv2d(channels[0], self.output_channels, 3, padding=1))
         self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
         self.dce = nn.ModuleList(
             DynamicConditionalEncoding(channels[i - 1], cond_channels[i - 1], image_size // 2 ** i,
@@ -161,8 +161,8 @@ class MedSegDiff(MaskDiffusion):
 
     # ---- the network -----------------------------------------------------------------------------------------
 
-    def denoise(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
-                with_cal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def evaluate(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
+                 with_cal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One network evaluation. x_t ``(B, M, H, W)``, images ``(B, C, H, W)``, t int64 ``(B,)`` -> (the output:
         eps ``(B, M, H, W)``, with ``learn_sigma`` followed by the variance values ``(B, 2M, H, W)``; the condition
         branch's sigmoid map ``(B, M, H, W)`` or None without ``with_cal``)."""

@@ -2,7 +2,7 @@
 transformer", AAAI 2024, arXiv 2301.11798), a conditional DDPM on masks whose condition model steers the diffusion
 model twice: an anchor (U-SA) on its first-level feature and a semantic condition (the SS-Former) at its bottleneck.
 
-Labelled "MedSegDiff-V2 (suite reimplementation)" in tables: our code, built on V1's pieces (``base.MaskDiffusion``:
+Labelled "MedSegDiff-V2 (suite reimplementation)" in tables: our code, built on V1's pieces (``base.MaskDDPM``:
 the diffusion, the samplers, the training draw; ``medflowseg.unet.UNet`` for both networks).
 
 Sources: the paper (section "Method"; "paper" below) and the official code, github.com/KidsWithTokens/MedSegDiff
@@ -85,11 +85,11 @@ from torch import nn
 from medflowseg.blocks import TimeEmbedding, group_norm
 from medflowseg.unet import UNet
 
-from .base import MaskDiffusion
+from .base import MaskDDPM
 from .ssformer import SSFormer, UncertainSpatialAttention
 
 
-class MedSegDiffV2(MaskDiffusion):
+class MedSegDiffV2(MaskDDPM):
     """MedSegDiff-V2 (suite reimplementation).
 
     Args:
@@ -104,7 +104,7 @@ class MedSegDiffV2(MaskDiffusion):
             NBP-Filter's sizes as chosen in the module docstring).
         anchor_every: alpha, the anchor loss on draws whose step t is a multiple of it (1: every draw).
         num_timesteps, noise_schedule, label_scale, clip_x0, learn_sigma, sampler, steps, eta: as V1's
-            (``MaskDiffusion``); defaults: 1000 linear steps, {0, 1} masks, clipping, the learned variance,
+            (``MaskDDPM``); defaults: 1000 linear steps, {0, 1} masks, clipping, the learned variance,
             ancestral sampling over 100 respaced steps (MedFlowSeg section 4.2).
     """
 
@@ -116,7 +116,7 @@ class MedSegDiffV2(MaskDiffusion):
                  label_scale: str = "01", clip_x0: bool = True, learn_sigma: bool = True, sampler: str = "ddpm",
                  steps: int = 100, eta: float = 0.0):
         super().__init__(num_classes, num_timesteps, noise_schedule, label_scale, clip_x0, learn_sigma, sampler,
-                         steps, eta)
+                         steps, eta, mmse_samples=1)
         channels, cond_channels = tuple(channels), tuple(cond_channels)
         if len(channels) < 2 or len(cond_channels) != len(channels):
             raise ValueError(f"channels needs >= 2 levels and cond_channels as many: got {channels} and "
@@ -129,7 +129,7 @@ class MedSegDiffV2(MaskDiffusion):
         self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
         self.unet = UNet(in_channels + m, channels, num_res_blocks, time_embed_dim, norm_groups)
         self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
-                                 nn.Conv2d(channels[0], 2 * m if learn_sigma else m, 3, padding=1))
+                                 nn.Conv2d(channels[0], self.output_channels, 3, padding=1))
         self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
         self.anchor_head = nn.Sequential(group_norm(cond_channels[0], norm_groups), nn.SiLU(),
                                          nn.Conv2d(cond_channels[0], m, 1))
@@ -138,8 +138,8 @@ class MedSegDiffV2(MaskDiffusion):
         self.ssformer = SSFormer(channels[-1], ssformer_depth, ssformer_heads, nbp_hidden, nbp_blocks,
                                  time_embed_dim, norm_groups)
 
-    def denoise(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
-                with_cal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def evaluate(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
+                 with_cal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One network evaluation. x_t ``(B, M, H, W)``, images ``(B, C, H, W)``, t int64 ``(B,)`` -> (the output:
         eps ``(B, M, H, W)``, with ``learn_sigma`` followed by the variance values ``(B, 2M, H, W)``; the condition
         model's segmentation logits ``(B, M, H, W)`` or None without ``with_cal``)."""
