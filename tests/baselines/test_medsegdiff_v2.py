@@ -240,14 +240,16 @@ def test_invalid_configurations_are_refused():
         _model(2).denoise(torch.zeros(1, 1, 18, 18), torch.zeros(1, 1, 18, 18), torch.tensor([1]))
 
 
-def test_the_paper_profile_is_the_defaults_with_the_medflowseg_papers_100_ancestral_steps():
+def test_the_paper_profile_is_the_defaults_and_samples_at_the_medflowseg_papers_100_steps():
     section = load_config(ROOT / "profiles/paper.yaml").method_config("medsegdiff-v2").model
     defaults = {k: p.default for k, p in inspect.signature(MedSegDiffV2).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()} == \
         {k: defaults[k] for k in section}
     assert section["sampler"] == "ddpm" and section["steps"] == 100
-    assert load_catalogue(ROOT / "paper/catalogue.yaml").row_method("MedSegDiff-V2") == "medsegdiff-v2"
+    catalogue = load_catalogue(ROOT / "paper/catalogue.yaml")
+    assert catalogue.row_method("MedSegDiff-V2") == "medsegdiff-v2"
+    assert catalogue.methods["medsegdiff-v2"].nfe == {"medflowseg": float(section["steps"])}   # NFE per sample
 
 
 def test_parameter_count_at_the_paper_configuration_next_to_the_official_one():
