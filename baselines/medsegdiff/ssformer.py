@@ -20,22 +20,21 @@ from torch import nn
 
 from medflowseg.blocks import group_norm
 
-SIGMA_INIT = 1.0   # the Gaussian's initial standard deviation in pixels (ours; the paper gives none)
-MLP_RATIO = 4      # the SS-Former's feed-forward width over its embedding width (ViT's; the paper gives none)
-
 
 class GaussianKernel(nn.Module):
     """A normalised 2D Gaussian ``(k, k)`` with a learnable mean (an offset from the centre, pixels, ``(2,)`` as
-    (dy, dx)) and a learnable isotropic standard deviation (stored as its log). ``forward`` smooths every channel
-    with it (depthwise, zero padding): ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
+    (dy, dx), initially 0) and a learnable isotropic standard deviation (stored as its log, initially ``sigma``
+    pixels). ``forward`` smooths every channel with it (depthwise, zero padding): ``(B, C, H, W)`` -> same."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, sigma: float):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"the Gaussian kernel's size must be odd and >= 1, got {size}")
+        if sigma <= 0:
+            raise ValueError(f"the Gaussian's initial sigma must be > 0, got {sigma}")
         self.size = size
         self.mean = nn.Parameter(torch.zeros(2))
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA_INIT)))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
 
     def kernel(self) -> torch.Tensor:
         """w(i, j) = exp(-((i - c - dy)^2 + (j - c - dx)^2) / (2 sigma^2)) / sum, i, j in [0, k), c = (k - 1) / 2."""
@@ -53,9 +52,9 @@ class GaussianKernel(nn.Module):
 class UncertainSpatialAttention(nn.Module):
     """U-SA: the anchor ``(B, C_anc, H, W)`` as a spatial attention on the feature ``(B, C, H, W)`` it returns."""
 
-    def __init__(self, anchor_channels: int, channels: int, kernel_size: int):
+    def __init__(self, anchor_channels: int, channels: int, kernel_size: int, sigma: float):
         super().__init__()
-        self.gauss = GaussianKernel(kernel_size)
+        self.gauss = GaussianKernel(kernel_size, sigma)
         self.project = nn.Conv2d(anchor_channels, channels, 1)
 
     def relaxed(self, anchor: torch.Tensor) -> torch.Tensor:
@@ -145,12 +144,14 @@ class SpectrumCrossAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """x + conv1x1(GELU(conv1x1(GroupNorm(x)))), width ``MLP_RATIO`` x channels: ``(B, C, h, w)`` -> same."""
+    """x + conv1x1(GELU(conv1x1(GroupNorm(x)))), hidden width ``ratio`` x channels: ``(B, C, h, w)`` -> same."""
 
-    def __init__(self, channels: int, norm_groups: int):
+    def __init__(self, channels: int, ratio: int, norm_groups: int):
         super().__init__()
-        self.net = nn.Sequential(group_norm(channels, norm_groups), nn.Conv2d(channels, MLP_RATIO * channels, 1),
-                                 nn.GELU(), nn.Conv2d(MLP_RATIO * channels, channels, 1))
+        if ratio < 1:
+            raise ValueError(f"the feed-forward ratio must be >= 1, got {ratio}")
+        self.net = nn.Sequential(group_norm(channels, norm_groups), nn.Conv2d(channels, ratio * channels, 1),
+                                 nn.GELU(), nn.Conv2d(ratio * channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
@@ -160,13 +161,13 @@ class SSFormerBlock(nn.Module):
     """One block: the semantic embedding c attends to the noise embedding e (c' = FF(SA(c, e))), then e to c'
     (e' = FF(SA(e, c'))). ``(e, c)`` ``(B, C, h, w)`` each -> ``(e', c')``."""
 
-    def __init__(self, channels: int, heads: int, nbp_hidden: int, nbp_blocks: int, time_dim: int,
+    def __init__(self, channels: int, heads: int, mlp_ratio: int, nbp_hidden: int, nbp_blocks: int, time_dim: int,
                  norm_groups: int):
         super().__init__()
         self.to_semantic = SpectrumCrossAttention(channels, heads, nbp_hidden, nbp_blocks, time_dim, norm_groups)
-        self.ff_semantic = FeedForward(channels, norm_groups)
+        self.ff_semantic = FeedForward(channels, mlp_ratio, norm_groups)
         self.to_noise = SpectrumCrossAttention(channels, heads, nbp_hidden, nbp_blocks, time_dim, norm_groups)
-        self.ff_noise = FeedForward(channels, norm_groups)
+        self.ff_noise = FeedForward(channels, mlp_ratio, norm_groups)
 
     def forward(self, e: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.ff_semantic(self.to_semantic(c, e, temb))
@@ -178,13 +179,13 @@ class SSFormer(nn.Module):
     """``depth`` SS-Former blocks: the noise embedding e ``(B, C, h, w)`` conditioned on the semantic embedding c
     ``(B, C, h, w)`` at the step embedding temb ``(B, T)`` -> e' ``(B, C, h, w)``."""
 
-    def __init__(self, channels: int, depth: int, heads: int, nbp_hidden: int, nbp_blocks: int, time_dim: int,
-                 norm_groups: int):
+    def __init__(self, channels: int, depth: int, heads: int, mlp_ratio: int, nbp_hidden: int, nbp_blocks: int,
+                 time_dim: int, norm_groups: int):
         super().__init__()
         if depth < 1:
             raise ValueError(f"the SS-Former needs depth >= 1, got {depth}")
-        self.blocks = nn.ModuleList(SSFormerBlock(channels, heads, nbp_hidden, nbp_blocks, time_dim, norm_groups)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(SSFormerBlock(channels, heads, mlp_ratio, nbp_hidden, nbp_blocks, time_dim,
+                                                  norm_groups) for _ in range(depth))
 
     def forward(self, e: torch.Tensor, c: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -52,10 +52,12 @@ Deviations and choices, each a named field or stated here:
 - the paper's SS-Former equations leave open the projections, the head count, the normalisation and how the
   filter enters; ours: 1x1 projections of GroupNorm-ed maps, ``ssformer_heads`` heads, the attention over the
   rfft2 frequency tokens softmax(Re(q^ k^*) / sqrt(d)) multiplied (after the softmax, not renormalised) by the
-  NBP-Filter, applied to v's spectrum, inverse FFT, residual, then a residual feed-forward of 4x width;
+  NBP-Filter, applied to v's spectrum, inverse FFT, residual, then a residual feed-forward of
+  ``ssformer_mlp_ratio`` x width (ViT's 4);
 - the NBP-Filter: an MLP of the query's and key's frequencies, ``nbp_blocks`` hidden layers of width
   ``nbp_hidden`` with the step embedding added, sigmoid output; sizes ours;
-- U-SA's kernel size ``usa_kernel_size`` and its initial sigma (1 px) are ours, the kernel shared by all channels;
+- U-SA's kernel size ``usa_kernel_size`` and initial sigma ``usa_sigma`` (1 px) are ours, one kernel for all
+  channels, its mean initially centred;
 - alpha: the paper's interval of the anchor loss; its value is not in the sources read here (the paper was
   available only in summaries), so ``anchor_every`` defaults to 1, the official cadence of its condition loss;
 - networks: the suite's residual UNet (GroupNorm, SiLU, no self-attention) for both, where the official diffusion
@@ -99,9 +101,9 @@ class MedSegDiffV2(MaskDDPM):
             unet.py:859).
         cond_channels, cond_res_blocks: the condition UNet (official highway nnU-Net: 32 doubling to at most 480
             over 6 levels, unet.py:1017-1018, 2233; two convolutions per stage = one residual block here).
-        usa_kernel_size: the U-SA Gaussian's side (odd; ours).
-        ssformer_depth, ssformer_heads, nbp_hidden, nbp_blocks: the SS-Former (ours: the paper's N and the
-            NBP-Filter's sizes as chosen in the module docstring).
+        usa_kernel_size, usa_sigma: the U-SA Gaussian's side (odd) and initial sigma in pixels (ours).
+        ssformer_depth, ssformer_heads, ssformer_mlp_ratio, nbp_hidden, nbp_blocks: the SS-Former (ours: the
+            paper's N, the heads, the feed-forward width over the embedding's (ViT's 4), the NBP-Filter's sizes).
         anchor_every: alpha, the anchor loss on draws whose step t is a multiple of it (1: every draw).
         num_timesteps, noise_schedule, label_scale, clip_x0, learn_sigma, sampler, steps, eta: as V1's
             (``MaskDDPM``); defaults: 1000 linear steps, {0, 1} masks, clipping, the learned variance,
@@ -111,7 +113,8 @@ class MedSegDiffV2(MaskDDPM):
     def __init__(self, in_channels: int, num_classes: int, channels=(128, 128, 256, 256, 512, 512),
                  num_res_blocks: int = 2, time_embed_dim: int = 512, norm_groups: int = 32,
                  cond_channels=(32, 64, 128, 256, 480, 480), cond_res_blocks: int = 1, usa_kernel_size: int = 5,
-                 ssformer_depth: int = 4, ssformer_heads: int = 8, nbp_hidden: int = 64, nbp_blocks: int = 2,
+                 usa_sigma: float = 1.0, ssformer_depth: int = 4, ssformer_heads: int = 8, ssformer_mlp_ratio: int = 4,
+                 nbp_hidden: int = 64, nbp_blocks: int = 2,
                  anchor_every: int = 1, num_timesteps: int = 1000, noise_schedule: str = "linear",
                  label_scale: str = "01", clip_x0: bool = True, learn_sigma: bool = True, sampler: str = "ddpm",
                  steps: int = 100, eta: float = 0.0):
@@ -133,10 +136,10 @@ class MedSegDiffV2(MaskDDPM):
         self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
         self.anchor_head = nn.Sequential(group_norm(cond_channels[0], norm_groups), nn.SiLU(),
                                          nn.Conv2d(cond_channels[0], m, 1))
-        self.usa = UncertainSpatialAttention(cond_channels[0], channels[0], usa_kernel_size)
+        self.usa = UncertainSpatialAttention(cond_channels[0], channels[0], usa_kernel_size, usa_sigma)
         self.merge = nn.Conv2d(cond_channels[-1], channels[-1], 1)
-        self.ssformer = SSFormer(channels[-1], ssformer_depth, ssformer_heads, nbp_hidden, nbp_blocks,
-                                 time_embed_dim, norm_groups)
+        self.ssformer = SSFormer(channels[-1], ssformer_depth, ssformer_heads, ssformer_mlp_ratio, nbp_hidden,
+                                 nbp_blocks, time_embed_dim, norm_groups)
 
     def evaluate(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
                  with_cal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

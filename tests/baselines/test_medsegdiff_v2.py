@@ -50,7 +50,7 @@ def _model(num_classes: int = 2, **kw) -> MedSegDiffV2:
 # ---- U-SA ---------------------------------------------------------------------------------------------------------
 
 def test_the_gaussian_kernel_is_the_normalised_gaussian_of_its_mean_and_sigma():
-    g = GaussianKernel(3)
+    g = GaussianKernel(3, 1.0)
     with torch.no_grad():
         g.log_sigma.fill_(math.log(0.5))
         g.mean.copy_(torch.tensor([0.0, 1.0]))      # centred one pixel to the right
@@ -63,7 +63,7 @@ def test_the_gaussian_kernel_is_the_normalised_gaussian_of_its_mean_and_sigma():
 
 
 def test_u_sa_widens_the_anchor_keeps_its_peak_and_gates_the_feature():
-    usa = UncertainSpatialAttention(1, 2, 3)
+    usa = UncertainSpatialAttention(1, 2, 3, 1.0)
     with torch.no_grad():
         usa.gauss.log_sigma.fill_(0.0)               # sigma 1, centred
         usa.project.weight.fill_(1.0)
@@ -135,7 +135,7 @@ def test_the_nbp_filter_passes_each_pair_by_its_frequencies():
 
 def test_the_ss_former_keeps_shapes_and_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    former = SSFormer(8, depth=2, heads=2, nbp_hidden=4, nbp_blocks=2, time_dim=6, norm_groups=4)
+    former = SSFormer(8, depth=2, heads=2, mlp_ratio=4, nbp_hidden=4, nbp_blocks=2, time_dim=6, norm_groups=4)
     e, c, temb = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4), torch.randn(2, 6)
     out = former(e, c, temb)
     assert out.shape == e.shape
@@ -146,7 +146,7 @@ def test_the_ss_former_keeps_shapes_and_every_parameter_gets_a_gradient():
 
 def test_the_semantic_condition_reaches_the_noise_embedding():
     torch.manual_seed(0)
-    former = SSFormer(8, depth=1, heads=2, nbp_hidden=4, nbp_blocks=1, time_dim=6, norm_groups=4)
+    former = SSFormer(8, depth=1, heads=2, mlp_ratio=2, nbp_hidden=4, nbp_blocks=1, time_dim=6, norm_groups=4)
     e, temb = torch.randn(2, 8, 4, 4), torch.randn(2, 6)
     assert not torch.allclose(former(e, torch.randn(2, 8, 4, 4), temb), former(e, torch.randn(2, 8, 4, 4), temb))
 
@@ -232,8 +232,9 @@ def test_sampling_is_reproducible_and_refuses_other_samplers():
 
 
 def test_invalid_configurations_are_refused():
-    for bad in ({"cond_channels": (4, 8)}, {"anchor_every": 0}, {"usa_kernel_size": 4}, {"ssformer_heads": 3},
-                {"ssformer_depth": 0}, {"nbp_blocks": 0}, {"sampler": "ddpm", "eta": 0.5}):
+    for bad in ({"cond_channels": (4, 8)}, {"anchor_every": 0}, {"usa_kernel_size": 4}, {"usa_sigma": 0.0},
+                {"ssformer_heads": 3}, {"ssformer_depth": 0}, {"ssformer_mlp_ratio": 0}, {"nbp_blocks": 0},
+                {"sampler": "ddpm", "eta": 0.5}):
         with pytest.raises(ValueError):
             _model(2, **bad)
     with pytest.raises(ValueError, match="divisible"):
