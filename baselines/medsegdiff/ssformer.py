@@ -1,5 +1,5 @@
-"""MedSegDiff-V2's two conditions (Wu et al., AAAI 2024, arXiv 2301.11798, section "Method"), as the paper describes
-them; the official code runs neither (``v2.py``'s docstring). What the paper leaves open is ours and named.
+"""MedSegDiff-V2's two conditions (Wu et al., AAAI 2024, arXiv 2301.11798, section "Method"), as we read the paper
+(``v2.py``'s docstring: from which sources, and that the official code runs neither). What is open is ours, named.
 
 - ``GaussianKernel`` and ``UncertainSpatialAttention`` (U-SA, the anchor condition): the condition model's anchor
   feature f_anc is smoothed by a Gaussian kernel of learnable mean and variance, the larger of the smoothed and the
