@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import torch
 
-from .maskddpm import MaskDDPM, guided_unet
+from .maskddpm import guided_unet
+from .medsegdiff.base import MaskDDPM
 
 
 class EnsemDiff(MaskDDPM):

@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 from .flowsdf import RRDB
-from .maskddpm import MaskDDPM, guided_unet
+from .maskddpm import guided_unet
+from .medsegdiff.base import MaskDDPM
 
 
 class RRDBNet(nn.Module):

@@ -95,21 +95,16 @@ AdamW (train_util.py:90-91), lr 1e-4, weight decay 0, no warm-up or decay (train
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medflowseg.blocks import TimeEmbedding, group_norm
-from medflowseg.sampling import Samples
 from medflowseg.unet import UNet
 
+from .base import MaskDDPM
 from .conditioning import DynamicConditionalEncoding
-from .diffusion import NoiseSchedule
-from .samplers import SAMPLERS, DDIMSampler, DDPMSampler
-
-LABEL_SCALES = ("01", "pm1")
 
 
-class MedSegDiff(nn.Module):
+class MedSegDiff(MaskDDPM):
     """MedSegDiff-V1 (suite reimplementation).
 
     Args:
@@ -139,36 +134,22 @@ class MedSegDiff(nn.Module):
                  label_scale: str = "01", clip_x0: bool = True, cal_loss_weight: float = 10.0,
                  calibrated_output: bool = True, learn_sigma: bool = False, sampler: str = "ddim",
                  steps: int = 1000, eta: float = 0.0):
-        super().__init__()
+        super().__init__(num_classes, num_timesteps, noise_schedule, label_scale, clip_x0, learn_sigma, sampler,
+                         steps, eta, mmse_samples=1)
         channels, cond_channels = tuple(channels), tuple(cond_channels)
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if len(channels) < 3 or len(cond_channels) != len(channels):
             raise ValueError("channels needs >= 3 levels (one fusion scale between full resolution and the "
                              f"bottleneck) and cond_channels as many: got {channels} and {cond_channels}")
-        if label_scale not in LABEL_SCALES:
-            raise ValueError(f"label_scale {label_scale!r} not in {LABEL_SCALES}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler {sampler!r} not in {SAMPLERS}")
-        if sampler == "ddpm" and eta != 0:
-            raise ValueError(f"eta is the DDIM sampler's; sampler 'ddpm' takes none (got eta={eta})")
         if image_size % 2 ** (len(channels) - 1):
             raise ValueError(f"image_size {image_size} is not divisible by 2**{len(channels) - 1}")
-        self.num_classes, self.image_size = num_classes, image_size
-        self.mask_channels = 1 if num_classes == 2 else num_classes
-        self.label_scale, self.clip_x0 = label_scale, clip_x0
+        self.image_size = image_size
         self.cal_loss_weight, self.calibrated_output = cal_loss_weight, calibrated_output
-        self.learn_sigma = learn_sigma
-        self.schedule = NoiseSchedule(num_timesteps, noise_schedule)
-        self.chain = self.schedule.chain(range(num_timesteps))   # the full chain: the variational bound's
-        self._default_sampler = DDPMSampler(steps) if sampler == "ddpm" else DDIMSampler(steps, eta)
-        self._default_sampler.timesteps(num_timesteps)  # validates steps <= T
 
         m = self.mask_channels
         self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
         self.unet = UNet(in_channels + m, channels, num_res_blocks, time_embed_dim, norm_groups)
         self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
-                                 nn.Conv2d(channels[0], 2 * m if learn_sigma else m, 3, padding=1))
+                                 nn.Conv2d(channels[0], self.output_channels, 3, padding=1))
         self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
         self.dce = nn.ModuleList(
             DynamicConditionalEncoding(channels[i - 1], cond_channels[i - 1], image_size // 2 ** i,
@@ -178,38 +159,10 @@ class MedSegDiff(nn.Module):
         self.cal_head = nn.Sequential(group_norm(cond_channels[0], norm_groups), nn.SiLU(),
                                       nn.Conv2d(cond_channels[0], m, 1))
 
-    @property
-    def default_sampler(self) -> DDPMSampler | DDIMSampler:
-        """The step rule of the configuration (``sampler``, ``steps``, ``eta``)."""
-        return self._default_sampler
-
-    # ---- masks <-> diffusion space -------------------------------------------------------------------------
-
-    def mask01(self, labels: torch.Tensor) -> torch.Tensor:
-        """int64 ``(B, H, W)`` -> float {0, 1} ``(B, M, H, W)``: the foreground (K = 2) or the one-hot map."""
-        if self.num_classes == 2:
-            return (labels == 1).unsqueeze(1).float()
-        return F.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
-
-    def encode(self, labels: torch.Tensor) -> torch.Tensor:
-        """Labels -> x0 in the diffusion range ({0, 1} or {-1, 1})."""
-        x = self.mask01(labels)
-        return x if self.label_scale == "01" else 2 * x - 1
-
-    def to_unit(self, x0: torch.Tensor) -> torch.Tensor:
-        """x0 in the diffusion range -> the [0, 1] mask scale."""
-        return x0 if self.label_scale == "01" else (x0 + 1) / 2
-
-    def decode_unit(self, p: torch.Tensor) -> torch.Tensor:
-        """``(B, M, H, W)`` on the [0, 1] scale -> int64 labels: threshold 0.5 (K = 2) or argmax over the K channels."""
-        if self.num_classes == 2:
-            return (p[:, 0] > 0.5).long()
-        return p.argmax(dim=1)
-
     # ---- the network -----------------------------------------------------------------------------------------
 
-    def denoise(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
-                with_cal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def evaluate(self, x_t: torch.Tensor, images: torch.Tensor, t: torch.Tensor,
+                 with_cal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One network evaluation. x_t ``(B, M, H, W)``, images ``(B, C, H, W)``, t int64 ``(B,)`` -> (the output:
         eps ``(B, M, H, W)``, with ``learn_sigma`` followed by the variance values ``(B, 2M, H, W)``; the condition
         branch's sigmoid map ``(B, M, H, W)`` or None without ``with_cal``)."""
@@ -240,55 +193,23 @@ class MedSegDiff(nn.Module):
         cal = torch.sigmoid(self.cal_head(cond.decode(c, cond_skips, None))) if with_cal else None
         return out, cal
 
-    def split_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``denoise``'s output -> (eps ``(B, M, H, W)``, the variance values ``(B, M, H, W)`` or None)."""
-        if not self.learn_sigma:
-            return out, None
-        return out[:, :self.mask_channels], out[:, self.mask_channels:]
+    # ---- the condition branch's loss and the output ------------------------------------------------------------
 
-    # ---- training --------------------------------------------------------------------------------------------
+    @property
+    def trains_condition(self) -> bool:
+        return self.cal_loss_weight > 0
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x0 = self.encode(labels).to(images)
-        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=generator,
-                          device=generator.device).to(images.device)
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
-        x_t = self.schedule.q_sample(x0, t, noise)
-        out, cal = self.denoise(x_t, images, t, with_cal=self.cal_loss_weight > 0)
-        eps, var_values = self.split_output(out)
-        loss = torch.mean((eps - noise) ** 2)
-        if var_values is not None:   # the bound trains the variance only: the mean's gradient is stopped
-            loss = loss + self.chain.vb_bits(t, x0, x_t, eps.detach(), var_values).mean()
-        if cal is not None:
-            loss = loss + self.cal_loss_weight * torch.mean((cal - self.mask01(labels).to(cal)) ** 2)
-        return loss
+    def condition_loss(self, cal: torch.Tensor, labels: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``cal_loss_weight`` times the MSE of the condition branch's sigmoid map to the {0, 1} mask (gd:1039,
+        train_util.py:251), at every t."""
+        return self.cal_loss_weight * torch.mean((cal - self.mask01(labels).to(cal)) ** 2)
 
-    # ---- sampling --------------------------------------------------------------------------------------------
+    @property
+    def wants_last_cal(self) -> bool:
+        return self.calibrated_output
 
-    def sample_x0(self, images: torch.Tensor, generator: torch.Generator,
-                  sampler: DDPMSampler | DDIMSampler) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One trajectory from pure noise, ``sampler.steps`` network evaluations: (x0 ``(B, M, H, W)`` in the
-        diffusion range, the condition map at the last step or None unless ``calibrated_output``)."""
-        b, _, h, w = images.shape
-        shape = (b, self.mask_channels, h, w)
-        steps = sampler.timesteps(self.schedule.num_timesteps)
-        chain = self.schedule.chain(steps) if isinstance(sampler, DDPMSampler) else None
-        x = torch.randn(shape, generator=generator, device=generator.device).to(images)
-        cal = None
-        for i, t in enumerate(steps):
-            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-            last = t_prev < 0
-            out, cal = self.denoise(x, images, torch.full((b,), t, dtype=torch.long, device=images.device),
-                                    with_cal=self.calibrated_output and last)
-            eps, var_values = self.split_output(out)
-            noise = None
-            if not last and (chain is not None or sampler.eta > 0):
-                noise = torch.randn(shape, generator=generator, device=generator.device).to(images)
-            if chain is None:
-                x, _ = self.schedule.ddim_step(x, t, t_prev, eps, sampler.eta, noise, clip=self.clip_x0)
-            else:   # the chain counts its positions upward from the last step
-                x, _ = chain.step(len(steps) - 1 - i, x, eps, var_values, noise, clip=self.clip_x0)
-        return x, cal
+    def output_map(self, x0: torch.Tensor, cal: torch.Tensor | None) -> torch.Tensor:
+        return self.calibrate(x0, cal) if cal is not None else self.to_unit(x0)
 
     def calibrate(self, x0: torch.Tensor, cal: torch.Tensor) -> torch.Tensor:
         """The official output blend (gaussian_diffusion.py:590-593), per image, on the mask's [0, 1] scale.
@@ -302,18 +223,3 @@ class MedSegDiff(nn.Module):
         dice = 2 * (hard * cal).sum(dim=(1, 2, 3)) / (hard + cal).sum(dim=(1, 2, 3)).clamp(min=1e-8)
         low = (dice < 0.65).reshape(-1, 1, 1, 1)
         return torch.where(low, cal + 0.25 * s, 0.5 * cal + 0.5 * s).clamp(0, 1)
-
-    @torch.no_grad()
-    def sample(self, images: torch.Tensor, n: int, generator: torch.Generator,
-               sampler: DDPMSampler | DDIMSampler | None = None) -> Samples:
-        if sampler is None:
-            sampler = self.default_sampler
-        elif not isinstance(sampler, (DDPMSampler, DDIMSampler)):
-            raise TypeError("MedSegDiff samples with a baselines.medsegdiff DDPMSampler or DDIMSampler, "
-                            f"got {sampler!r}")
-        out = []
-        for _ in range(n):
-            x0, cal = self.sample_x0(images, generator, sampler)
-            p = self.calibrate(x0, cal) if cal is not None else self.to_unit(x0)
-            out.append(self.decode_unit(p))
-        return Samples(torch.stack(out), (sampler.steps,) * n)

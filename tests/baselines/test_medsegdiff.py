@@ -104,9 +104,9 @@ def test_ddim_timesteps_are_even_over_the_schedule():
 def test_model_sampling_with_a_stub_network_follows_the_ddim_chain():
     model = _model(2, clip_x0=False, steps=2)
     eps = torch.randn(1, 1, 16, 16)
-    model.denoise = lambda x_t, images, t, with_cal=False: (eps, None)
+    model.evaluate = lambda x_t, images, t, with_cal: (eps, None)
     images = torch.zeros(1, 1, 16, 16)
-    x0, _ = model.sample_x0(images, torch.Generator().manual_seed(5), model.default_sampler)
+    x0 = model.sample_x0(images, torch.Generator().manual_seed(5), model.default_sampler)
     x_T = torch.randn((1, 1, 16, 16), generator=torch.Generator().manual_seed(5))
     s = model.schedule
     a999, a0 = s.alphas_cumprod[999].item(), s.alphas_cumprod[0].item()
@@ -124,14 +124,14 @@ def test_ddim_with_the_true_noise_recovers_the_mask_exactly(num_classes, label_s
     x0 = model.encode(labels)
     s = model.schedule
 
-    def oracle(x_t, images, t, with_cal=False):  # the noise that x_t carries relative to the true x0
+    def oracle(x_t, images, t, with_cal):  # the noise that x_t carries relative to the true x0
         a = s.abar(t, x_t)
         return (x_t - a.sqrt() * x0) / (1 - a).sqrt(), None
 
-    model.denoise = oracle
+    model.evaluate = oracle
     sample = model.sample(torch.zeros(2, 1, 16, 16), 2, torch.Generator().manual_seed(0))
     assert sample.nfe == (steps, steps) and torch.equal(sample.labels, labels.expand(2, -1, -1, -1))
-    x0_sampled = model.sample_x0(torch.zeros(2, 1, 16, 16), torch.Generator(), model.default_sampler)[0]
+    x0_sampled = model.sample_x0(torch.zeros(2, 1, 16, 16), torch.Generator(), model.default_sampler)
     assert torch.allclose(x0_sampled, x0, atol=1e-4)
 
 
@@ -173,8 +173,8 @@ def test_sample_shapes_nfe_and_reproducibility(num_classes, calibrated):
     assert 0 <= out.min() and out.max() < num_classes
     assert drawn.nfe == (4, 4, 4)
     assert torch.equal(out, model.sample(images, 3, torch.Generator().manual_seed(7)).labels)
-    a = model.sample_x0(images, torch.Generator().manual_seed(7), model.default_sampler)[0]
-    b = model.sample_x0(images, torch.Generator().manual_seed(8), model.default_sampler)[0]
+    a = model.sample_x0(images, torch.Generator().manual_seed(7), model.default_sampler)
+    b = model.sample_x0(images, torch.Generator().manual_seed(8), model.default_sampler)
     assert not torch.allclose(a, b)
     one = dataclasses.replace(model.default_sampler, steps=1)  # what the complexity counter passes
     assert model.sample(images, 1, torch.Generator().manual_seed(0), one).nfe == (1,)
@@ -192,9 +192,9 @@ def test_ancestral_sampling_draws_from_the_generator_only():
     model = _model(2, steps=3, eta=1.0).eval()
     images = torch.randn(1, 1, 16, 16)
     torch.manual_seed(0)
-    a = model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler)[0]
+    a = model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler)
     torch.manual_seed(1)  # the global RNG must not matter
-    assert torch.equal(a, model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler)[0])
+    assert torch.equal(a, model.sample_x0(images, torch.Generator().manual_seed(1), model.default_sampler))
 
 
 def test_calibrated_output_is_the_official_blend():
