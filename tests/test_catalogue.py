@@ -12,13 +12,14 @@ from tests.conftest import write_params
 from tests.evidence_helpers import CATALOGUE, evaluation, evidence
 
 TABLE1 = next(layout for layout in TABLES if layout.table == "Table 1")
+TABLE2 = next(layout for layout in TABLES if layout.table == "Table 2")
 
 
 def test_the_projects_catalogue_maps_rows_labels_and_datasets():
     cat = load_catalogue(CATALOGUE)
     assert list(cat.papers) == ["medflowseg", "flowsdf", "atfm"]
     assert cat.row_method("U-Net") == cat.row_method("UNet") == "unet"
-    assert cat.row_method("bone + DB-SA") == "medflowseg-dbsa" and cat.row_method("EnsemDiff") is None
+    assert cat.row_method("bone + DB-SA") == "medflowseg-dbsa" and cat.row_method("SwinBTS") is None
     assert cat.row_method("TransUNet") == "transunet" and cat.row_method("SwinUNet") == "swin-unet"
     assert cat.label("medflowseg") == "MedFlowSeg" and cat.label("medflowseg-fa") == "medflowseg-fa"
     assert cat.label("not-in-the-catalogue") == "not-in-the-catalogue"
@@ -72,17 +73,17 @@ def test_an_unreadable_catalogue_names_the_file(tmp_path):
 
 def test_a_catalogue_entry_puts_a_method_on_a_paper_row(tmp_path):
     """Without an entry a method has a row of its own under its label; one entry puts it on the paper's row."""
-    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-cardiac"],
+    cfg = load_config(write_params(tmp_path / "params.yaml", datasets=["phantom-gland"],
                                    methods=["unet", "flowseg-plain"]))
-    results = {("phantom-cardiac", "unet"): evaluation(0.6), ("phantom-cardiac", "flowseg-plain"): evaluation(0.9)}
-    before = build_table(TABLE1, evidence(cfg, results))
-    assert before.loc["EnsemDiff", "Average Dice"] == "not implemented (paper 92.76)"
-    assert before.loc["flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "Average Dice"] == "90.00"
+    results = {("phantom-gland", "unet"): evaluation(0.6), ("phantom-gland", "flowseg-plain"): evaluation(0.9)}
+    before = build_table(TABLE2, evidence(cfg, results))
+    assert before.loc["SwinBTS", "GlaS Dice"] == "not implemented (paper 84.3)"
+    assert before.loc["flowseg-plain (flow-matching scaffold, not MedFlowSeg)", "GlaS Dice"] == "90.00"
 
-    def sit_on_ensemdiff(raw):
-        raw["methods"]["flowseg-plain"] = {"stand_in": "a scaffold", "paper_rows": ["EnsemDiff"]}
-    after = build_table(TABLE1, evidence(cfg, results, catalogue=load_catalogue(_write(tmp_path, sit_on_ensemdiff))))
-    row = "EnsemDiff [ours: flowseg-plain, a scaffold]"
-    assert after.loc[row, "Average Dice"] == "90.00 (paper 92.76, Δ -2.76)"
+    def sit_on_swinbts(raw):
+        raw["methods"]["flowseg-plain"] = {"stand_in": "a scaffold", "paper_rows": ["SwinBTS"]}
+    after = build_table(TABLE2, evidence(cfg, results, catalogue=load_catalogue(_write(tmp_path, sit_on_swinbts))))
+    row = "SwinBTS [ours: flowseg-plain, a scaffold]"
+    assert after.loc[row, "GlaS Dice"] == "90.00 (paper 84.3, Δ +5.70)"
     assert not [i for i in after.index if i.startswith("flowseg-plain")]    # no row of its own any more
-    assert list(after.index).index(row) == list(before.index).index("EnsemDiff")
+    assert list(after.index).index(row) == list(before.index).index("SwinBTS")

@@ -80,8 +80,8 @@ def test_default_profile_and_phantom_data_are_not_comparable(tmp_path):
 
 def test_missing_method_dataset_or_output_is_not_run(tmp_path):
     ev = _evidence(tmp_path, {("acdc", "unet"): EvaluationRecord.not_run("no data", method="unet")})
-    assert judge(_claim(row="EnsemDiff"), ev).reasons == "EnsemDiff is not implemented"
-    assert judge(_claim(row="EnsemDiff"), ev).verdict == NOT_RUN
+    assert judge(_claim(row="SwinBTS"), ev).reasons == "SwinBTS is not implemented"
+    assert judge(_claim(row="SwinBTS"), ev).verdict == NOT_RUN
     assert judge(_claim(), ev).reasons == "acdc/unet has no evaluation"
     brats = judge(_claim(dataset="BraTS-2021", table="Table 2", column="BraTs-2021 Dice"), ev)
     assert brats.verdict == NOT_RUN and "no dataset of profile 'paper' stands for BraTS-2021" in brats.reasons

@@ -56,9 +56,9 @@ def test_table4_rows_cells_and_missing_results(cfg, tmp_path):
                      "bone + DB-SA [ours: medflowseg-dbsa]", "bone + FA-A. [ours: medflowseg-fa]",
                      "MedFlowSeg [ours: medflowseg]"]
     assert df.loc[(DS, "FlowSDF"), "Params"] == "not run (paper 42)"  # registered, not in this profile
-    assert df.loc[(DS, "SegDiff"), "Params"] == "not implemented (paper 53)"
+    assert df.loc[(DS, "SegDiff"), "Params"] == "not run (paper 53)"       # every Table 4 row is implemented
     assert (df.loc[(DS, "FlowSDF"), TABLE4_EXTRA] == "not run").all()
-    assert (df.loc[(DS, "SegDiff"), TABLE4_EXTRA] == "not implemented").all()
+    assert (df.loc[(DS, "SegDiff"), TABLE4_EXTRA] == "not run").all()
     full = df.loc[(DS, "MedFlowSeg [ours: medflowseg]")]
     assert full["Params"] == "0.840 (paper 111, Δ -110.160)" and full["Gflops"].startswith("2.20 (paper 789")
     # phantom-lesion does not stand for the paper's REFUGE2-Cup: the paper's value, no difference
@@ -99,7 +99,7 @@ def test_table1_has_every_paper_row_and_our_extra_method(tmp_path):
     assert unet["Average Dice"] == "60.00 (paper 87.55, Δ -27.55)" and unet["LV Dice"] == "90.00 (paper 94.92, Δ -4.92)"
     assert unet["Average HD95"] == "3.00 (paper 9.58, Δ -6.58)"
     assert df.loc["nnUNet", "Average Dice"] == "not run (paper 90.29)"  # registered, not in this profile
-    assert df.loc["EnsemDiff", "Average Dice"] == "not implemented (paper 92.76)"
+    assert df.loc["EnsemDiff", "Average Dice"] == "not run (paper 92.76)"     # every Table 1 row is implemented
     assert df.loc["TransUNet", "Average Dice"] == "not run (paper 89.71)"  # in the catalogue, not in this profile
     assert df.loc["MedFlowSeg [ours: medflowseg]", "Average Dice"] == "not run (paper 93.57)"  # no evaluation
     assert df.iloc[-1]["Average Dice"] == "30.00"   # our extra row: no paper value
