@@ -11,6 +11,7 @@ import yaml
 from benchmark.config import DataConfig
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
+from benchmark.profiles import OPTIONAL, defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +65,7 @@ def write_params(path: Path, **overrides) -> Path:
         if section not in overrides:
             kept = [d for d in TINY_PARAMS[section]["datasets"] if d in params["datasets"]]
             params[section] = {**TINY_PARAMS[section], "datasets": kept}
+    params.update({k: defaults(k) for k in OPTIONAL if k not in params})   # as `segbench profile use` writes it
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
