@@ -271,7 +271,7 @@ def _read_cache(path: Path | None) -> dict[str, float]:
 
 def plan(cfg: Config, gpu: str, table: StepTable, cache: Path | None = FLOPS_CACHE) -> list[Row]:
     planner = Planner(cfg, table, gpu, cache)
-    return [planner.row(d, m) for d, m in cfg.pairs()]
+    return [planner.row(d, m) for d, m in cfg.pairs() if cfg.trained_as(m) == m]   # a head row trains nothing
 
 
 def _h(x: float | None) -> str:
