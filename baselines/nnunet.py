@@ -10,26 +10,30 @@ nnU-Net's environment variables point there for the run only and are restored af
 
 1. raw dataset: one case = one NIfTI volume ``(Z, H, W)`` per channel (``<case>_000c.nii.gz``) with the case's
    spacing, so nnU-Net's ``2d`` configuration samples 2D slices of whole volumes, as it does for its own 3D datasets
-   (a 2D image is a volume of one slice), and one label volume (:func:`write_training_case`). Channels are named
-   ``zscore`` (:func:`write_dataset_json`): the suite's images are already z-scored per case and channel, so nnU-Net's
-   per-image z-score is the identity and its CT scheme, which needs Hounsfield units, does not apply.
+   (a 2D image is a volume of one slice), and one label volume (:func:`write_training_case`). The images are given
+   in their source's intensities and the channels named as nnU-Net's users name them (the caller chooses; e.g.
+   ``CT``, which selects nnU-Net's CT normalisation), so nnU-Net's own normalisation and crop to the non-zero
+   region do their work (:func:`write_dataset_json`).
 2. plan and preprocess (:func:`plan_and_preprocess`): fingerprint, nnU-Net's default ``ExperimentPlanner`` with
    ``suppress_transpose=True`` (the suite's slices are along Z; nnU-Net would otherwise pick the slicing axis from
    the spacing), ``DefaultPreprocessor`` for ``2d`` only; ``num_processes`` workers (nnU-Net's ``-npfp``/``-np``;
    with 1, nnU-Net's worker functions run in this process instead of in one spawned worker).
-3. train fold 0 of a one-fold ``splits_final.json`` (:func:`train_fold`) with :class:`SegbenchNNUNetTrainer`
-   (``nnUNetTrainer`` with a given schedule), seeded (random, numpy, torch) with ``nnUNet_n_proc_DA=0``, so two runs
-   give identical weights on CPU. nnU-Net's own final validation (``perform_actual_validation``) is skipped.
-4. predict (:func:`build_predictor`, :func:`predict_files`): ``nnUNetPredictor`` built from the saved plans and
-   checkpoint (not by trainer name: that lookup walks nnunetv2's trainer package, whose timm/torchvision imports
-   fail beside a CPU torch; the suite reads the checkpoint with ``torch.load(weights_only=True)``, never with
-   nnU-Net's ``load_checkpoint``, which unpickles anything), Gaussian sliding window with ``tile_step_size`` and mirroring (``use_mirroring``,
-   nnU-Net's default on), run file to file (``predict_from_files_sequential``: NIfTI in, NIfTI out, no workers).
+3. train each fold of ``splits_final.json`` (:func:`write_splits`; :func:`crossval_splits` makes nnU-Net's k-fold
+   split, on groups of cases) with :class:`SegbenchNNUNetTrainer` (``nnUNetTrainer`` with a given schedule), each
+   fold seeded (random, numpy, torch) before it starts (:func:`train_fold`). ``nnUNet_n_proc_DA`` workers augment
+   the data (:func:`augmentation_workers`); with 0, augmentation runs in this process and two runs give identical
+   weights on CPU. nnU-Net's own final validation (``perform_actual_validation``) is skipped.
+4. predict (:func:`build_predictor`, :func:`predict_files`): ``nnUNetPredictor`` built from the saved plans and the
+   checkpoints of every fold, whose logits it averages (nnU-Net's ensemble of folds; not by trainer name: that lookup
+   walks nnunetv2's trainer package, whose timm/torchvision imports fail beside a CPU torch; the suite reads each
+   checkpoint with ``torch.load(weights_only=True)``, never with nnU-Net's ``load_checkpoint``, which unpickles
+   anything), Gaussian sliding window with ``tile_step_size`` and mirroring (``use_mirroring``, nnU-Net's default
+   on), run file to file (``predict_from_files_sequential``: NIfTI in, NIfTI out, no workers).
 
-Where this departs from nnU-Net's own protocol: one model (fold 0 on the suite's train/val split) instead of the
-ensemble of five cross-validation folds; the ``2d`` configuration only (nnU-Net would also train ``3d_fullres`` for
-volumes and pick by cross-validation); no postprocessing search; the schedule from the profile (nnU-Net: 1000 epochs
-x 250 iterations); the progress plot every ``PLOT_EVERY`` epochs instead of every epoch.
+Where this departs from nnU-Net's own protocol: the ``2d`` configuration only (nnU-Net would also train
+``3d_fullres`` for volumes and pick by cross-validation); no postprocessing search; the schedule from the profile
+(nnU-Net: 1000 epochs x 250 iterations); the cross-validation folds group the cases of one subject (nnU-Net splits
+cases); the progress plot every ``PLOT_EVERY`` epochs instead of every epoch.
 """
 from __future__ import annotations
 
@@ -51,13 +55,16 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from sklearn.model_selection import KFold
 
 DATASET_ID = 1              # the nnU-Net folders are private to one run, so one id serves every dataset
 CONFIGURATION = "2d"
 PLANS = "nnUNetPlans"
-FOLD = 0
 FILE_ENDING = ".nii.gz"
 PLOT_EVERY = 50             # epochs between nnU-Net's progress plots (nnU-Net: every epoch)
+SPLIT_SEED = 12345          # nnU-Net's k-fold split seed (nnunetv2 training/nnUNetTrainer/nnUNetTrainer.py:624)
+AUTO_WORKERS = 12           # nnU-Net's augmentation workers on a host it does not know
+                            # (nnunetv2 utilities/default_n_proc_DA.py:47)
 
 
 class SegbenchNNUNetTrainer(nnUNetTrainer):
@@ -99,8 +106,9 @@ def nnunet_environment(root: Path, n_proc_da: int):
     """nnU-Net's environment variables pointing into ``root`` for the duration of the block, then restored.
 
     nnunetv2 >= 2.7 reads ``nnUNet_raw`` etc. when a path is used, not at import, so setting them here is enough;
-    worker processes it spawns inherit them. ``nnUNet_n_proc_DA=0`` runs augmentation in this process (seeded,
-    deterministic); the planner calls ``torch.set_num_threads(nnUNet_n_proc_DA)``, so planning needs >= 1.
+    worker processes it spawns inherit them. ``n_proc_da``: nnU-Net's data-augmentation workers, 0 runs augmentation
+    in this process (seeded, deterministic); the planner calls ``torch.set_num_threads(nnUNet_n_proc_DA)``, so
+    planning needs >= 1.
     """
     root = Path(root)
     new = {"nnUNet_raw": str(root / "nnUNet_raw"), "nnUNet_preprocessed": str(root / "nnUNet_preprocessed"),
@@ -116,6 +124,15 @@ def nnunet_environment(root: Path, n_proc_da: int):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def augmentation_workers(setting: int | str) -> int:
+    """nnU-Net's ``nnUNet_n_proc_DA`` for a setting: a number as it is; ``"auto"``: nnU-Net's own default for a
+    host it does not know, 12, capped by the cores this process may use (nnunetv2 utilities/default_n_proc_DA.py:47-49
+    caps by ``os.cpu_count()``; the affinity mask is what a SLURM job or a container is given)."""
+    if setting == "auto":
+        return min(AUTO_WORKERS, len(os.sched_getaffinity(0)))
+    return int(setting)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,13 +178,16 @@ def write_training_case(folder: Path, case_id: str, image: np.ndarray, label: np
     write_volume(folder / "labelsTr" / f"{case_id}{FILE_ENDING}", label, spacing)
 
 
-def write_dataset_json(folder: Path, name: str, description: str, channels: int, class_names, n_training: int) -> dict:
-    """``folder/dataset.json`` of a raw dataset of z-scored ``channels`` and classes ``class_names`` (0 is
+def write_dataset_json(folder: Path, name: str, description: str, channel_names: list[str], class_names,
+                       n_training: int) -> dict:
+    """``folder/dataset.json`` of a raw dataset of channels ``channel_names`` (nnU-Net picks each channel's
+    normalisation by its name: ``CT`` is its CT scheme, any name it does not know its per-image z-score; nnunetv2
+    preprocessing/normalization/map_channel_name_to_normalization.py:7-24) and classes ``class_names`` (0 is
     background); returns its content."""
     dataset_json = {
         "name": name,
         "description": description,
-        "channel_names": {str(c): "zscore" for c in range(channels)},
+        "channel_names": {str(c): n for c, n in enumerate(channel_names)},
         "labels": {label: k for k, label in enumerate(class_names)},
         "numTraining": n_training,
         "file_ending": FILE_ENDING,
@@ -257,18 +277,36 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_fold(work: Path, name: str, train_ids: list[str], val_ids: list[str], epochs: int,
-               iterations_per_epoch: int, val_iterations: int, seed: int,
-               device: torch.device) -> SegbenchNNUNetTrainer:
-    """Train fold 0 of the planned and preprocessed dataset ``name`` in ``work`` on ``train_ids`` (nnU-Net's
-    validation, only its per-epoch pseudo Dice, on ``val_ids``); returns the trained trainer."""
+def crossval_splits(groups: dict[str, list[str]], folds: int) -> list[dict]:
+    """nnU-Net's k-fold cross-validation split (scikit-learn's ``KFold``, shuffled, seed 12345, over the sorted keys:
+    nnunetv2 utilities/crossval_split.py:7-16) made on ``groups`` (subject -> its case ids), so the cases of one
+    subject fall in one fold. Returns ``[{"train": [...], "val": [...]}]``, one per fold, case ids sorted."""
+    keys = sorted(groups)
+    if len(keys) < folds:
+        raise ValueError(f"{folds} cross-validation folds need at least {folds} subjects, there are {len(keys)}")
+    splits = []
+    for tr, va in KFold(n_splits=folds, shuffle=True, random_state=SPLIT_SEED).split(keys):
+        splits.append({part: sorted(c for i in idx for c in groups[keys[i]]) for part, idx in (("train", tr),
+                                                                                             ("val", va))})
+    return splits
+
+
+def write_splits(work: Path, name: str, splits: list[dict]) -> None:
+    """nnU-Net's ``splits_final.json`` of the preprocessed dataset ``name`` in ``work``: fold f trains on
+    ``splits[f]["train"]`` and validates (its per-epoch pseudo Dice) on ``splits[f]["val"]``."""
+    (Path(work) / "nnUNet_preprocessed" / name / "splits_final.json").write_text(json.dumps(splits, indent=1))
+
+
+def train_fold(work: Path, name: str, fold: int, epochs: int, iterations_per_epoch: int, val_iterations: int,
+               seed: int, n_proc_da: int, device: torch.device) -> SegbenchNNUNetTrainer:
+    """Train fold ``fold`` of :func:`write_splits`'s split of the planned and preprocessed dataset ``name`` in
+    ``work`` with ``n_proc_da`` augmentation workers; returns the trained trainer."""
     pre = Path(work) / "nnUNet_preprocessed" / name
-    (pre / "splits_final.json").write_text(json.dumps([{"train": train_ids, "val": val_ids}], indent=1))
     plans = json.loads((pre / f"{PLANS}.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
-    with nnunet_environment(work, n_proc_da=0):
+    with nnunet_environment(work, n_proc_da=n_proc_da):
         seed_everything(seed)
-        trainer = SegbenchNNUNetTrainer({**plans, "continue_training": False}, CONFIGURATION, FOLD,
+        trainer = SegbenchNNUNetTrainer({**plans, "continue_training": False}, CONFIGURATION, fold,
                                         dataset_json, device)
         trainer.set_schedule(epochs, iterations_per_epoch, val_iterations)
         trainer.run_training()
@@ -288,10 +326,12 @@ def loss_history(trainer: nnUNetTrainer, iterations: int) -> list[dict]:
 # Predict
 
 
-def build_predictor(plans: dict, dataset_json: dict, checkpoint: dict, tile_step_size: float, use_mirroring: bool,
-                    device: torch.device) -> nnUNetPredictor:
-    """An ``nnUNetPredictor`` from a trained model's plans, dataset.json and loaded final checkpoint, without
-    nnU-Net's lookup of the trainer class by name."""
+def build_predictor(plans: dict, dataset_json: dict, checkpoints: list[dict], tile_step_size: float,
+                    use_mirroring: bool, device: torch.device) -> nnUNetPredictor:
+    """An ``nnUNetPredictor`` from a trained model's plans, dataset.json and the loaded final checkpoints of its
+    folds, without nnU-Net's lookup of the trainer class by name. With several folds it averages their logits
+    (nnunetv2 inference/predict_from_raw_data.py:513-530), nnU-Net's ensemble."""
+    checkpoint = checkpoints[0]
     plans_manager = PlansManager(plans)
     cm = plans_manager.get_configuration(checkpoint["init_args"]["configuration"])
     n_in = determine_num_input_channels(plans_manager, cm, dataset_json)
@@ -302,7 +342,8 @@ def build_predictor(plans: dict, dataset_json: dict, checkpoint: dict, tile_step
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
-    predictor.manual_initialization(network.to(device).eval(), plans_manager, cm, [checkpoint["network_weights"]],
+    predictor.manual_initialization(network.to(device).eval(), plans_manager, cm,
+                                    [c["network_weights"] for c in checkpoints],
                                     dataset_json, checkpoint["trainer_name"],
                                     checkpoint.get("inference_allowed_mirroring_axes"))
     return predictor

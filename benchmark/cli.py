@@ -101,7 +101,7 @@ def _train(args, cfg, out: Path):
         return
     if external:
         meta = external.train(paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset),
-                              cfg.evaluation.reference, args.max_steps)
+                              args.max_steps)
     else:
         meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset), args.max_steps)
     print(f"train {args.dataset}/{args.method}: {meta.status.value} {meta.steps} steps in {meta.seconds:.1f} s, "

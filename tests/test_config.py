@@ -158,7 +158,7 @@ def _with_method(**sections) -> dict:
     (["predict", "phantom-cardiac", "unet"], _with_method(unet={"model": {"chanels": [4, 8]}}),
      "method.unet.model.chanels: not a parameter of unet; accepted: channels, strides, num_res_units, dropout "),
     (["train", "phantom-cardiac", "nnunet"], _with_method(nnunet={"model": {"epoch": 2}}),
-     "method.nnunet.model: unknown key(s) ['epoch'] (allowed: ['epochs', "),
+     "method.nnunet.model: unknown key(s) ['epoch'] (allowed: ['augmentation_workers', 'epochs', "),
     (["check-data", "--no-probe"], {"baselines": {"datasets": ["phantom-cardiac"], "methods": ["nnunet"]},
                                     **_with_method(nnunet={"model": {"tile_step_size": 0}})},
      "method.nnunet.model.tile_step_size: must be a number in (0, 1], got 0"),

@@ -44,6 +44,8 @@ class CaseEntry:
     n_slices: int
     sha256: str
     slice_hashes: list[str] = field(default_factory=list)
+    intensity_mean: list[float] = field(default_factory=list)  # per channel: the z-score the preprocess stage
+    intensity_std: list[float] = field(default_factory=list)   # applied, so image * std + mean is the source's
 
 
 @dataclass

@@ -22,11 +22,25 @@ from benchmark.records import Status
 NORMALISATION = "z-score per case and channel over all slices (std floored at 1e-6)"
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """``(Z, C, H, W)`` -> same shape, zero mean and unit std per channel over the case."""
+def normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Z, C, H, W)`` -> the image with zero mean and unit std per channel over the case (same shape), and the
+    mean and (floored) std ``(C,)`` that undo it (:func:`original_intensities`)."""
     mean = image.mean(axis=(0, 2, 3), keepdims=True)
     std = np.maximum(image.std(axis=(0, 2, 3), keepdims=True), 1e-6)
-    return ((image - mean) / std).astype(np.float32)
+    return ((image - mean) / std).astype(np.float32), mean.ravel(), std.ravel()
+
+
+def original_intensities(image: np.ndarray, entry: CaseEntry) -> np.ndarray:
+    """A processed ``(Z, C, H, W)`` image back in the intensities its source gave (float32; exact up to float32
+    rounding), from the case's ``intensity_mean`` and ``intensity_std`` in the manifest. For a method that
+    normalises by itself (nnU-Net)."""
+    if len(entry.intensity_mean) != image.shape[1] or len(entry.intensity_std) != image.shape[1]:
+        raise ManifestError(f"case {entry.case_id}: the manifest keeps no intensity mean and std for its "
+                            f"{image.shape[1]} channel(s) (written before they were kept: run the preprocess stage "
+                            f"again)")
+    mean = np.asarray(entry.intensity_mean)[:, None, None]
+    std = np.asarray(entry.intensity_std)[:, None, None]
+    return (image * std + mean).astype(np.float32)
 
 
 def preprocess(name: str, fetched: Path, out: Path, cfg: DataConfig, source=None) -> Manifest:
@@ -58,7 +72,7 @@ def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) 
             raise CaseFileError(where, f"slices are {case.image.shape[-2:]}, the profile expects {cfg.size}x{cfg.size}")
         if case.label.shape[0] != info.n_annotators:
             raise CaseFileError(where, f"{case.label.shape[0]} raters, dataset declares {info.n_annotators}")
-        case.image = normalise(case.image)
+        case.image, mean, std = normalise(case.image)
         rel = f"cases/{case.case_id}.npz"
         if (tmp / rel).exists():
             raise CaseFileError(where, f"case id {case.case_id!r} occurs twice")
@@ -67,7 +81,8 @@ def _build(source, fetched: Path, tmp: Path, cfg: DataConfig, provenance: dict) 
             case_id=case.case_id, subject_id=case.subject_id, split="", file=rel,
             modality=info.modality, channels=info.channels, spacing=list(case.spacing),
             class_names=list(info.class_names), n_annotators=info.n_annotators, n_slices=case.image.shape[0],
-            sha256=file_sha256(tmp / rel), slice_hashes=slice_hashes(case.image)))
+            sha256=file_sha256(tmp / rel), slice_hashes=slice_hashes(case.image),
+            intensity_mean=mean.tolist(), intensity_std=std.tolist()))
         headers.append(case.header())
     if not entries:
         raise ManifestError(f"{info.name}: {fetched} holds no cases")

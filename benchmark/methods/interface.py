@@ -151,8 +151,7 @@ class TrainsItself(abc.ABC):
 
     @staticmethod
     @abc.abstractmethod
-    def train(processed: Path, out: Path, config: "MethodConfig", reference: str = "majority",
-              max_steps: int | None = None) -> "RunRecord":
+    def train(processed: Path, out: Path, config: "MethodConfig", max_steps: int | None = None) -> "RunRecord":
         """Train on the train split (and val, for the method's own validation) of ``processed``.
 
         Args:
@@ -162,8 +161,8 @@ class TrainsItself(abc.ABC):
                 ``out/loss.csv`` (``benchmark.training.trainer.write_loss_csv``), each built aside and swapped in
                 (``benchmark.data.store.staged_folder``).
             config: the method's section, ``method.<name>`` (``model``: its own settings; ``train``, ``predict``).
-            reference: how several raters become one training label (``evaluation.reference``, a fusion of
-                ``benchmark.metrics.fusion``), as the evaluate stage builds its reference.
+                Several raters: train as the suite's methods do, on a uniformly random rater per drawn sample
+                (``benchmark.training.data.batch_at``), or say in the record which rule it follows.
             max_steps: stop early without a final model (a method that cannot raises ``SegbenchError``).
         Returns:
             The run record; a dataset whose manifest is not ok gives the not-run outputs

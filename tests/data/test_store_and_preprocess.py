@@ -7,6 +7,7 @@ on the phantom generators.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,7 @@ from benchmark.data import registry
 from benchmark.data.case import Case, DatasetInfo
 from benchmark.data.manifest import SPLITS, ManifestError, file_sha256, load_manifest
 from benchmark.data.phantoms import PhantomSource
-from benchmark.data.preprocess import preprocess
+from benchmark.data.preprocess import original_intensities, preprocess
 from benchmark.data.sources import fetch
 from benchmark.data.store import CaseFileError, atomic_write, load_case, save_arrays, save_case
 from benchmark.records import Status
@@ -310,7 +311,8 @@ def test_preprocess_normalises_and_writes_manifest(tmp_path, fetched):
     assert all(len(s) == 1 for s in by_subject.values())
     assert disk.split("train") and disk.split("test")
 
-    # every case z-scored per channel, labels kept, file hash recorded
+    # every case z-scored per channel, with the mean and std that undo it in the manifest; labels kept, file hash
+    # recorded
     for e in disk.cases:
         path = out / e.file
         case = load_case(path, e.case_id, e.subject_id, 3, 3)
@@ -319,6 +321,12 @@ def test_preprocess_normalises_and_writes_manifest(tmp_path, fetched):
         np.testing.assert_allclose(case.image.std(axis=(0, 2, 3)), 1.0, atol=1e-3)
         with np.load(fetched / f"{e.case_id}.npz") as z:
             np.testing.assert_array_equal(case.label, z["label"])
+            source = z["image"]
+        assert len(e.intensity_mean) == len(e.intensity_std) == 3 and min(e.intensity_std) > 0
+        np.testing.assert_allclose(original_intensities(case.image, e), source, rtol=1e-5,
+                                   atol=1e-5 * np.abs(source).max())
+        with pytest.raises(ManifestError, match=f"case {e.case_id}: the manifest keeps no intensity mean and std"):
+            original_intensities(case.image, dataclasses.replace(e, intensity_mean=[], intensity_std=[]))
         assert e.sha256 == file_sha256(path)
         assert e.n_slices == 2 and len(e.slice_hashes) == 2
 

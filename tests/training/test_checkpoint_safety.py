@@ -317,10 +317,10 @@ def test_a_full_disk_while_saving_the_model_keeps_the_previous_one(template, pro
 
 def _nnunet_model(root: Path, checkpoint: bytes) -> Path:
     folder = root / "model" / nnunet.MODEL_SUBDIR
-    (folder / f"fold_{nnunet.FOLD}").mkdir(parents=True)
+    nnunet.checkpoint_file(folder, 0).parent.mkdir(parents=True)
     (folder / "plans.json").write_text("{}")
     (folder / "dataset.json").write_text("{}")
-    (folder / f"fold_{nnunet.FOLD}" / "checkpoint_final.pth").write_bytes(checkpoint)
+    nnunet.checkpoint_file(folder, 0).write_bytes(checkpoint)
     return root / "model"
 
 
@@ -360,7 +360,7 @@ def test_nnunet_predict_refuses_a_planted_or_broken_checkpoint(tiny_project, cap
     _nnunet_model(run, checkpoint(marker))
     rc = main(["--params", "params.yaml", "predict", "phantom-cardiac", "nnunet"])
     assert rc == USER_ERROR
-    ckpt = run / "model" / nnunet.MODEL_SUBDIR / f"fold_{nnunet.FOLD}" / "checkpoint_final.pth"
+    ckpt = nnunet.checkpoint_file(run / "model" / nnunet.MODEL_SUBDIR, 0)
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith(f"segbench predict: error: {ckpt}: {problem}")
     assert not marker.exists() and not (run / "predictions").exists() and _temporaries(tiny_project) == []
