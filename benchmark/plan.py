@@ -249,11 +249,14 @@ class Planner:
         return fit.at(batch)[0] / batch
 
     def _self_trained(self, dataset: str, name: str, mc: MethodConfig, split: Split) -> Row:
-        """nnU-Net: its own epochs x iterations; it plans its network and batch, so no estimate."""
+        """nnU-Net: its own epochs x iterations for each of its folds; it plans its network and batch, so no
+        estimate."""
         epochs, iterations = mc.model.get("epochs"), mc.model.get("iterations_per_epoch")
-        steps = epochs * iterations if epochs and iterations else None
-        return Row(dataset, name, split, epochs, steps, None, None, f"{_n(split.test_cases)} x 1 x 1", None, None,
-                   None, "not estimated: it plans its own network and batch, and none of it is measured")
+        folds = mc.model.get("folds", 1)
+        steps = folds * epochs * iterations if epochs and iterations else None
+        return Row(dataset, name, split, epochs, steps, None, None, f"{_n(split.test_cases)} x {folds} x 1", None,
+                   None, None, f"not estimated: it plans its own network and batch, and none of it is measured; "
+                               f"steps: {folds} fold(s) x {epochs} epochs x {iterations} iterations")
 
 
 def _n(x) -> str:

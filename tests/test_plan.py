@@ -173,3 +173,14 @@ def test_flops_are_counted_once_per_configuration_and_then_read_from_the_cache(t
     cfg2.method["unet"].model.update(other)                             # another configuration: counted again
     plan(cfg2, "h100", steps, cache)
     assert len(counted) == 3
+
+
+def test_nnunet_steps_count_every_fold(tmp_path):
+    p = profile(tmp_path)
+    raw = yaml.safe_load(p.read_text())
+    raw["baselines"] = {"datasets": ["glas"], "methods": ["nnunet"]}
+    raw["method"]["nnunet"] = {"model": {"folds": 5, "epochs": 2, "iterations_per_epoch": 3}}
+    p.write_text(yaml.safe_dump(raw))
+    rows = {r.method: r for r in plan(load_config(p), "h100", load_step_table(table(tmp_path)))}
+    assert rows["nnunet"].steps == 5 * 2 * 3 and rows["nnunet"].train_hours is None
+    assert "5 fold(s) x 2 epochs x 3 iterations" in rows["nnunet"].estimate
