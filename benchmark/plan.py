@@ -39,7 +39,7 @@ from benchmark.steptable import StepTable
 FLOPS_PER_MAC = 2
 BACKWARD_FACTOR = 3   # a training step's FLOPs are 3x its forward's: the backward costs about twice the forward
 FLOPS_CACHE = Path(".segbench") / "plan_flops.json"   # git-ignored: FLOPs already counted, per configuration
-PRECISION = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}   # train.mixed_precision -> the table's precision
+PRECISION = {"no": "fp32", "bf16": "bf16"}   # train.mixed_precision -> the table's precision (fp16: bf16)
 # the image the table's measurements used (benchmarks/step_times.yaml's header): FLOPs are counted on the same
 MEASURED_CHANNELS, MEASURED_CLASSES = 1, 3
 
@@ -135,15 +135,12 @@ def processes(launcher: str) -> int:
     return int(m.group(1)) if m else 1
 
 
-def batches(train, procs: int) -> tuple[int, int, int]:
-    """(global batch, micro-batch per process, micro-steps per step). ``train.batch_size`` is per process
-    unless the trainer has ``micro_batch_size`` (then it is global and ``micro_batch_size``, when set, is
-    the images per forward of one process)."""
-    if not hasattr(train, "micro_batch_size"):
-        return train.batch_size * procs, train.batch_size, 1
-    per_process = math.ceil(train.batch_size / procs)
-    micro = train.micro_batch_size or per_process
-    return train.batch_size, micro, math.ceil(per_process / micro)
+def batches(train, procs: int, method: str) -> tuple[int, int, int]:
+    """(global batch, micro-batch per process, micro-steps per step), as the trainer splits ``train.batch_size``
+    (:class:`benchmark.training.trainer.BatchPlan`; a batch that does not split is its ConfigError)."""
+    from benchmark.training.trainer import BatchPlan
+    plan = BatchPlan.of(train, procs, method)
+    return plan.batch_size, plan.micro, plan.accumulation
 
 
 class Planner:
@@ -186,7 +183,7 @@ class Planner:
         split = dataset_split(dataset, self.cfg)
         if _trains_itself(name):
             return self._self_trained(dataset, name, mc, split)
-        glob, micro, accumulation = batches(mc.train, self.procs)
+        glob, micro, accumulation = batches(mc.train, self.procs, name)
         steps = mc.train.steps
         if steps is None and split.train_slices is not None:
             from benchmark.training.data import epoch_steps
@@ -198,7 +195,8 @@ class Planner:
             samples, nfe = mc.predict.n_samples, None if sampler.adaptive else sampler.steps
         test = f"{_n(split.test_cases)} x {samples} x {nfe or 'adaptive'}"
         row = Row(dataset, name, split, mc.train.epochs, steps, glob, micro, test, None, None, None, "")
-        precision = PRECISION[mc.train.mixed_precision]
+        # fp16 runs on the tensor cores at bf16's peak: timed by the bf16 measurements, and the row says so
+        precision = "bf16" if mc.train.mixed_precision == "fp16" else PRECISION[mc.train.mixed_precision]
         where = f"{self.gpu}, {precision}, {self.cfg.data.size} px"
         if self.gpu not in self.table.gpus:
             row.estimate = f"no entry for GPU {self.gpu} in the step-time table"
@@ -209,7 +207,7 @@ class Planner:
             return row
         seconds, memory, how = step
         row.memory_gib = memory
-        row.estimate = how
+        row.estimate = how + ("; fp16 timed as bf16" if mc.train.mixed_precision == "fp16" else "")
         oom = self.table.out_of_memory_at(name, self.gpu, precision, self.cfg.data.size, micro)
         if oom is not None:
             row.estimate += f"; batch {oom.batch} ran out of memory ({oom.source})"

@@ -117,15 +117,12 @@ def test_no_entry_for_the_gpu_or_an_unknown_size_leaves_the_hours_blank(tmp_path
     assert all(r.train_hours is None and r.estimate == "no entry for GPU v100 in the step-time table" for r in rows)
 
 
-def test_global_batch_before_and_after_the_trainer_counts_it_globally():
-    class PerProcess:
-        batch_size = 12
-
-    class Global:
-        batch_size, micro_batch_size = 48, 6
-
-    assert batches(PerProcess, 4) == (48, 12, 1)
-    assert batches(Global, 4) == (48, 6, 2)
+def test_the_plan_splits_the_global_batch_as_the_trainer_does():
+    from benchmark.config import TrainConfig
+    assert batches(TrainConfig(batch_size=48, micro_batch_size=6), 4, "m") == (48, 6, 2)
+    assert batches(TrainConfig(batch_size=8, micro_batch_size=24), 1, "m") == (8, 8, 1)    # a cap, not a size
+    with pytest.raises(ConfigError, match="the global batch 6 does not divide among 4 processes"):
+        batches(TrainConfig(batch_size=6), 4, "m")
 
 
 def test_the_table_is_checked_on_load_and_cites_notes_lines(tmp_path):
