@@ -90,3 +90,13 @@ def test_two_profiles_run_as_dvc_experiments_and_exp_show_compares_them(tmp_path
     assert {n: params(e)["profile"] for n, e in exps.items()} == {"small": "small", "wide": "small-wide"}
     assert params(exps["wide"])["method"]["unet"]["model"]["channels"] == [8, 16, 32]
     assert all(e["data"]["metrics"] for e in exps.values())          # each ran through to its metrics
+
+
+def test_the_full_cpu_profile_is_the_default_plus_the_baselines_that_do_not_fit_it():
+    default, full = load_config(ROOT / "profiles/default.yaml"), load_config(ROOT / "profiles/cpu-full.yaml")
+    same = {k for k in default.__dict__} - {"profile", "baselines", "source"}
+    assert {k: getattr(full, k) for k in same} == {k: getattr(default, k) for k in same}
+    assert full.baselines.datasets == default.baselines.datasets
+    assert set(default.baselines.methods) < set(full.baselines.methods)
+    assert set(full.baselines.methods) - set(default.baselines.methods) == {
+        "segdiff", "ensemdiff", "medsegdiff-v2", "transunet", "swin-unet", "mt-unet"}
