@@ -49,34 +49,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .flowsdf import RRDB
+from .flowsdf import RRDBEncoder
 from .maskddpm import guided_unet
 from .medsegdiff.base import MaskDDPM
 
 
-class RRDBNet(nn.Module):
-    """G: the image encoder (RRDB.py:52-71). conv (C -> f), ``blocks`` RRDBs of growth g and a conv (f -> f) added
-    back to the first conv's output, then conv (f -> f), LeakyReLU(0.2), conv (f -> out).
-    ``(B, C, H, W)`` -> ``(B, out, H, W)``."""
-
-    def __init__(self, in_channels: int, out_channels: int, blocks: int, features: int, growth: int):
-        super().__init__()
-        self.conv_first = nn.Conv2d(in_channels, features, 3, padding=1)
-        self.trunk = nn.Sequential(*(RRDB(features, growth) for _ in range(blocks)))
-        self.trunk_conv = nn.Conv2d(features, features, 3, padding=1)
-        self.hr_conv = nn.Conv2d(features, features, 3, padding=1)
-        self.conv_last = nn.Conv2d(features, out_channels, 3, padding=1)
-        self.act = nn.LeakyReLU(0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_first(x)
-        h = h + self.trunk_conv(self.trunk(h))
-        return self.conv_last(self.act(self.hr_conv(h)))
-
-
 class SegDiffStem(nn.Module):
     """F(x_t) + G(I), in place of the UNet's first convolution. Its input is ``cat(x_t, images)``
-    ``(B, M + C, H, W)``; F is a 3x3 convolution of the M mask channels, G the ``RRDBNet`` of the C image channels;
+    ``(B, M + C, H, W)``; F is a 3x3 convolution of the M mask channels, G the released ``RRDBNet`` (FlowSDF's encoder, the same code) of the C image channels;
     output ``(B, width, H, W)``."""
 
     def __init__(self, mask_channels: int, in_channels: int, width: int, rrdb_blocks: int, rrdb_features: int,
@@ -84,7 +64,8 @@ class SegDiffStem(nn.Module):
         super().__init__()
         self.mask_channels = mask_channels
         self.f = nn.Conv2d(mask_channels, width, 3, padding=1)
-        self.g = RRDBNet(in_channels, width, rrdb_blocks, rrdb_features, rrdb_growth)
+        self.g = RRDBEncoder(in_channels, out_channels=width, width=rrdb_features, blocks=rrdb_blocks,
+                             growth=rrdb_growth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x[:, :self.mask_channels]) + self.g(x[:, self.mask_channels:])

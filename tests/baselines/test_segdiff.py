@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from baselines.medsegdiff import DDIMSampler, DDPMSampler
-from baselines.segdiff import RRDBNet, SegDiff, SegDiffStem
+from baselines.flowsdf import RRDBEncoder
+from baselines.segdiff import SegDiff, SegDiffStem
 from benchmark.complexity import count_macs, method_complexity
 from benchmark.methods.registry import _interface_problem
 
@@ -84,7 +85,7 @@ def test_one_ancestral_step_is_the_posterior_mean_of_the_unclipped_x0_plus_sqrt_
 def test_the_stem_adds_the_rrdb_features_of_the_image_to_the_first_convolution_of_the_noisy_mask():
     model = _model()
     stem = model.unet.conv_in
-    assert isinstance(stem, SegDiffStem) and isinstance(stem.g, RRDBNet)
+    assert isinstance(stem, SegDiffStem) and isinstance(stem.g, RRDBEncoder)
     x_t, images = torch.randn(2, 1, 16, 16), torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         f, g, out = stem.f(x_t), stem.g(images), stem(torch.cat([x_t, images], dim=1))
