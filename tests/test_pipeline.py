@@ -14,6 +14,7 @@ from tests.conftest import ROOT, TINY_PARAMS, commit_all, copy_project, write_pa
 METHODS = ["unet", "flowseg-plain", "medflowseg"]
 BASELINES = {"datasets": ["phantom-cardiac"], "methods": ["flowsdf"]}
 TABLE4 = {"datasets": ["phantom-cardiac"], "methods": ["flowseg-plain", "flowsdf", "medflowseg", "medflowseg-backbone"]}
+HEAD = {"datasets": ["phantom-cardiac"], "method": "medflowseg"}     # MedFlowSeg's condition-head row
 
 
 def _run(cmd, cwd):
@@ -26,8 +27,7 @@ def _run(cmd, cwd):
 def dvc_project(tmp_path_factory) -> Path:
     """A git + DVC copy of the project with two methods on one tiny dataset, reproduced once."""
     proj = copy_project(tmp_path_factory.mktemp("dvcproj"))
-    write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4,
-                 condition_head={"datasets": ["phantom-cardiac"], "method": "medflowseg"})
+    write_params(proj / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4, condition_head=HEAD)
     commit_all(proj)
     out = _run(["dvc", "repro"], proj)
     assert "Running stage 'tables'" in out and "Running stage 'baseline-evaluate@phantom-cardiac-flowsdf'" in out
@@ -43,14 +43,14 @@ def test_repro_produces_tables_figure_and_metrics(dvc_project):
         assert headline["avg_dice"] == metrics["average"]["dice"] and "RV_hd95" in headline
         assert all(isinstance(v, (int, float)) for v in headline.values())  # DVC metrics: numbers only
     t1 = (dvc_project / "paper/tables/table1_cardiac.md").read_text()
-    assert "| UNet [ours: unet]" in t1 and "not implemented (paper 92.76)" in t1 and "RV Dice" in t1
-    assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2, 'flowsdf': 2}" in t1  # 2 steps in the tiny profile
+    assert "| UNet [ours: unet]" in t1 and "not run (paper 92.76)" in t1 and "RV Dice" in t1
+    assert "(NFE): {'unet': 1, 'flowseg-plain': 2, 'medflowseg': 2, 'medflowseg-head': 1, 'flowsdf': 2}" in t1  # 2 steps
     flowsdf = next(line for line in t1.splitlines() if line.startswith("| FlowSDF [ours: flowsdf, suite reimplementation]"))
     assert flowsdf.count("(paper ") == 9 and "not run" not in flowsdf  # a baseline's row in the paper's table
     medflowseg = next(line for line in t1.splitlines() if line.startswith("| MedFlowSeg [ours: medflowseg]"))
     assert medflowseg.count("(paper ") == 9 and medflowseg.count(", Δ ") == 9  # ours beside every paper cell
-    head = t1.splitlines()[t1.splitlines().index(medflowseg) + 1]     # its condition head alone, right below it
-    assert head.startswith("| MedFlowSeg's condition head alone (same model, no flow) [ours: medflowseg-head]")
+    head = next(line for line in t1.splitlines() if line.startswith("| MedFlowSeg's condition head alone"))
+    assert "[ours: medflowseg-head]" not in head                 # a row of our own: no paper row, no paper value
     assert "not run" not in head and json.loads((dvc_project / "runs/phantom-cardiac/medflowseg-head/predictions/"
                                                  "meta.json").read_text())["readout"] == "condition-head"
     assert (dvc_project / "paper/tables/table1_cardiac.tex").read_text().startswith("\\begin{table}")
@@ -82,7 +82,7 @@ def test_repro_renders_the_complexity_and_uncertainty_table(dvc_project):
     assert ours <= set(rows) and all("not run" not in rows[name] for name in ours)
     full = rows["MedFlowSeg [ours: medflowseg]"]
     assert full[9] == "2 x 2" and full[5].endswith("(paper 21.9 on REFUGE2-Cup)")  # tiny profile: 2 samples, 2 steps
-    assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["SegDiff"][2] == "not implemented (paper 53)"
+    assert rows["bone + DB-SA"][6] == "not run (paper 85.1)" and rows["SegDiff"][2] == "not run (paper 53)"
     assert rows["MedSegDiff"][2] == "not run (paper 85)"  # registered, not in the tiny profile
     record = json.loads((dvc_project / "results/phantom-cardiac/medflowseg/evaluation.json").read_text())
     assert record["set_metrics"]["n_samples"] == 2 and "ged_2" in record["set_metrics"]["mean"]
@@ -96,7 +96,7 @@ def test_second_repro_runs_nothing(dvc_project):
 
 
 def test_changing_one_method_reruns_only_that_method(dvc_project):
-    params = dict(TINY_PARAMS, methods=METHODS, baselines=BASELINES, table4=TABLE4)
+    params = dict(TINY_PARAMS, methods=METHODS, baselines=BASELINES, table4=TABLE4, condition_head=HEAD)
     params["method"] = {**params["method"], "unet": {"model": {**params["method"]["unet"]["model"], "dropout": 0.1}}}
     write_params(dvc_project / "params.yaml", **params)
     status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
@@ -110,13 +110,14 @@ def test_changing_one_method_reruns_only_that_method(dvc_project):
 
 
 def test_the_launcher_starts_every_train_stage_and_only_those(dvc_project):
-    write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4,
+    write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4, condition_head=HEAD,
                  launcher="accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli")
     try:
         status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=dvc_project, capture_output=True,
                                            text=True, check=True).stdout)
     finally:
-        write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4)
+        write_params(dvc_project / "params.yaml", methods=METHODS, baselines=BASELINES, table4=TABLE4,
+                     condition_head=HEAD)
     stages = set(status) - {"data.dvc"}
     trained = {f"train@phantom-cardiac-{m}" for m in METHODS} | {"baseline-train@phantom-cardiac-flowsdf",
                                                                  "ablation-train@phantom-cardiac-medflowseg-backbone"}
@@ -133,7 +134,8 @@ def test_mlflow_rerun_does_not_duplicate_runs(dvc_project):
     runs = client.search_runs([exp.experiment_id])
     keys = sorted(r.data.tags["segbench.key"] for r in runs)
     assert keys == ["phantom-cardiac/flowsdf", "phantom-cardiac/flowseg-plain", "phantom-cardiac/medflowseg",
-                    "phantom-cardiac/medflowseg-backbone", "phantom-cardiac/unet", "summary"]
+                    "phantom-cardiac/medflowseg-backbone", "phantom-cardiac/medflowseg-head", "phantom-cardiac/unet",
+                    "summary"]
     run = next(r for r in runs if r.data.tags["segbench.key"] == "phantom-cardiac/unet")
     assert run.data.tags["manifest_sha256"] != "unknown" and "avg_dice" in run.data.metrics
 
