@@ -15,13 +15,7 @@ TINY = {"gtr_filters": (4, 8, 8, 8), "gtr_norm_groups": 4, "rank": 3, "mc_sample
         "attention_head_dim": 4, "steps": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(k: int = 2, **kw) -> ATFM:

@@ -4,29 +4,20 @@ ensemble's variance map."""
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from baselines.ensemdiff import EnsemDiff
 from baselines.medsegdiff import DDIMSampler, DDPMSampler
 from benchmark.complexity import method_complexity
-from benchmark.methods.registry import _interface_problem
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 TINY = {"channels": (8, 16, 16), "num_res_blocks": 1, "attention_levels": (False, True, False), "attention_heads": 1,
         "norm_groups": 4, "steps": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_classes: int = 2, in_channels: int = 4, **kw) -> EnsemDiff:
@@ -137,19 +128,3 @@ def test_the_complexity_stage_counts_it():
     c = method_complexity(_model(), 4, 16, samples=5)
     assert c.evaluations_per_sample == 3 and c.samples == 5 and c.macs_per_evaluation > 0
     assert c.macs_protocol == pytest.approx(c.macs_fixed + 5 * (c.macs_per_sample + 3 * c.macs_per_evaluation))
-
-
-def _section(profile: str) -> dict:
-    return yaml.safe_load((PROFILES / f"{profile}.yaml").read_text())["method"]["ensemdiff"]["model"]
-
-
-def test_the_paper_profile_states_every_default_and_the_default_profile_builds_a_method_of_the_contract():
-    defaults = {k: v.default for k, v in inspect.signature(EnsemDiff).parameters.items()
-                if k not in ("in_channels", "num_classes")}
-    paper = {k: tuple(v) if isinstance(v, list) else v for k, v in _section("paper").items()}
-    assert set(defaults) - set(paper) == {"eta"}   # DDIM's alone; the paper profile samples by DDPM
-    assert paper == {k: defaults[k] for k in paper}
-    torch.manual_seed(0)
-    model = EnsemDiff(1, 4, **_section("default"))
-    assert _interface_problem(model) is None and isinstance(model.default_sampler, DDIMSampler)
-    assert model.default_sampler.steps == 10

@@ -16,13 +16,7 @@ TINY = {"image_size": 16, "channels": (8, 16, 16), "num_res_blocks": 1, "time_em
         "cond_channels": (4, 8, 8), "steps": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one thread is faster than two on a loaded 2-core machine (OpenMP waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_classes: int, **kw) -> MedSegDiff:

@@ -20,12 +20,7 @@ TINY = {"image_size": 16, "channels": (8, 16, 16), "num_res_blocks": 1, "time_em
         "cond_channels": (4, 8, 8), "sampler": "ddpm", "steps": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_classes: int = 2, **kw) -> MedSegDiff:

@@ -34,12 +34,7 @@ OFFICIAL_PARAMS = 129_400_450
 OURS_PARAMS = 139_670_830
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_classes: int = 2, **kw) -> MedSegDiffV2:

@@ -4,31 +4,22 @@ complexity count."""
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from baselines.medsegdiff import DDIMSampler, DDPMSampler
 from baselines.flowsdf import RRDBEncoder
 from baselines.segdiff import SegDiff, SegDiffStem
 from benchmark.complexity import count_macs, method_complexity
-from benchmark.methods.registry import _interface_problem
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 TINY = {"channels": (8, 16, 16), "num_res_blocks": 1, "attention_levels": (False, True, False), "attention_heads": 2,
         "norm_groups": 4, "rrdb_blocks": 1, "rrdb_features": 8, "rrdb_growth": 4, "num_timesteps": 100, "steps": 3,
         "mmse_samples": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_classes: int = 2, in_channels: int = 3, **kw) -> SegDiff:
@@ -189,19 +180,3 @@ class _Denoise(torch.nn.Module):
 
     def forward(self, x_t, images, t):
         return self.model.denoise(x_t, images, t)
-
-
-def _section(profile: str) -> dict:
-    return yaml.safe_load((PROFILES / f"{profile}.yaml").read_text())["method"]["segdiff"]["model"]
-
-
-def test_the_paper_profile_states_every_default_and_the_default_profile_builds_a_method_of_the_contract():
-    defaults = {k: v.default for k, v in inspect.signature(SegDiff).parameters.items()
-                if k not in ("in_channels", "num_classes")}
-    paper = {k: tuple(v) if isinstance(v, list) else v for k, v in _section("paper").items()}
-    assert set(defaults) - set(paper) == {"eta"}   # DDIM's alone; the paper profile samples by DDPM
-    assert paper == {k: defaults[k] for k in paper}
-    torch.manual_seed(0)
-    model = SegDiff(1, 4, **_section("default"))
-    assert _interface_problem(model) is None and isinstance(model.default_sampler, DDIMSampler)
-    assert model.default_sampler.steps == 10
