@@ -104,6 +104,17 @@ from .base import MaskDDPM
 from .conditioning import DynamicConditionalEncoding
 
 
+def two_unets(unet_in: int, unet_out: int, image_channels: int, channels, num_res_blocks: int, time_embed_dim: int,
+              norm_groups: int, cond_channels, cond_res_blocks: int, num_timesteps: int):
+    """What MedSegDiff-V1 and V2 share: the step's sinusoid embedding, the mask UNet on ``cat(image, x_t)``
+    (``unet_in`` channels) with its output head (``unet_out``), and the time-free condition UNet on the image."""
+    time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
+    unet = UNet(unet_in, channels, num_res_blocks, time_embed_dim, norm_groups)
+    out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(), nn.Conv2d(channels[0], unet_out, 3, padding=1))
+    cond = UNet(image_channels, cond_channels, cond_res_blocks, None, norm_groups)
+    return time_embed, unet, out, cond
+
+
 class MedSegDiff(MaskDDPM):
     """MedSegDiff-V1 (suite reimplementation).
 
@@ -146,11 +157,9 @@ class MedSegDiff(MaskDDPM):
         self.cal_loss_weight, self.calibrated_output = cal_loss_weight, calibrated_output
 
         m = self.mask_channels
-        self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
-        self.unet = UNet(in_channels + m, channels, num_res_blocks, time_embed_dim, norm_groups)
-        self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
-                                 nn.Conv2d(channels[0], self.output_channels, 3, padding=1))
-        self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
+        self.time_embed, self.unet, self.out, self.cond = two_unets(
+            in_channels + m, self.output_channels, in_channels, channels, num_res_blocks, time_embed_dim, norm_groups,
+            cond_channels, cond_res_blocks, num_timesteps)
         self.dce = nn.ModuleList(
             DynamicConditionalEncoding(channels[i - 1], cond_channels[i - 1], image_size // 2 ** i,
                                        image_size // 2 ** i, ff_init)

@@ -84,10 +84,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medflowseg.blocks import TimeEmbedding, group_norm
-from medflowseg.unet import UNet
+from medflowseg.blocks import group_norm
 
 from .base import MaskDDPM
+from .v1 import two_unets
 from .ssformer import SSFormer, UncertainSpatialAttention
 
 
@@ -129,11 +129,9 @@ class MedSegDiffV2(MaskDDPM):
         self.anchor_every = anchor_every
         self.downsampling = 2 ** (len(channels) - 1)
         m = self.mask_channels
-        self.time_embed = TimeEmbedding(time_embed_dim, time_scale=float(num_timesteps))  # sinusoid of the step t
-        self.unet = UNet(in_channels + m, channels, num_res_blocks, time_embed_dim, norm_groups)
-        self.out = nn.Sequential(group_norm(channels[0], norm_groups), nn.SiLU(),
-                                 nn.Conv2d(channels[0], self.output_channels, 3, padding=1))
-        self.cond = UNet(in_channels, cond_channels, cond_res_blocks, None, norm_groups)
+        self.time_embed, self.unet, self.out, self.cond = two_unets(
+            in_channels + m, self.output_channels, in_channels, channels, num_res_blocks, time_embed_dim, norm_groups,
+            cond_channels, cond_res_blocks, num_timesteps)
         self.anchor_head = nn.Sequential(group_norm(cond_channels[0], norm_groups), nn.SiLU(),
                                          nn.Conv2d(cond_channels[0], m, 1))
         self.usa = UncertainSpatialAttention(cond_channels[0], channels[0], usa_kernel_size, usa_sigma)
