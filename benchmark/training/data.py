@@ -4,9 +4,9 @@ The batch, the rater and the method's noise at step ``s`` for shard ``k`` (a pro
 generator seeded by ``(seed, s, k)``. A resumed run therefore draws exactly what the uninterrupted run would have
 drawn, without replaying any random stream.
 
-The slices are in memory (:meth:`SliceSet.from_cases`) or memory-mapped from the slice store on disk
-(:meth:`SliceSet.from_store`, :mod:`benchmark.training.slices`), which holds a split larger than memory; both
-give the same batches. :func:`batches` reads the batches of a range of steps ahead, in worker processes.
+The trainer reads the slices memory-mapped from the slice store on disk (:meth:`SliceSet.from_store`,
+:mod:`benchmark.training.slices`), which holds a split larger than memory. :meth:`SliceSet.from_cases` holds them
+in memory, for a few cases at hand (the tests check the store against it: both give the same batches). :func:`batches` reads the batches of a range of steps ahead, in worker processes.
 """
 from __future__ import annotations
 
