@@ -101,9 +101,15 @@ def main() -> None:
         mc = cfg.method_config(method_name)
         torch.set_num_threads(mc.train.threads)
         torch.manual_seed(0)
-        method = build_method(method_name, 1, args.classes, mc.model).to(args.device)
-        params = sum(p.numel() for p in method.parameters())
-        parts = [time_training(method, mc, b, args) for b in args.batch_size or [mc.train.batch_size]]
+        # a network built for one input side (UNETR, MedSegDiff, TransUNet, ...) is built for --size
+        model = {k: args.size if k in ("img_size", "image_size") else v for k, v in mc.model.items()}
+        try:
+            method = build_method(method_name, 1, args.classes, model).to(args.device)
+            params = sum(p.numel() for p in method.parameters())
+            parts = [time_training(method, mc, b, args) for b in args.batch_size or [mc.train.batch_size]]
+        except (ValueError, RuntimeError) as e:     # e.g. a window or a bottleneck too large for --size
+            print(f"{method_name}: does not run at {args.size} px: {e}", flush=True)
+            continue
         parts.append(time_sampling(method, mc, args))
         print(f"{method_name}: {params / 1e6:.2f} M params | " + " | ".join(parts), flush=True)
 
