@@ -23,7 +23,7 @@ def test_the_projects_catalogue_maps_rows_labels_and_datasets():
     assert cat.row_method("TransUNet") == "transunet" and cat.row_method("SwinUNet") == "swin-unet"
     assert cat.label("medflowseg") == "MedFlowSeg" and cat.label("medflowseg-fa") == "medflowseg-fa"
     assert cat.label("not-in-the-catalogue") == "not-in-the-catalogue"
-    assert cat.stand_in("nnunet") == "nnunetv2, 2d configuration" and cat.stand_in("unet") is None
+    assert cat.stand_in("nnunet") == "nnunetv2, 2d configuration, no postprocessing" and cat.stand_in("unet") is None
     assert cat.stand_ins("REFUGE2-Cup").stand_ins == ("refuge2", "phantom-fundus")
     assert cat.stand_ins("REFUGE2-Cup").regions == ("cup",) and cat.stand_ins("REFUGE2-Disc").regions == ("disc",)
     assert cat.stand_ins("BraTS-2021").regions == ("WT", "TC", "ET") and "WT, TC and ET" in cat.stand_ins("BraTS-2021").reading
