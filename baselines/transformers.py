@@ -31,11 +31,19 @@ class UNETRMethod(FixedSizeSegmenter):
         super().__init__(net, "unetr", img_size)
 
 
+NORMS = ("instance", "batch")   # the norms of MONAI SwinUNETR's convolutional encoder and decoder blocks
+
+
 class SwinUNETRMethod(SupervisedSegmenter):
-    """Args: in_channels C, num_classes K and MONAI ``SwinUNETR``'s widths; inputs divisible by 32."""
+    """Args: in_channels C, num_classes K and MONAI ``SwinUNETR``'s widths; inputs divisible by 32.
+
+    ``norm_name``: the norm of the convolutional blocks, MONAI's and the paper's "instance" by default. Instance
+    norm needs more than one pixel per channel, so inputs of 32 px (a 1 x 1 bottleneck) train only with "batch"."""
 
     def __init__(self, in_channels: int, num_classes: int, feature_size: int = 24, depths=(2, 2, 2, 2),
-                 num_heads=(3, 6, 12, 24), window_size: int = 7, drop_rate: float = 0.0):
+                 num_heads=(3, 6, 12, 24), window_size: int = 7, drop_rate: float = 0.0, norm_name: str = "instance"):
+        if norm_name not in NORMS:
+            raise ValueError(f"swin-unetr: norm_name must be one of {', '.join(NORMS)}, got {norm_name!r}")
         super().__init__(SwinUNETR(in_channels, num_classes, feature_size=feature_size, depths=tuple(depths),
                                    num_heads=tuple(num_heads), window_size=window_size, drop_rate=drop_rate,
-                                   spatial_dims=2))
+                                   norm_name=norm_name, spatial_dims=2))

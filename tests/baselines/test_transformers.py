@@ -33,3 +33,27 @@ def test_unetr_names_the_setting_when_the_image_size_differs():
     method = build_method("unetr", 1, 2, TINY["unetr"])
     with pytest.raises(ValueError, match=r"built for 64x64 images .* set method.unetr.model.img_size"):
         method.sample(torch.zeros(1, 1, 32, 32), 1, torch.Generator())
+
+
+def test_swin_unetr_at_32_px_trains_with_batch_norm_only(one_thread):
+    """At 32 px the bottleneck is 1 x 1: instance norm (the default) cannot normalise one pixel, batch norm over a
+    batch of 8 can, and every parameter gets a gradient."""
+    images, labels = torch.randn(8, 1, 32, 32), torch.randint(0, 3, (8, 32, 32))
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    instance = build_method("swin-unetr", 1, 3, TINY["swin-unetr"])
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in instance.modules())
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+        instance.loss(images, labels, g)
+    method = build_method("swin-unetr", 1, 3, {**TINY["swin-unetr"], "norm_name": "batch"})
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in method.modules())
+    loss = method.loss(images, labels, g)
+    loss.backward()
+    no_grad = [n for n, p in method.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert torch.isfinite(loss) and not no_grad, no_grad
+    assert method.sample(images, 1, g).labels.shape == (1, 8, 32, 32)
+
+
+def test_swin_unetr_rejects_an_unknown_norm():
+    with pytest.raises(ValueError, match="norm_name must be one of instance, batch, got 'group'"):
+        build_method("swin-unetr", 1, 3, {**TINY["swin-unetr"], "norm_name": "group"})
