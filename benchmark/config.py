@@ -129,9 +129,16 @@ class TrainConfig(Checked):
     # the most slices one process passes forward and backward at once: a larger share (batch_size / processes)
     # runs as share / micro_batch_size passes whose gradients are accumulated into one step (it must divide the
     # share, checked when training starts). None: the whole share in one pass
+    optimizer: str = checked("adamw", one_of("adamw", "sgd"))
+    # "sgd": torch.optim.SGD with `momentum` (TransUNet's and Swin-Unet's official trainers)
+    momentum: float | None = checked(None, or_absent(number(0, 1, high_open=True)))  # SGD's; given with sgd only
     lr: float = checked(1e-3, number(0, low_open=True))
-    weight_decay: float = checked(0.0, number(0))
-    warmup_steps: int = checked(20, integer(0))       # linear warm-up, then constant (the paper names no schedule)
+    weight_decay: float = checked(0.0, number(0))     # AdamW's decoupled decay, SGD's L2 term in the gradient
+    warmup_steps: int = checked(20, integer(0))       # linear warm-up over the first steps, then the schedule
+    schedule: str = checked("constant", one_of("constant", "poly"))
+    # after the warm-up, "constant" (MedFlowSeg: the paper names no schedule) or "poly": lr x (1 - s / S)^poly_power
+    # at optimizer step s of S
+    poly_power: float | None = checked(None, or_absent(number(0, low_open=True)))  # given with poly only
     ema_decay: float = checked(0.99, number(0, 1, high_open=True))
     # paper: 0.9999 over a long run; a short CPU run needs a shorter memory
     checkpoint_every: int = checked(100, integer(1))
@@ -140,7 +147,7 @@ class TrainConfig(Checked):
     threads: int = checked(2, integer(1))             # torch intra-op threads per process
     mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))
     # passed to Accelerate: autocast of the forward passes, fp32 master weights
-    fused_optimizer: bool = checked(False, BOOLEAN)   # AdamW's fused kernel on CUDA; on CPU ignored, with a note
+    fused_optimizer: bool = checked(False, BOOLEAN)   # the optimizer's fused kernel on CUDA; ignored on CPU, noted
     channels_last: bool = checked(False, BOOLEAN)     # model and input images in channels-last memory format
     compile: bool = checked(False, BOOLEAN)           # torch.compile of the loss forward (the trainer's LossForward)
     loader_workers: int = checked(0, integer(0))
@@ -152,6 +159,11 @@ class TrainConfig(Checked):
         if (self.steps is None) == (self.epochs is None):
             raise FieldError("steps", "give the training length as steps or as epochs, exactly one of the two "
                                       f"(got steps={self.steps!r}, epochs={self.epochs!r})")
+        for key, owner, value in (("momentum", "optimizer sgd", self.optimizer == "sgd"),
+                                  ("poly_power", "schedule poly", self.schedule == "poly")):
+            if (getattr(self, key) is None) == value:
+                raise FieldError(key, f"give {key} with {owner}, and only then (got optimizer={self.optimizer!r}, "
+                                      f"schedule={self.schedule!r}, {key}={getattr(self, key)!r})")
 
 
 def train_length(section: dict | None) -> dict | None:

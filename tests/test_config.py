@@ -52,6 +52,10 @@ def test_the_shipped_profiles_load(profile):
     ("train", "ema_decay", -0.5, "a number in [0, 1)"),
     ("train", "mixed_precision", "fp32", "one of 'no', 'bf16', 'fp16'"),
     ("train", "mixed_precision", False, "one of 'no', 'bf16', 'fp16'"),  # YAML's bare `no` is a boolean
+    ("train", "optimizer", "adam", "one of 'adamw', 'sgd'"),
+    ("train", "momentum", 1.0, "a number in [0, 1)"),
+    ("train", "schedule", "cosine", "one of 'constant', 'poly'"),
+    ("train", "poly_power", 0, "a number > 0"),
     ("predict", "n_samples", 0, "an integer >= 1"),
     ("predict", "batch_size", True, "an integer >= 1"),   # a boolean is not a count
     ("data", "size", 0, "an integer >= 1"),
@@ -120,6 +124,25 @@ def test_good_values_load_unchanged(tmp_path):
     assert cfg.data == DataConfig(split={"train": 0.5, "test": 0.5}, splits="seeded")
     assert cfg.method["unet"] == MethodConfig(train=dataclasses.replace(TrainConfig(), steps=7, lr=0.01, ema_decay=0.0,
                                                                         mixed_precision="bf16"))
+
+
+@pytest.mark.parametrize("train, key", [
+    ({"momentum": 0.9}, "momentum"),                                  # momentum is SGD's: an error with adamw
+    ({"optimizer": "sgd"}, "momentum"),                               # SGD states its momentum (0: plain SGD)
+    ({"poly_power": 0.9}, "poly_power"),                              # the power of a constant schedule
+    ({"schedule": "poly"}, "poly_power"),
+    ({"optimizer": "adamw", "momentum": 0.0, "schedule": "poly", "poly_power": 0.9}, "momentum"),
+])
+def test_momentum_goes_with_sgd_and_poly_power_with_poly_only(tmp_path, train, key):
+    path = _params(tmp_path, method={"unet": {"train": train}})
+    assert _error(path).startswith(f"{path}: method.unet.train.{key}: give {key} with "), _error(path)
+
+
+def test_sgd_with_a_poly_schedule_loads():
+    cfg = build_section(TrainConfig, {"optimizer": "sgd", "momentum": 0.9, "schedule": "poly", "poly_power": 0.9},
+                        "train")
+    assert (cfg.optimizer, cfg.momentum, cfg.schedule, cfg.poly_power) == ("sgd", 0.9, "poly", 0.9)
+    assert (TrainConfig().optimizer, TrainConfig().schedule, TrainConfig().momentum) == ("adamw", "constant", None)
 
 
 def test_a_dataclass_built_in_code_is_checked_too():

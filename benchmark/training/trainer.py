@@ -17,7 +17,8 @@ micro-batch ``m`` of rank ``r`` draws shard ``r * accumulation + m`` of the step
 micro-batch size only, not on how many processes share it. The slices are read from the dataset's memory-mapped
 slice store (:mod:`benchmark.training.slices`, built once beside the processed dataset), ahead of the step by
 ``loader_workers`` processes; a method that declares ``grad_clip`` (``ClipsGradients``) has its gradients clipped
-before each optimizer step.
+before each optimizer step. The optimizer is ``train.optimizer`` (AdamW, or SGD with momentum), its learning rate a
+linear warm-up and then ``train.schedule`` (constant, or poly decay to zero at the last step), in optimizer steps.
 
 The ``model`` folder is built aside and swapped in whole. A full disk while writing any of these
 is one error naming the file; the previous checkpoints, model and curve are kept.
@@ -131,9 +132,8 @@ def train(method: str, processed: Path, out: Path, mcfg: MethodConfig, max_steps
     layout = torch.channels_last if cfg.channels_last else torch.preserve_format
     if cfg.channels_last:
         to_channels_last(model)
-    optimizer, notes = adamw(model, cfg, accelerator.device)
-    warmup = max(1, cfg.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    optimizer, notes = build_optimizer(model, cfg, accelerator.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
     trainable, optimizer, scheduler = accelerator.prepare(LossForward(model), optimizer, scheduler)
     forward = torch.compile(trainable) if cfg.compile else trainable
     ema = EMAWeights(model, cfg.ema_decay)   # after prepare: on the model's device
@@ -223,14 +223,30 @@ def to_channels_last(model: torch.nn.Module) -> None:
             module.to(memory_format=torch.channels_last)
 
 
-def adamw(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[torch.optim.AdamW, list[str]]:
-    """AdamW over every parameter of ``model``, with its fused kernel when ``cfg.fused_optimizer`` and the device is
-    a GPU; the notes say when the setting was ignored."""
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}   # train.optimizer -> its class
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                    device: torch.device) -> tuple[torch.optim.Optimizer, list[str]]:
+    """``cfg.optimizer`` over every parameter of ``model`` (AdamW, or SGD with ``cfg.momentum``), with its fused
+    kernel when ``cfg.fused_optimizer`` and the device is a GPU; the notes say when the setting was ignored."""
+    cls = OPTIMIZERS[cfg.optimizer]
     fused = cfg.fused_optimizer and device.type == "cuda"
-    notes = [f"fused_optimizer ignored on {device.type}: AdamW's fused kernel is used on CUDA only"
+    notes = [f"fused_optimizer ignored on {device.type}: {cls.__name__}'s fused kernel is used on CUDA only"
              ] if cfg.fused_optimizer and not fused else []
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             fused=True if fused else None), notes
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True if fused else None,
+               **extra), notes
+
+
+def lr_factor(cfg: TrainConfig, steps: int):
+    """The learning rate of optimizer step ``s`` (0-based) of ``steps``, as a factor of ``cfg.lr`` (LambdaLR's
+    lambda): a linear warm-up over ``cfg.warmup_steps``, times 1 ("constant") or (1 - s / steps)^poly_power
+    ("poly")."""
+    warmup = max(1, cfg.warmup_steps)
+    if cfg.schedule == "constant":
+        return lambda s: min(1.0, (s + 1) / warmup)
+    return lambda s: min(1.0, (s + 1) / warmup) * (1.0 - s / steps) ** cfg.poly_power
 
 
 class LossForward(torch.nn.Module):
