@@ -1,14 +1,11 @@
-"""The trainer's optimizers and learning-rate schedules: SGD with momentum and weight decay, the poly decay, and an
-SGD + poly run resumed from a checkpoint."""
+"""The trainer's optimizers and learning-rate schedules: SGD with momentum and weight decay, the poly decay (resumed
+with SGD: tests/training/test_resume.py)."""
 from __future__ import annotations
-
-import csv
 
 import torch
 
-from benchmark.config import MethodConfig, TrainConfig
-from benchmark.training.trainer import build_optimizer, lr_factor, train
-from tests.conftest import TINY_PARAMS
+from benchmark.config import TrainConfig
+from benchmark.training.trainer import build_optimizer, lr_factor
 
 SGD_POLY = {"optimizer": "sgd", "momentum": 0.9, "schedule": "poly", "poly_power": 0.9}
 
@@ -58,25 +55,3 @@ def test_warm_up_then_poly_and_the_constant_schedule_as_before():
     assert abs(warm(4) - 0.5 * (1 - 4 / 100) ** 0.9) < 1e-12 and abs(warm(60) - 0.4 ** 0.9) < 1e-12
     constant = lr_factor(TrainConfig(steps=100, warmup_steps=10), 100)
     assert [constant(s) for s in range(30)] == [min(1.0, (s + 1) / 10) for s in range(30)]
-
-
-def test_sgd_poly_resumed_gives_the_weights_of_an_uninterrupted_run(tiny_project, capsys):
-    """Stop at step 10 of 30 (a checkpoint), resume: same weights and lr curve as 30 straight steps; the lr of
-    step s is 0.01 (1 - s / 30)^0.9."""
-    processed = tiny_project / "data/processed/phantom-cardiac"
-    cfg = TrainConfig(**{**TINY_PARAMS["train"], "lr": 0.01, "warmup_steps": 0, "weight_decay": 1e-4, **SGD_POLY})
-    mcfg = MethodConfig(model=TINY_PARAMS["method"]["unet"]["model"], train=cfg)
-    partial = train("unet", processed, tiny_project / "a", mcfg, max_steps=10)
-    assert partial.status == "partial" and partial.steps == 10
-    resumed = train("unet", processed, tiny_project / "a", mcfg)
-    assert f"resuming from {tiny_project / 'a/checkpoints/step-0000010'} at step 10" in capsys.readouterr().out
-    straight = train("unet", processed, tiny_project / "b", mcfg)
-    assert resumed.steps == 30 and resumed.weights_sha256 == straight.weights_sha256
-    adamw = train("unet", processed, tiny_project / "c", MethodConfig(model=mcfg.model, train=TrainConfig(
-        **{**TINY_PARAMS["train"], "lr": 0.01, "warmup_steps": 0, "weight_decay": 1e-4})))
-    assert adamw.weights_sha256 != straight.weights_sha256   # SGD is in effect
-    rows = [list(csv.DictReader(open(tiny_project / d / "loss.csv"))) for d in ("a", "b")]
-    assert [(r["step"], r["loss"], r["lr"]) for r in rows[0]] == [(r["step"], r["loss"], r["lr"]) for r in rows[1]]
-    # loss.csv's lr is the scheduler's after the step: the lr of the next step, 0-based index `step`
-    for r in rows[0]:
-        assert abs(float(r["lr"]) - 0.01 * (1 - int(r["step"]) / 30) ** 0.9) < 1e-12

@@ -1,6 +1,7 @@
 """Resuming after a kill gives the same weights, bit for bit, as an uninterrupted run (CPU)."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -88,6 +89,31 @@ def test_interrupted_then_resumed_in_process(tiny_project, monkeypatch, capsys, 
         no_dropout = train("unet", processed, tiny_project / "c",
                            load_config(write_params(tiny_project / "p0.yaml")).method_config("unet"))
         assert no_dropout.weights_sha256 != straight.weights_sha256  # dropout is in effect
+
+
+def test_sgd_poly_resumed_gives_the_weights_of_an_uninterrupted_run(tiny_project, capsys):
+    """Stop at step 10 of 30 (a checkpoint), resume: same weights and lr curve as 30 straight steps; the lr of
+    step s is 0.01 (1 - s / 30)^0.9."""
+    from benchmark.config import MethodConfig, TrainConfig
+    from benchmark.training.trainer import train
+
+    processed = tiny_project / "data/processed/phantom-cardiac"
+    adamw = {**TINY_PARAMS["train"], "lr": 0.01, "warmup_steps": 0, "weight_decay": 1e-4}
+    cfg = TrainConfig(**adamw, optimizer="sgd", momentum=0.9, schedule="poly", poly_power=0.9)
+    mcfg = MethodConfig(model=TINY_PARAMS["method"]["unet"]["model"], train=cfg)
+    partial = train("unet", processed, tiny_project / "a", mcfg, max_steps=10)
+    assert partial.status == "partial" and partial.steps == 10
+    resumed = train("unet", processed, tiny_project / "a", mcfg)
+    assert f"resuming from {tiny_project / 'a/checkpoints/step-0000010'} at step 10" in capsys.readouterr().out
+    straight = train("unet", processed, tiny_project / "b", mcfg)
+    assert resumed.steps == 30 and resumed.weights_sha256 == straight.weights_sha256
+    other = train("unet", processed, tiny_project / "c", MethodConfig(model=mcfg.model, train=TrainConfig(**adamw)))
+    assert other.weights_sha256 != straight.weights_sha256   # SGD is in effect
+    rows = [list(csv.DictReader((tiny_project / d / "loss.csv").read_text().splitlines())) for d in ("a", "b")]
+    assert [(r["step"], r["loss"], r["lr"]) for r in rows[0]] == [(r["step"], r["loss"], r["lr"]) for r in rows[1]]
+    # loss.csv's lr is the scheduler's after the step: the lr of the next step, 0-based index `step`
+    for r in rows[0]:
+        assert abs(float(r["lr"]) - 0.01 * (1 - int(r["step"]) / 30) ** 0.9) < 1e-12
 
 
 def test_checkpoint_from_other_config_is_not_resumed(tiny_project, monkeypatch):
