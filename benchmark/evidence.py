@@ -18,6 +18,7 @@ from benchmark import paths
 from benchmark.catalogue import CATALOGUE, Catalogue, load_catalogue
 from benchmark.claims import Claim, load_claims
 from benchmark.config import Config
+from benchmark.convergence import FLAT, fall_over_last_quarter
 from benchmark.data.manifest import MANIFEST, Manifest, file_sha256, load_manifest
 from benchmark.records import ComplexityRecord, EvaluationRecord, RunRecord, read_record
 from benchmark.statistics import CaseValues, Interval, bootstrap_interval
@@ -119,6 +120,18 @@ class Evidence:
             self._intervals[key] = None if cv is None else bootstrap_interval(
                 cv, c.bootstrap_resamples, c.confidence, c.bootstrap_seed)
         return self._intervals[key]
+
+    def loss_fall(self, pair: Pair) -> float | None:
+        """How much the training loss of ``pair`` fell over its last quarter (:mod:`benchmark.convergence`); None
+        without a loss curve or one too short to tell."""
+        loss = self.losses.get(pair)
+        return None if loss is None or "loss" not in loss else fall_over_last_quarter(loss["loss"])
+
+    def short_of_plateau(self, pair: Pair) -> str | None:
+        """A caveat where the training of ``pair`` ended with its loss still falling, else None."""
+        fall = self.loss_fall(pair)
+        return (f"{pair[0]}/{pair[1]} trained short of its plateau (its loss fell {100 * fall:.0f}% over the last "
+                f"quarter of its steps)") if fall is not None and fall >= FLAT else None
 
     def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
         info = self.datasets.get(dataset)

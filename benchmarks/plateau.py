@@ -1,14 +1,15 @@
 """Is each method trained to the plateau of its scale? Two checks on the runs of a profile.
 
-    python benchmarks/plateau.py [--params params.yaml] [--double DATASET/METHOD ...] [--work DIR]
+    python benchmarks/plateau.py [--params params.yaml] [--double DATASET/METHOD ...] [--points K] [--work DIR]
 
 1. The loss curve (every trained pair with ``runs/DATASET/METHOD/loss.csv``): the mean training loss over the
    last eighth of the steps against the eighth before it; "flat" when it fell by less than ``--flat`` (5%) of
    its level. A flow or diffusion loss is noisy from step to step (a random time each draw), so windows, not
    points, are compared.
 2. ``--double``: the pair trained again with twice its steps (in ``--work``, default a temporary folder; the
-   profile's other settings unchanged), predicted and scored like the pipeline; prints the change of its mean
-   test Dice against ``results/DATASET/METHOD/evaluation.json``. The issue's criterion: under 2 points.
+   profile's other settings unchanged), scored like the pipeline at ``--points`` checkpoints of that run (the
+   learning curve); prints the change of its mean test Dice against ``results/DATASET/METHOD/evaluation.json``.
+   The issue's criterion: under 2 points.
 
 Run from the project root after ``dvc repro``. Prints one line per pair; the figures go to benchmarks/NOTES.md.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,45 +25,59 @@ import pandas as pd
 
 from benchmark import paths
 from benchmark.config import load_config
+from benchmark.convergence import FLAT, fall_over_last_quarter
 from benchmark.records import EvaluationRecord, read_record
 
 
-def flatness(loss: pd.Series) -> float | None:
-    """(mean of the second-to-last eighth - mean of the last eighth) / the former; None under 16 points."""
-    n = len(loss) // 8
-    if n < 2:
-        return None
-    before, last = loss.iloc[-2 * n:-n].mean(), loss.iloc[-n:].mean()
-    return float((before - last) / abs(before)) if before else None
-
-
-def doubled_dice(cfg, dataset: str, method: str, work: Path) -> float:
-    """Mean test Dice of ``method`` on ``dataset`` trained with twice its configured steps."""
+def doubled_curve(cfg, dataset: str, method: str, work: Path, points: int) -> list[tuple[int, float]]:
+    """``(step, mean test Dice)`` of ``method`` on ``dataset`` trained with twice its configured steps, scored at
+    ``points`` evenly spaced checkpoints of that one run (its EMA weights, predicted and evaluated like the
+    pipeline). The trainer draws batch ``s`` from the seed and ``s`` alone and the rate is constant after the
+    warm-up, so the checkpoint at step ``n`` is the model an ``n``-step run would end with."""
+    from safetensors.torch import load_file
+    from benchmark.data.manifest import MANIFEST, load_manifest
     from benchmark.evaluation import evaluate
     from benchmark.inference import predict
+    from benchmark.training.checkpoint import CKPT_PREFIX, EMA, save_torch
     from benchmark.training.data import epoch_steps
     from benchmark.training.trainer import train
     from benchmark.data.preprocess import load_split
 
+    processed = paths.processed(dataset)
     mc = cfg.method_config(method, dataset)
     steps = mc.train.steps
     if steps is None:
-        _, cases = load_split(paths.processed(dataset), "train")
+        _, cases = load_split(processed, "train")
         steps = epoch_steps(mc.train.epochs, sum(c.image.shape[0] for c in cases), mc.train.batch_size)
-    mc = dataclasses.replace(mc, train=dataclasses.replace(mc.train, steps=2 * steps, epochs=None))
+    every = max(1, 2 * steps // points)
+    mc = dataclasses.replace(mc, train=dataclasses.replace(mc.train, steps=every * points, epochs=None,
+                                                           checkpoint_every=every, keep_checkpoints=points))
     run = work / dataset / method
-    train(method, paths.processed(dataset), run, mc)
-    predict(paths.processed(dataset), run / "model", run / "predictions", mc.predict, mc.train.threads)
-    record = evaluate(paths.processed(dataset), run / "predictions", run / "results", cfg.evaluation, method)
-    return record.average["dice"]
+    train(method, processed, run, mc)
+    info = load_manifest(processed).dataset
+    curve = []
+    for ckpt in sorted((run / "checkpoints").glob(f"{CKPT_PREFIX}*")):
+        step = int(ckpt.name.removeprefix(CKPT_PREFIX))
+        weights = {k.removeprefix("module."): v for k, v in load_file(ckpt / EMA).items() if k.startswith("module.")}
+        model = run / "scored" / str(step)
+        (model / "model").mkdir(parents=True, exist_ok=True)
+        save_torch(model / "model" / "model.pt", {"method": method, "in_channels": info.channels,
+                                                  "num_classes": info.num_classes, "model_params": mc.model,
+                                                  "state_dict": weights})
+        shutil.copy2(processed / MANIFEST, model / "model" / MANIFEST)
+        predict(processed, model / "model", model / "predictions", mc.predict, mc.train.threads)
+        record = evaluate(processed, model / "predictions", model / "results", cfg.evaluation, method)
+        curve.append((step, record.average["dice"]))
+    return curve
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--double", nargs="*", default=[], metavar="DATASET/METHOD")
-    ap.add_argument("--flat", type=float, default=0.05, help="largest relative fall over the last eighth")
+    ap.add_argument("--flat", type=float, default=FLAT, help="largest relative fall over the last eighth")
     ap.add_argument("--work", type=Path, help="where the doubled runs go (default: a temporary folder)")
+    ap.add_argument("--points", type=int, default=4, help="checkpoints of the doubled run scored (default 4)")
     args = ap.parse_args()
     cfg = load_config(args.params)
     print(f"{'dataset/method':45s} {'steps':>6s} {'fall over last 1/8':>18s}  curve")
@@ -70,7 +86,7 @@ def main() -> None:
         if method != cfg.trained_as(method) or not path.is_file():
             continue
         loss = pd.read_csv(path)["loss"] if path.stat().st_size else pd.Series(dtype=float)
-        f = flatness(loss)
+        f = fall_over_last_quarter(loss)
         verdict = "n/a" if f is None else ("flat" if f < args.flat else "still falling")
         print(f"{dataset + '/' + method:45s} {len(loss):6d} {'' if f is None else f'{100 * f:17.1f}%'}  {verdict}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,11 +94,12 @@ def main() -> None:
         for pair in args.double:
             dataset, method = pair.split("/")
             before = read_record(paths.results(dataset, method) / "evaluation.json", EvaluationRecord)
-            after = doubled_dice(cfg, dataset, method, work)
-            delta = 100 * (after - before.average["dice"])
-            print(f"{pair}: Dice {100 * before.average['dice']:.2f} -> {100 * after:.2f} with twice the steps "
-                  f"({delta:+.2f} points; {'plateau' if abs(delta) < 2 else 'NOT at the plateau'})")
-
+            curve = doubled_curve(cfg, dataset, method, work, args.points)
+            (last_step, last), half = curve[-1], before.average["dice"]
+            delta = 100 * (last - half)
+            print(f"{pair}: Dice {100 * half:.2f} -> {100 * last:.2f} with twice the steps ({last_step}): "
+                  f"{delta:+.2f} points, {'plateau' if abs(delta) < 2 else 'NOT at the plateau'}; along the way "
+                  + ", ".join(f"{s}: {100 * d:.1f}" for s, d in curve))
 
 if __name__ == "__main__":
     main()

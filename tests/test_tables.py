@@ -18,6 +18,7 @@ from benchmark.data.phantoms import brain, cardiac, fundus
 from benchmark.layouts import TABLES
 from benchmark.methods import build_method
 from benchmark.records import EvaluationRecord
+from benchmark.reproduction import measure
 from benchmark.tables import build_table, complexity_caption, results_caption, write_table
 from tests.conftest import TINY_PARAMS, write_params
 from tests.evidence_helpers import CLASSES, case_tables
@@ -336,3 +337,18 @@ def test_the_evidence_reads_each_evaluated_pairs_per_case_files_as_one_seed(tmp_
     assert cv.cases == ("001", "002") and cv.subjects == ("007", "007") and cv.point() == pytest.approx(60.0)
     sets = ev.case_values(("phantom-cardiac", "unet"), Selection(None, ("hm_iou",)))
     assert sets.values.shape == (1, 2, 1) and sets.point() == pytest.approx(30.0)
+
+
+def test_a_pair_trained_short_of_its_plateau_is_named_in_the_caption_and_in_its_claims(tmp_path):
+    cfg = load_config(write_params(tmp_path / "params.yaml", methods=["unet", "medflowseg"]))
+    ev = _evidence(cfg, {("phantom-cardiac", "unet"): _result(0.8), ("phantom-cardiac", "medflowseg"): _result(0.7)})
+    ev.manifests["phantom-cardiac"] = SimpleNamespace(dataset=cardiac.INFO)
+    steps = np.arange(400)
+    ev.losses = {("phantom-cardiac", "medflowseg"): pd.DataFrame({"step": steps, "loss": np.exp(-steps / 200)}),
+                 ("phantom-cardiac", "unet"): pd.DataFrame({"step": steps, "loss": np.full(400, 0.3)})}
+    caption = results_caption(ev, LAYOUTS["Table 1"])
+    assert "phantom-cardiac/medflowseg trained short of its plateau (its loss fell 22% over the last quarter" in caption
+    assert "phantom-cardiac/unet trained short" not in caption
+    claim = next(c for c in ev.claims if c.table == "Table 1" and c.metric == "dice"
+                 and ev.catalogue.row_method(c.row) == "medflowseg")
+    assert any("short of its plateau" in c for c in measure(claim, ev).caveats)
