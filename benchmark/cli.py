@@ -26,8 +26,9 @@ def _config(args, *methods: str):
 def _method_config(cfg, args):
     """The method's section on the dataset; with ``--seed S``, its ``train.seed`` replaced by S."""
     mcfg = cfg.method_config(args.method, args.dataset)
-    return mcfg if args.seed is None else dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train,
-                                                                                               seed=args.seed))
+    if args.seed is None:
+        return mcfg
+    return dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train, seed=args.seed))
 
 
 def _one_at_a_time(folder: Path, stage: str, wait: bool = False):
@@ -111,8 +112,8 @@ def _train(args, cfg, out: Path):
         meta = external.train(paths.processed(args.dataset), out, _method_config(cfg, args), args.max_steps)
     else:
         meta = train(args.method, paths.processed(args.dataset), out, _method_config(cfg, args), args.max_steps)
-    print(f"train {args.dataset}/{args.method}{_seed_note(args)}: {meta.status.value} {meta.steps} steps in {meta.seconds:.1f} s, "
-          f"final loss {meta.final_loss}")
+    print(f"train {args.dataset}/{args.method}{_seed_note(args)}: {meta.status.value} {meta.steps} steps in "
+          f"{meta.seconds:.1f} s, final loss {meta.final_loss}")
 
 
 def cmd_predict(args):
@@ -131,8 +132,8 @@ def cmd_predict(args):
         meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method, args.seed),
                        args.out or paths.predictions(args.dataset, row, args.seed), mcfg.predict, mcfg.train.threads,
                        args.condition_head)
-    print(f"predict {args.dataset}/{args.method}{_seed_note(args)}{' (condition head)' if args.condition_head else ''}: "
-          f"{meta.status.value}")
+    head = " (condition head)" if args.condition_head else ""
+    print(f"predict {args.dataset}/{args.method}{_seed_note(args)}{head}: {meta.status.value}")
 
 
 def cmd_evaluate(args):

@@ -246,8 +246,8 @@ class SeedsConfig(Checked):
     and ``results/DATASET/METHOD/seed-S``); the first seed is the method's ``train.seed``, the pair's main run.
     The tables then show the mean over the seeds with its spread, and the interval draws the seeds as well as the
     subjects (benchmark/statistics.py). Every pair must be one the profile trains (:meth:`Config.pairs`)."""
-    extra: tuple[int, ...] = checked((), Rule("a list of distinct integers >= 0", lambda v: isinstance(v, tuple) and all(
-        _int(x) and x >= 0 for x in v) and len(set(v)) == len(v)))
+    extra: tuple[int, ...] = checked((), Rule("a list of distinct integers >= 0", lambda v: isinstance(v, tuple)
+                                              and all(_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)))
     datasets: tuple[str, ...] = checked((), NAMES)
     methods: tuple[str, ...] = checked((), NAMES)
 
@@ -516,7 +516,6 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"{src}: table4 asks for {missing}, which no evaluate stage produces "
                           f"(add them to datasets x methods, baselines or ablations)")
     return cfg
-
 
 
 def _check_seeds(cfg: Config) -> None:

@@ -1,5 +1,6 @@
 """The compute plan of a profile (``segbench plan``): for every trained (dataset, method) pair of the pipeline
-(``Config.pairs()``), and again for each of its extra training seeds (``seeds``), its training length and the GPU-hours it will take on a named GPU, before any compute.
+(``Config.pairs()``), and again for each of its extra training seeds (``seeds``), its training length and the
+GPU-hours it will take on a named GPU, before any compute.
 
 Per row: the training split in slices (from the processed dataset's manifest when it is here, else from the
 release's published split, ``PUBLISHED_SPLIT`` of its module in :mod:`benchmark.data.real`, else unknown),

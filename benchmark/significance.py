@@ -87,8 +87,8 @@ def legend(ev: Evidence, layout: TableLayout, tests: pd.DataFrame, tests_file: s
             f"cases ({c.bootstrap_resamples} resamples with seed {c.bootstrap_seed}, drawing subjects with all "
             f"their cases, and training seeds where there are several); a value without one has no per-case "
             f"results; ± is the standard deviation over a cell's training seeds (ddof 1). Cases (subjects) per "
-            f"dataset: {counts}; training seeds per cell: {seeds}. {DAGGER}: per-case Dice differs from MedFlowSeg's at "
-            f"Holm-adjusted p < {c.significance:g} (two-sided Wilcoxon signed-rank over the cases matched by id, "
+            f"dataset: {counts}; training seeds per cell: {seeds}. {DAGGER}: per-case Dice differs from MedFlowSeg's "
+            f"at Holm-adjusted p < {c.significance:g} (two-sided Wilcoxon signed-rank over the cases matched by id, "
             f"zero_method '{ZERO_METHOD}'; Holm over the {len(tests)} test{'' if len(tests) == 1 else 's'} of this "
             f"table, `{tests_file}`).")
 

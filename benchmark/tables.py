@@ -25,8 +25,8 @@ NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 DAGGER = "†"
 CELL_NOTE = ("Each cell: ours [interval] (paper's value, Δ = ours - paper); where a pair was trained with several "
              "seeds, ours is the mean over the seeds ± their standard deviation (ddof 1). Δ is given where our "
-             "dataset stands for the paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` "
-             "gives the verdict on every cell.")
+             "dataset stands for the paper's; \"paper X on D\": measured on other data than the paper's D. "
+             "`paper/claims_report.md` gives the verdict on every cell.")
 Marks = frozenset[tuple[str, str, str]]   # (dataset, column, method) of the Dice cells that get the dagger
 
 

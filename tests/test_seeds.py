@@ -138,4 +138,6 @@ def test_a_multi_seed_tiny_profile_renders_the_mean_and_spread_over_its_seeds(tm
     header = next(ln for ln in report.splitlines() if ln.startswith("| claim") and "seeds" in ln)
     line = next(ln for ln in report.splitlines() if "Table 1 / UNet / Average Dice" in ln)
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
-    assert cells["seeds"] == "3" and cells["ours"].split(" ± ")[0] == f"{mean:.4g}", cells
+    assert cells["seeds"] == "3" and cells["ours"] == f"{mean:.4g} ± {spread:.4g}", cells
+    headline = json.loads((proj / "paper/metrics.json").read_text())
+    assert headline["dice_mean.unet"] == pytest.approx(mean)
