@@ -15,7 +15,7 @@ import yaml
 from benchmark import paths
 from benchmark.cli import main
 from benchmark.config import ConfigError, load_config
-from tests.conftest import commit_all, copy_project, write_params
+from tests.conftest import TINY_PARAMS, commit_all, copy_project, write_params
 
 DS = "phantom-cardiac"
 
@@ -95,6 +95,24 @@ def test_train_predict_evaluate_with_a_seed_write_the_seed_folders(tiny_project,
     record = json.loads((paths.results(DS, "unet", 5) / "evaluation.json").read_text())
     assert record["status"] == "ok" and (paths.results(DS, "unet", 5) / "per_case.csv").is_file()
     assert not (paths.results(DS, "unet") / "evaluation.json").exists()
+
+
+def test_nnunet_trains_and_predicts_a_seed_in_its_seed_folders(tiny_project, monkeypatch):
+    """nnU-Net, which trains itself, gets the method section with train.seed = S (it seeds every fold from it) and
+    the seed's folders."""
+    from benchmark.methods import nnunet
+    from benchmark.records import PredictionRecord, RunRecord
+
+    monkeypatch.chdir(tiny_project)
+    write_params(tiny_project / "params.yaml", method={**TINY_PARAMS["method"], "nnunet": {}})
+    seen = []
+    monkeypatch.setattr(nnunet, "train", lambda processed, out, mcfg, max_steps: seen.append(
+        ("train", out, mcfg.train.seed)) or RunRecord.not_run("recorded", seconds=0.0))
+    monkeypatch.setattr(nnunet, "predict", lambda processed, model, out, mcfg: seen.append(
+        ("predict", model, out)) or PredictionRecord.not_run("recorded"))
+    assert main(["train", DS, "nnunet", "--seed", "3"]) == 0 and main(["predict", DS, "nnunet", "--seed", "3"]) == 0
+    assert seen == [("train", paths.run(DS, "nnunet", 3), 3),
+                    ("predict", paths.model(DS, "nnunet", 3), paths.predictions(DS, "nnunet", 3))]
 
 
 def test_a_negative_seed_is_refused(tiny_project, monkeypatch, capsys):
