@@ -4,7 +4,8 @@ A cell of a table is a mean over test cases of one training run, and, once runs 
 runs (seeds). Its per-case values are :class:`CaseValues`: ``(seeds, cases, columns)``, the columns being the
 classes or regions the cell averages. The cell's value is the evaluate stage's: per seed, the mean over columns
 of each column's mean over cases (a NaN, a case a convention excludes, is left out of its column's mean, and a
-column with no value out of the mean over columns); then the mean over seeds.
+column with no value out of the mean over columns); then the mean over seeds, whose spread (the standard deviation
+of the seeds' values, ddof 1) the tables show beside it.
 
 The interval (:func:`bootstrap_interval`) is a percentile bootstrap that resamples *subjects*, every case of a
 drawn subject together (a cluster bootstrap: the cases of one subject are not independent), and, with several
