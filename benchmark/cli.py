@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -20,6 +21,14 @@ def _config(args, *methods: str):
     cfg = load_config(args.params)
     cfg.check_methods(methods)
     return cfg
+
+
+def _method_config(cfg, args):
+    """The method's section on the dataset; with ``--seed S``, its ``train.seed`` replaced by S."""
+    mcfg = cfg.method_config(args.method, args.dataset)
+    if args.seed is None:
+        return mcfg
+    return dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train, seed=args.seed))
 
 
 def _one_at_a_time(folder: Path, stage: str, wait: bool = False):
@@ -81,7 +90,7 @@ def _trains_itself(method: str):
 
 def cmd_train(args):
     cfg = _config(args, args.method)
-    out = args.out or paths.run(args.dataset, args.method)
+    out = args.out or paths.run(args.dataset, args.method, args.seed)
     with _one_at_a_time(out, "train"):
         _train(args, cfg, out)
 
@@ -100,43 +109,46 @@ def _train(args, cfg, out: Path):
         print(f"train {args.dataset}/{args.method}: trains in one process; rank {os.environ['RANK']} has nothing to do")
         return
     if external:
-        meta = external.train(paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset),
-                              args.max_steps)
+        meta = external.train(paths.processed(args.dataset), out, _method_config(cfg, args), args.max_steps)
     else:
-        meta = train(args.method, paths.processed(args.dataset), out, cfg.method_config(args.method, args.dataset), args.max_steps)
-    print(f"train {args.dataset}/{args.method}: {meta.status.value} {meta.steps} steps in {meta.seconds:.1f} s, "
-          f"final loss {meta.final_loss}")
+        meta = train(args.method, paths.processed(args.dataset), out, _method_config(cfg, args), args.max_steps)
+    print(f"train {args.dataset}/{args.method}{_seed_note(args)}: {meta.status.value} {meta.steps} steps in "
+          f"{meta.seconds:.1f} s, final loss {meta.final_loss}")
 
 
 def cmd_predict(args):
     from benchmark.inference import predict
     cfg = _config(args, args.method)
-    mcfg = cfg.method_config(args.method, args.dataset)
+    mcfg = _method_config(cfg, args)
     external = _trains_itself(args.method)
     if external and args.condition_head:
         from benchmark.config import ConfigError
         raise ConfigError(f"{args.method} predicts with its own code and has no condition head to score")
     if external:
-        meta = external.predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
-                                args.out or paths.predictions(args.dataset, args.method), mcfg)
+        meta = external.predict(paths.processed(args.dataset), paths.model(args.dataset, args.method, args.seed),
+                                args.out or paths.predictions(args.dataset, args.method, args.seed), mcfg)
     else:
         row = f"{args.method}-head" if args.condition_head else args.method
-        meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method),
-                       args.out or paths.predictions(args.dataset, row), mcfg.predict, mcfg.train.threads,
+        meta = predict(paths.processed(args.dataset), paths.model(args.dataset, args.method, args.seed),
+                       args.out or paths.predictions(args.dataset, row, args.seed), mcfg.predict, mcfg.train.threads,
                        args.condition_head)
-    print(f"predict {args.dataset}/{args.method}{' (condition head)' if args.condition_head else ''}: "
-          f"{meta.status.value}")
+    head = " (condition head)" if args.condition_head else ""
+    print(f"predict {args.dataset}/{args.method}{_seed_note(args)}{head}: {meta.status.value}")
 
 
 def cmd_evaluate(args):
     from benchmark.evaluation import evaluate
     cfg = _config(args)
-    out = args.out or paths.results(args.dataset, args.method)
+    out = args.out or paths.results(args.dataset, args.method, args.seed)
     with _one_at_a_time(out, "evaluate"):
-        m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method), out,
+        m = evaluate(paths.processed(args.dataset), paths.predictions(args.dataset, args.method, args.seed), out,
                      cfg.evaluation, args.method)
     summary = {k: round(v, 4) if v is not None else None for k, v in (m.average or {}).items()}
-    print(f"evaluate {args.dataset}/{args.method}: {m.status.value} {summary}")
+    print(f"evaluate {args.dataset}/{args.method}{_seed_note(args)}: {m.status.value} {summary}")
+
+
+def _seed_note(args) -> str:
+    return "" if args.seed is None else f" (seed {args.seed})"
 
 
 def cmd_complexity(args):
@@ -247,13 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("train", cmd_train, "train METHOD on DATASET (resumes from the latest matching checkpoint)", method=True)
     s.add_argument("--out", type=Path, help="run folder (default: runs/DATASET/METHOD)")
     s.add_argument("--max-steps", type=int, help="stop after this many steps without writing the final model")
+    _seed_option(s, "train with train.seed = SEED into runs/DATASET/METHOD/seed-SEED (an extra training seed)")
     s = add("predict", cmd_predict, "write n samples per test case with the trained EMA weights", method=True)
     s.add_argument("--out", type=Path, help="predictions folder (default: runs/DATASET/METHOD/predictions)")
     s.add_argument("--condition-head", action="store_true",
                    help="the labels of the method's condition network's own head, from the same trained model "
                         "(default out: runs/DATASET/METHOD-head/predictions)")
+    _seed_option(s, "predict with the model trained with --seed SEED: runs/DATASET/METHOD/seed-SEED")
     s = add("evaluate", cmd_evaluate, "Dice/IoU/HD95 per case and class: evaluation.json, metrics.json, per_case.csv", method=True)
     s.add_argument("--out", type=Path, help="results folder (default: results/DATASET/METHOD)")
+    _seed_option(s, "evaluate the predictions of the run with --seed SEED into results/DATASET/METHOD/seed-SEED")
     s = add("complexity", cmd_complexity, "parameters and fvcore MACs of METHOD as configured, per network "
             "evaluation and per inference protocol, on one image of DATASET", method=True)
     s.add_argument("--out", type=Path, help="output file (default: results/DATASET/METHOD/complexity.json)")
@@ -283,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?", default="default", help="profiles/NAME.yaml or a path (for `use`)")
     add_cluster_commands(sub)
     return p
+
+
+def _seed_option(parser: argparse.ArgumentParser, help_: str) -> None:
+    parser.add_argument("--seed", type=_seed, metavar="SEED", help=help_)
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a training seed is an integer >= 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

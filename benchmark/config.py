@@ -252,6 +252,23 @@ class ConditionHeadConfig(Checked):
 
 
 @dataclass(frozen=True)
+class SeedsConfig(Checked):
+    """Training seeds beyond the first: each pair of ``datasets`` x ``methods`` is trained, predicted and evaluated
+    again once per seed of ``extra`` (``segbench train DATASET METHOD --seed S``, into ``runs/DATASET/METHOD/seed-S``
+    and ``results/DATASET/METHOD/seed-S``); the first seed is the method's ``train.seed``, the pair's main run.
+    The tables then show the mean over the seeds with its spread, and the interval draws the seeds as well as the
+    subjects (benchmark/statistics.py). Every pair must be one the profile trains (:meth:`Config.pairs`)."""
+    extra: tuple[int, ...] = checked((), Rule("a list of distinct integers >= 0", lambda v: isinstance(v, tuple)
+                                              and all(_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)))
+    datasets: tuple[str, ...] = checked((), NAMES)
+    methods: tuple[str, ...] = checked((), NAMES)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (dataset, method) pairs trained with every extra seed (none without an extra seed)."""
+        return [(d, m) for d in self.datasets for m in self.methods] if self.extra else []
+
+
+@dataclass(frozen=True)
 class Table4Config(Checked):
     """The complexity-and-uncertainty table (the shape of the paper's Table 4): parameters, MACs, CI,
     GED and Dice of each method on each dataset here. Every pair must be evaluated by the main
@@ -294,6 +311,7 @@ class Config(Checked):
     nfe_sweep: SweepConfig = SweepConfig()
     condition_head: ConditionHeadConfig = ConditionHeadConfig()
     table4: Table4Config = Table4Config()
+    seeds: SeedsConfig = SeedsConfig()
     claims: ClaimsConfig = ClaimsConfig()
     # How the train stages start `segbench`: "segbench" (one process), or an Accelerate launch for several GPUs
     # or nodes, e.g. "accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli" (README "Training").
@@ -307,6 +325,10 @@ class Config(Checked):
         out += [(d, m) for d in self.ablations.datasets for m in self.ablations.methods]
         out += [(d, self.condition_head.row) for d in self.condition_head.datasets]
         return list(dict.fromkeys(out))
+
+    def seeds_of(self, dataset: str, method: str) -> tuple[int, ...]:
+        """The extra training seeds of a pair (``seeds``; none for most)."""
+        return self.seeds.extra if (dataset, method) in self.seeds.pairs() else ()
 
     def trained_as(self, method: str) -> str:
         """The method whose training a row's scores come from: the condition-head row's is its method's."""
@@ -336,6 +358,7 @@ class Config(Checked):
         """Every method the profile names, with the key path of its first mention."""
         keys = [("methods", self.methods), ("baselines.methods", self.baselines.methods),
                 ("ablations.methods", self.ablations.methods), ("table4.methods", self.table4.methods),
+                ("seeds.methods", self.seeds.methods),
                 ("nfe_sweep.method", (self.nfe_sweep.method,) if self.nfe_sweep.datasets else ())]
         return _first_mention(keys)
 
@@ -343,7 +366,8 @@ class Config(Checked):
         """Every dataset the profile names, with the key path of its first mention."""
         keys = [("datasets", self.datasets), ("baselines.datasets", self.baselines.datasets),
                 ("ablations.datasets", self.ablations.datasets), ("nfe_sweep.datasets", self.nfe_sweep.datasets),
-                ("condition_head.datasets", self.condition_head.datasets), ("table4.datasets", self.table4.datasets)]
+                ("condition_head.datasets", self.condition_head.datasets), ("table4.datasets", self.table4.datasets),
+                ("seeds.datasets", self.seeds.datasets)]
         return _first_mention(keys)
 
     def check_names(self) -> None:
@@ -452,7 +476,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     raw = read_params(path)
     src = str(path)
     allowed = {"profile", "datasets", "methods", "data", "train", "predict", "evaluation", "method", "baselines",
-               "ablations", "nfe_sweep", "condition_head", "table4", "claims", "launcher",
+               "ablations", "nfe_sweep", "condition_head", "table4", "seeds", "claims", "launcher",
                "cluster"}  # validated by benchmark/cluster/resources.py (segbench cluster)
     unknown = sorted(set(raw) - allowed, key=str)
     if unknown:
@@ -484,6 +508,7 @@ def load_config(path: Path | str = "params.yaml") -> Config:
         "nfe_sweep": build_section(SweepConfig, raw.get("nfe_sweep"), "nfe_sweep", src),
         "condition_head": build_section(ConditionHeadConfig, raw.get("condition_head"), "condition_head", src),
         "table4": build_section(Table4Config, raw.get("table4"), "table4", src),
+        "seeds": build_section(SeedsConfig, raw.get("seeds"), "seeds", src),
         "claims": build_section(ClaimsConfig, raw.get("claims"), "claims", src)}, "", src)
     for name, key in cfg.named_methods().items():
         if name not in cfg.method:
@@ -497,9 +522,24 @@ def load_config(path: Path | str = "params.yaml") -> Config:
     if untrained:
         raise ConfigError(f"{src}: condition_head.datasets {untrained}: {head.method} is not trained there "
                           f"(the row reads its trained model)")
+    _check_seeds(cfg)
     missing = [f"{d}/{m}" for d in cfg.table4.datasets for m in cfg.table4.methods if not cfg.evaluated(d, m)]
     if missing:
         raise ConfigError(f"{src}: table4 asks for {missing}, which no evaluate stage produces "
                           f"(add them to datasets x methods, baselines or ablations)")
     return cfg
 
+
+def _check_seeds(cfg: Config) -> None:
+    """Each pair of ``seeds`` is trained by the profile (not the condition-head row, which trains nothing), and no
+    extra seed is the pair's first one (its method's ``train.seed``)."""
+    trained = [p for p in cfg.pairs() if cfg.trained_as(p[1]) == p[1]]
+    outside = [f"{d}/{m}" for d in cfg.seeds.datasets for m in cfg.seeds.methods if (d, m) not in trained]
+    if outside:
+        raise ConfigError(f"{cfg.source}: seeds: {outside} are pairs the profile does not train (seeds.datasets x "
+                          f"seeds.methods must lie in datasets x methods, baselines or ablations)")
+    for d, m in cfg.seeds.pairs():
+        first = cfg.method_config(m, d).train.seed
+        if first in cfg.seeds.extra:
+            raise ConfigError(f"{cfg.source}: seeds.extra: {first} is already {d}/{m}'s first training seed "
+                              f"(method.{m} train.seed); list only the seeds trained beyond it")

@@ -68,7 +68,8 @@ class Evidence:
     """What the tables stage renders. ``results``: evaluation records of ``cfg.pairs()``; ``complexity``: of
     ``table4``'s pairs; ``runs``: run records of ``cfg.pairs()``; ``manifests``: manifest of each dataset
     named anywhere (``manifest_errors`` says why one is absent); ``per_case``: the per-case results of each
-    evaluated pair, one entry per training seed (one today: the pipeline trains one seed); ``losses``:
+    evaluated pair, one entry per training seed: the main run's, then each extra seed's of ``seeds`` that was
+    evaluated (:func:`_seed_runs`); ``losses``:
     ``loss.csv`` per pair (empty where absent); ``sweeps``: the NFE sweep per dataset of ``nfe_sweep`` that has one."""
     cfg: Config
     catalogue: Catalogue
@@ -161,7 +162,7 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
                               for ds in cfg.table4.datasets for m in cfg.table4.methods},
                   runs={(d, m): read_record(paths.model(d, cfg.trained_as(m)) / "meta.json", RunRecord,
                                             missing_ok=True) for d, m in pairs},
-                  per_case={p: [_case_tables(paths.results(*p))] for p, r in results.items()
+                  per_case={p: _seed_runs(cfg, p) for p, r in results.items()
                             if r is not None and r.ok and (paths.results(*p) / "per_case.csv").is_file()},
                   losses={(d, m): _loss(paths.run(d, cfg.trained_as(m)) / "loss.csv") for d, m in pairs},
                   sweeps=_sweeps(cfg))
@@ -172,6 +173,18 @@ def load_evidence(cfg: Config, catalogue_path: Path = CATALOGUE,
         except (ValueError, OSError) as err:
             ev.manifest_errors[ds] = str(err)
     return ev
+
+
+def _seed_runs(cfg: Config, pair: Pair) -> list[CaseTables]:
+    """The per-case results of ``pair``'s main run, then of each of its extra seeds (``seeds.extra``) whose
+    evaluation is there and ok."""
+    extra = [paths.results(*pair, seed) for seed in cfg.seeds_of(*pair)]
+    return [_case_tables(f) for f in [paths.results(*pair)] + [f for f in extra if _evaluated(f)]]
+
+
+def _evaluated(folder: Path) -> bool:
+    r = read_record(folder / "evaluation.json", EvaluationRecord, missing_ok=True)
+    return r is not None and r.ok and (folder / "per_case.csv").is_file()
 
 
 def _case_tables(folder: Path) -> CaseTables:

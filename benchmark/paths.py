@@ -1,4 +1,6 @@
 """Where each stage reads and writes, relative to the project root (the DVC layout)."""
+from __future__ import annotations
+
 from pathlib import Path
 
 DATA = Path("data")
@@ -25,17 +27,23 @@ def processed(dataset: str) -> Path:
     return DATA / "processed" / dataset
 
 
-def run(dataset: str, method: str) -> Path:
-    return RUNS / dataset / method
+def seeded(folder: Path, seed: int | None) -> Path:
+    """The folder of a pair's run with extra training seed ``seed`` (``profile seeds.extra``) inside the pair's
+    ``folder``: ``folder/seed-S``; ``folder`` itself for the pair's main run (``seed`` None)."""
+    return folder if seed is None else folder / f"seed-{seed}"
 
 
-def model(dataset: str, method: str) -> Path:
-    return run(dataset, method) / "model"
+def run(dataset: str, method: str, seed: int | None = None) -> Path:
+    return seeded(RUNS / dataset / method, seed)
 
 
-def predictions(dataset: str, method: str) -> Path:
-    return run(dataset, method) / "predictions"
+def model(dataset: str, method: str, seed: int | None = None) -> Path:
+    return run(dataset, method, seed) / "model"
 
 
-def results(dataset: str, method: str) -> Path:
-    return RESULTS / dataset / method
+def predictions(dataset: str, method: str, seed: int | None = None) -> Path:
+    return run(dataset, method, seed) / "predictions"
+
+
+def results(dataset: str, method: str, seed: int | None = None) -> Path:
+    return seeded(RESULTS / dataset / method, seed)

@@ -1,5 +1,6 @@
 """The compute plan of a profile (``segbench plan``): for every trained (dataset, method) pair of the pipeline
-(``Config.pairs()``), its training length and the GPU-hours it will take on a named GPU, before any compute.
+(``Config.pairs()``), and again for each of its extra training seeds (``seeds``), its training length and the
+GPU-hours it will take on a named GPU, before any compute.
 
 Per row: the training split in slices (from the processed dataset's manifest when it is here, else from the
 release's published split, ``PUBLISHED_SPLIT`` of its module in :mod:`benchmark.data.real`, else unknown),
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -123,6 +124,7 @@ class Row:
     sample_hours: float | None
     memory_gib: float | None
     estimate: str                     # how the hours were had, or why there are none
+    seed: int | None = None           # an extra training seed of the pair (None: its main run)
 
     @property
     def hours(self) -> float | None:
@@ -272,7 +274,8 @@ def _read_cache(path: Path | None) -> dict[str, float]:
 
 def plan(cfg: Config, gpu: str, table: StepTable, cache: Path | None = FLOPS_CACHE) -> list[Row]:
     planner = Planner(cfg, table, gpu, cache)
-    return [planner.row(d, m) for d, m in cfg.pairs() if cfg.trained_as(m) == m]   # a head row trains nothing
+    rows = [planner.row(d, m) for d, m in cfg.pairs() if cfg.trained_as(m) == m]   # a head row trains nothing
+    return rows + [replace(r, seed=s) for r in rows for s in cfg.seeds_of(r.dataset, r.method)]
 
 
 def _h(x: float | None) -> str:
@@ -289,7 +292,8 @@ def render(rows: list[Row], cfg: Config, gpu: str, gpus: int, table: StepTable) 
              "NFE | train GPU-h | sampling GPU-h | memory per process (GiB) | estimate |", "|" + "---|" * 12]
     for r in rows:
         memory = "" if r.memory_gib is None else f"{r.memory_gib:.1f}"
-        lines.append(f"| {r.dataset} | {r.method} | {_n(r.split.train_slices)} | "
+        method = r.method if r.seed is None else f"{r.method} (seed {r.seed})"
+        lines.append(f"| {r.dataset} | {method} | {_n(r.split.train_slices)} | "
                      f"{'' if r.epochs is None else f'{r.epochs:g}'} | {_n(r.steps) if r.steps else 'unknown'} | "
                      f"{r.global_batch or ''} | {r.micro_batch or ''} | {r.test} | {_h(r.train_hours)} | "
                      f"{_h(r.sample_hours)} | {memory} | {r.estimate} |")

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.config import (ClaimsConfig, ConditionHeadConfig, ConfigError, DataConfig, EvalConfig, MatrixConfig, PredictConfig,
-                              SweepConfig, Table4Config, TrainConfig, load_config, read_params)
+                              SeedsConfig, SweepConfig, Table4Config, TrainConfig, load_config, read_params)
 from benchmark.data.store import atomic_write
 
 PROFILES = Path("profiles")
@@ -27,7 +27,7 @@ PARAMS = Path("params.yaml")
 OPTIONAL = {"launcher": lambda: "segbench", "data": DataConfig, "train": TrainConfig, "predict": PredictConfig,
             "evaluation": EvalConfig, "baselines": MatrixConfig, "ablations": MatrixConfig,
             "nfe_sweep": SweepConfig, "condition_head": ConditionHeadConfig, "table4": Table4Config,
-            "claims": ClaimsConfig}
+            "seeds": SeedsConfig, "claims": ClaimsConfig}
 HEADER = "# Written by `segbench profile use {name}` from {source}: edit that file and switch again.\n"
 
 

@@ -17,7 +17,7 @@ from benchmark.data.manifest import check_leaks
 from benchmark.data.store import atomic_write
 from benchmark.evidence import Evidence
 from benchmark.metrics.multirater import DIVERSITY_READINGS
-from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Line
+from benchmark.reproduction import NOT_RUN, RESULT_VERDICTS, SETTING_VERDICTS, Line, Measured
 
 STEM = "claims_report"
 FIGURES = ("qualitative.png", "uncertainty.png", "nfe_sweep.png", "training_curves.png")
@@ -70,10 +70,16 @@ def _interval(ln: Line) -> dict[str, str]:
             "seeds": str(i.n_seeds)}
 
 
+def _ours(m: Measured) -> str:
+    """Our value; over several training seeds their mean ± their standard deviation."""
+    spread = m.interval.seed_spread if m.interval is not None else None
+    return _fmt(m.value) + ("" if spread is None else f" ± {_fmt(spread)}")
+
+
 def claim_rows(lines: list[Line]) -> pd.DataFrame:
     return pd.DataFrame([{
         "claim": ln.claim.id, "source": f"{ln.claim.table} / {ln.claim.row} / {ln.claim.column}",
-        "paper": f"{_fmt(ln.claim.value)} {ln.claim.unit}", "ours": _fmt(ln.measured.value), **_interval(ln),
+        "paper": f"{_fmt(ln.claim.value)} {ln.claim.unit}", "ours": _ours(ln.measured), **_interval(ln),
         "Δ": "" if ln.delta is None else f"{ln.delta:+.3g}", "verdict": f"**{ln.verdict}**",
         "measured on": ln.where, "why": ln.reasons} for ln in lines])
 

@@ -55,6 +55,7 @@ class Measured:
     reading: str = ""                 # which structure the value scores, where the paper's column names one
     selection: Selection | None = None    # the per-case values ``value`` is the mean of (None: not such a mean)
     interval: Interval | None = None      # the bootstrap interval of that mean (None: no per-case results)
+    # (over several training seeds, ``value`` is the mean over the seeds and ``interval`` draws seeds too)
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -158,9 +159,13 @@ def _scale(metric: str) -> float:
 
 
 def _with_interval(ev: Evidence, m: Measured) -> Measured:
+    """``m`` with the interval of its selection; over several training seeds its value becomes the mean over the
+    seeds (the evaluation record read so far is the main run's alone)."""
     if m.value is None or m.selection is None:
         return m
-    return dataclasses.replace(m, interval=ev.interval((m.dataset, m.method), m.selection))
+    interval = ev.interval((m.dataset, m.method), m.selection)
+    value = interval.point if interval is not None and interval.n_seeds > 1 else m.value
+    return dataclasses.replace(m, value=value, interval=interval)
 
 
 def _measure_regions(claim: Claim, result: EvaluationRecord, paper_dataset: PaperDataset, dataset: str, method: str,

@@ -80,14 +80,15 @@ def legend(ev: Evidence, layout: TableLayout, tests: pd.DataFrame, tests_file: s
     runs = {p: ev.per_case[p] for p in pairs if p in ev.per_case}
     cases = {ds: (run[0].classes["case_id"].nunique(), run[0].classes["subject_id"].nunique())
              for (ds, _), run in runs.items()}
-    seeds = sorted({len(run) for run in runs.values()})
+    several = "; ".join(f"{ds}/{m} {len(run)}" for (ds, m), run in runs.items() if len(run) > 1)
+    seeds = "none" if not runs else "1" + (f", except {several}" if several else "")
     counts = "; ".join(f"{ds} {n} ({s})" for ds, (n, s) in sorted(cases.items())) or "none"
     return (f"Intervals: [low, high] is the {100 * c.confidence:g}% percentile bootstrap interval of the mean over "
             f"cases ({c.bootstrap_resamples} resamples with seed {c.bootstrap_seed}, drawing subjects with all "
             f"their cases, and training seeds where there are several); a value without one has no per-case "
-            f"results. Cases (subjects) per dataset: {counts}; training seeds per cell: "
-            f"{', '.join(map(str, seeds)) or 'none'}. {DAGGER}: per-case Dice differs from MedFlowSeg's at "
-            f"Holm-adjusted p < {c.significance:g} (two-sided Wilcoxon signed-rank over the cases matched by id, "
+            f"results; ± is the standard deviation over a cell's training seeds (ddof 1). Cases (subjects) per "
+            f"dataset: {counts}; training seeds per cell: {seeds}. {DAGGER}: per-case Dice differs from MedFlowSeg's "
+            f"at Holm-adjusted p < {c.significance:g} (two-sided Wilcoxon signed-rank over the cases matched by id, "
             f"zero_method '{ZERO_METHOD}'; Holm over the {len(tests)} test{'' if len(tests) == 1 else 's'} of this "
             f"table, `{tests_file}`).")
 

@@ -4,7 +4,8 @@ A cell of a table is a mean over test cases of one training run, and, once runs 
 runs (seeds). Its per-case values are :class:`CaseValues`: ``(seeds, cases, columns)``, the columns being the
 classes or regions the cell averages. The cell's value is the evaluate stage's: per seed, the mean over columns
 of each column's mean over cases (a NaN, a case a convention excludes, is left out of its column's mean, and a
-column with no value out of the mean over columns); then the mean over seeds.
+column with no value out of the mean over columns); then the mean over seeds, whose spread (the standard deviation
+of the seeds' values, ddof 1) the tables show beside it.
 
 The interval (:func:`bootstrap_interval`) is a percentile bootstrap that resamples *subjects*, every case of a
 drawn subject together (a cluster bootstrap: the cases of one subject are not independent), and, with several
@@ -55,11 +56,18 @@ class CaseValues:
     def n_subjects(self) -> int:
         return len(set(self.subjects))
 
+    def per_seed(self) -> np.ndarray:
+        """``(seeds,)`` each seed's value: the mean over columns of the column means (NaN where none)."""
+        return _mean_of_column_means(np.nansum(self.values, axis=1), np.sum(~np.isnan(self.values), axis=1))
+
     def point(self) -> float | None:
-        """The cell's value: the mean over seeds of each seed's mean over columns of the column means."""
-        per_seed = [_mean_of_column_means(np.nansum(v, axis=0), np.sum(~np.isnan(v), axis=0))
-                    for v in self.values]
-        return None if any(np.isnan(per_seed)) else float(np.mean(per_seed))
+        """The cell's value: the mean over seeds of each seed's value (:meth:`per_seed`)."""
+        per_seed = self.per_seed()
+        return None if np.isnan(per_seed).any() else float(np.mean(per_seed))
+
+    def seed_spread(self) -> float | None:
+        """The standard deviation of the seeds' values (ddof 1); None with one seed or no value."""
+        return None if self.n_seeds < 2 or self.point() is None else float(np.std(self.per_seed(), ddof=1))
 
     def per_case(self) -> pd.Series:
         """Each case's value (mean over columns, then over seeds; NaN where none), indexed by case id."""
@@ -70,7 +78,10 @@ class CaseValues:
 
 @dataclass(frozen=True)
 class Interval:
-    """A bootstrap interval of a cell's value, and what it rests on."""
+    """A bootstrap interval of a cell's value, and what it rests on: ``point`` the value (the mean over seeds),
+    ``seed_spread`` the standard deviation of the seeds' values (None with one seed)."""
+    point: float
+    seed_spread: float | None
     low: float
     high: float
     confidence: float
@@ -119,7 +130,8 @@ def bootstrap_interval(cv: CaseValues, resamples: int, confidence: float, seed: 
     reps = reps[~np.isnan(reps)]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(reps, [alpha, 1 - alpha])     # linear interpolation, as scipy.stats.bootstrap
-    return Interval(float(low), float(high), confidence, resamples, cv.n_cases, cv.n_subjects, cv.n_seeds)
+    return Interval(cv.point(), cv.seed_spread(), float(low), float(high), confidence, resamples, cv.n_cases,
+                    cv.n_subjects, cv.n_seeds)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from benchmark.statistics import Interval
 
 NOT_RUN, NOT_IMPLEMENTED = "not run", "not implemented"
 DAGGER = "†"
-CELL_NOTE = ("Each cell: ours [interval] (paper's value, Δ = ours - paper). Δ is given where our dataset stands for "
-             "the paper's; \"paper X on D\": measured on other data than the paper's D. `paper/claims_report.md` "
-             "gives the verdict on every cell.")
+CELL_NOTE = ("Each cell: ours [interval] (paper's value, Δ = ours - paper); where a pair was trained with several "
+             "seeds, ours is the mean over the seeds ± their standard deviation (ddof 1). Δ is given where our "
+             "dataset stands for the paper's; \"paper X on D\": measured on other data than the paper's D. "
+             "`paper/claims_report.md` gives the verdict on every cell.")
 Marks = frozenset[tuple[str, str, str]]   # (dataset, column, method) of the Dice cells that get the dagger
 
 
@@ -39,13 +40,14 @@ def _row_label(method: str, ev: Evidence) -> str:
 _DECIMALS = {"%": 2, "mm": 2, "x100": 1, "M params": 3, "GFLOPs": 2}
 
 
-def _number(value: float, unit: str) -> str:
-    return f"{value:.{_DECIMALS.get(unit, 2)}f}"
-
-
-def with_interval(value: str, interval: Interval | None, decimals: int) -> str:
-    """``value [low, high]``, or ``value`` alone where there is no interval."""
-    return value if interval is None else f"{value} [{interval.low:.{decimals}f}, {interval.high:.{decimals}f}]"
+def with_interval(value: float, interval: Interval | None, decimals: int) -> str:
+    """``value [low, high]``; over several training seeds ``mean ± spread [low, high]``, the mean over the seeds
+    (``interval.point``) in place of ``value``; ``value`` alone where there is no interval."""
+    if interval is None:
+        return f"{value:.{decimals}f}"
+    ours = f"{value:.{decimals}f}" if interval.seed_spread is None else \
+        f"{interval.point:.{decimals}f} ± {interval.seed_spread:.{decimals}f}"
+    return f"{ours} [{interval.low:.{decimals}f}, {interval.high:.{decimals}f}]"
 
 
 def claim_cell(claim: Claim, m: Measured, with_paper: bool = True, mark: bool = False) -> str:
@@ -56,7 +58,7 @@ def claim_cell(claim: Claim, m: Measured, with_paper: bool = True, mark: bool = 
         status = NOT_RUN if m.implemented else NOT_IMPLEMENTED
         return f"{status} (paper {paper})" if with_paper else status
     decimals = _DECIMALS.get(claim.unit, 2)
-    ours = with_interval(_number(m.value, claim.unit), m.interval, decimals) + (DAGGER if mark else "")
+    ours = with_interval(m.value, m.interval, decimals) + (DAGGER if mark else "")
     if not with_paper:
         return ours
     if not m.same_data:
@@ -139,7 +141,7 @@ def _extra_cell(ev: Evidence, dataset: str, method: str, metric: str, region: st
         return NOT_RUN
     scale = 1.0 if metric == "hd95" else 100.0
     selection = Selection(metric, None if region is None else (region_key(region),), scale)
-    return with_interval(f"{scale * block[metric]:.2f}", ev.interval((dataset, method), selection), 2)
+    return with_interval(scale * block[metric], ev.interval((dataset, method), selection), 2)
 
 
 def layout_datasets(layout: TableLayout, ev: Evidence) -> tuple[str, ...]:
@@ -207,7 +209,7 @@ def _our_value(ev: Evidence, ds: str, m: str, value: str, regions: tuple[str, ..
             return NOT_RUN
         mean = sum(b["set_metrics"][value] for b in blocks) / len(blocks)
         columns = tuple(f"{region_key(name)}_{value}" for name in regions)
-    return with_interval(f"{100 * mean:.1f}", ev.interval((ds, m), Selection(None, columns)), 1)
+    return with_interval(100 * mean, ev.interval((ds, m), Selection(None, columns)), 1)
 
 
 def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
@@ -228,8 +230,8 @@ def complexity_caption(ev: Evidence, layout: TableLayout) -> str:
             f"{next((results[p].conventions['fusion'] for p in ok), '?')} against the raters' "
             f"{next((results[p].conventions['reference'] for p in ok), '?')}. With several foreground classes each "
             f"pairwise score is the mean over classes; on a dataset standing for REFUGE2-Cup every column reads the "
-            f"cup region alone. Each figure is the mean over the test cases of one training run "
-            f"(one seed). The paper's values are on REFUGE2-Cup. " + CELL_NOTE)
+            f"cup region alone. Each CI, GED and Dice figure is the mean over the test cases (and over the "
+            f"training seeds where a pair has several). The paper's values are on REFUGE2-Cup. " + CELL_NOTE)
 
 
 def results_caption(ev: Evidence, layout: TableLayout) -> str:

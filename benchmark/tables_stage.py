@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmark import paths
 from benchmark.config import Config
 from benchmark.data.store import atomic_write, json_text
-from benchmark.evidence import Evidence, load_evidence
+from benchmark.evidence import Evidence, Selection, load_evidence
 from benchmark.reproduction import Line, judge_all
 
 
@@ -45,12 +45,16 @@ def headline_metrics(ev: Evidence, lines: list[Line]) -> dict[str, dict[str, flo
     """What ``dvc metrics show`` lists for the tables stage: each main method's Dice (%) averaged over the
     main matrix's datasets (the ablation variants have Table 3); each compared method's Dice averaged over
     the baselines' datasets, where it has all of them, so the baselines compare on equal data; and how many
-    claims got each verdict."""
+    claims got each verdict. A pair trained with several seeds counts with its mean over them."""
     cfg = ev.cfg
 
     def dice(ds: str, m: str) -> float | None:
+        """The pair's Dice, over its training seeds where it has several."""
         r = ev.results.get((ds, m))
-        return 100 * r.average["dice"] if r is not None and r.ok and r.average["dice"] is not None else None
+        if r is None or not r.ok or r.average["dice"] is None:
+            return None
+        seeds = ev.interval((ds, m), Selection("dice", None))
+        return seeds.point if seeds is not None and seeds.n_seeds > 1 else 100 * r.average["dice"]
 
     def mean_over(datasets: tuple[str, ...], methods: tuple[str, ...], complete: bool) -> dict[str, float]:
         out = {}

@@ -95,6 +95,16 @@ def test_measured_rows_are_measured_scaled_rows_are_marked_and_the_total_is_the_
     assert "training 0.0 over 2 of 2 rows, sampling 0.0 over 2 of 2 rows" in text
 
 
+def test_each_extra_training_seed_is_a_row_of_its_own_and_counts_in_the_total(tmp_path):
+    cfg = load_config(profile(tmp_path, seeds={"extra": [1, 2], "datasets": ["glas"], "methods": ["unet"]}))
+    steps = load_step_table(table(tmp_path))
+    rows = plan(cfg, "h100", steps)
+    assert [(r.method, r.seed) for r in rows] == [("unet", None), ("medflowseg", None), ("unet", 1), ("unet", 2)]
+    assert rows[2].train_hours == rows[3].train_hours == rows[0].train_hours
+    text = render(rows, cfg, "h100", 1, steps)
+    assert "| glas | unet (seed 2) |" in text and "over 4 of 4 rows" in text
+
+
 def test_a_fit_between_measured_batches_and_a_batch_that_does_not_fit(tmp_path):
     cfg = load_config(profile(tmp_path, unet_train={"batch_size": 3}))
     rows = {r.method: r for r in plan(cfg, "h100", load_step_table(table(tmp_path)))}

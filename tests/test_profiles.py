@@ -59,7 +59,8 @@ def test_check_data_stops_a_hand_written_params_yaml_that_lacks_a_section(tmp_pa
     assert main(["check-data", "--no-probe", "--out", str(tmp_path / "a.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("segbench check-data: error: params.yaml: no section ['ablations', 'baselines', 'claims', "
-                          "'condition_head', 'evaluation', 'nfe_sweep', 'table4'], which later stages read"), err
+                          "'condition_head', 'evaluation', 'nfe_sweep', 'seeds', 'table4'], which later stages "
+                          "read"), err
     assert not (tmp_path / "a.json").exists()
 
 

@@ -100,6 +100,16 @@ def test_seeds_alone_vary_when_the_test_set_is_one_subject():
     interval = bootstrap_interval(cv, B, 0.95, seed=5)
     assert cv.point() == pytest.approx(0.4)
     assert (interval.low, interval.high) == pytest.approx((0.2, 0.6))
+    assert interval.point == pytest.approx(0.4) and interval.seed_spread == pytest.approx(np.std([0.2, 0.6], ddof=1))
+
+
+def test_the_seed_spread_is_of_each_seeds_mean_of_column_means_and_absent_for_one_seed():
+    """Seed 0: columns 0.2 and (NaN, 0.6 -> 0.6), value 0.4; seed 1: columns 0.4 and 0.8, value 0.6."""
+    values = np.array([[[0.2, np.nan], [0.2, 0.6]], [[0.4, 0.8], [0.4, 0.8]]])
+    cv = CaseValues(values, ("c0", "c1"), ("A", "B"))
+    assert cv.per_seed() == pytest.approx([0.4, 0.6]) and cv.seed_spread() == pytest.approx(np.std([0.4, 0.6], ddof=1))
+    one = CaseValues(values[:1], ("c0", "c1"), ("A", "B"))
+    assert one.seed_spread() is None and bootstrap_interval(one, 200, 0.95, 0).seed_spread is None
 
 
 def test_point_is_the_evaluate_stages_average_with_excluded_cases():

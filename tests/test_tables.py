@@ -296,7 +296,8 @@ def test_cells_carry_intervals_and_the_dagger_marks_holm_significant_dice(tmp_pa
     tex = (tmp_path / "tables" / "table1_cardiac.tex").read_text()
     assert "†" not in tex and "]$^{\\dagger}$ (paper 87.55" in tex
     md = (tmp_path / "tables" / "table1_cardiac.md").read_text()
-    assert "Cases (subjects) per dataset: phantom-cardiac 12 (12); training seeds per cell: 1, 2." in md
+    assert ("Cases (subjects) per dataset: phantom-cardiac 12 (12); training seeds per cell: 1, except "
+            "phantom-cardiac/medflowseg 2.") in md
     assert "†: per-case Dice differs from MedFlowSeg's at Holm-adjusted p < 0.05" in md
     assert "Holm over the 2 tests of this table, `table1_cardiac_wilcoxon.csv`" in md
 
@@ -312,6 +313,20 @@ def test_table4_set_metric_columns_carry_intervals(cfg):
     assert row["HM-IoU"] == "50.0 [50.0, 50.0]"     # every case the same: no spread
     assert row["CI"] == "70.0 [70.0, 70.0] (paper 83.2 on REFUGE2-Cup)"
     assert row["Params"] == "not run (paper 111)"    # no complexity record; never an interval
+
+
+def test_a_set_metric_column_over_several_seeds_shows_their_mean_and_spread(cfg):
+    """Table 4's columns of ours: over two seeds, the mean of the seeds' values ± their standard deviation, not
+    the main run's value of the evaluation record."""
+    ci = np.array([0.6 + 0.02 * i for i in range(10)])
+    runs = [case_tables({c: [0.5] * 10 for c in CLASSES[1:]}, sets={"ci_harmonic": list(v), "hm_iou": [0.5] * 10,
+                                                                 "ci_paper": [0.7] * 10, "ged_4": [0.25] * 10})
+            for v in (ci, ci + 0.1)]
+    ev = _evidence(cfg, {(DS, "medflowseg"): _result(0.5)}, per_case={(DS, "medflowseg"): runs})
+    row = _table("Table 4", ev).loc[(DS, "MedFlowSeg [ours: medflowseg]")]
+    per_seed = [100 * ci.mean(), 100 * (ci + 0.1).mean()]
+    assert row["CI (harmonic)"].startswith(f"{np.mean(per_seed):.1f} ± {np.std(per_seed, ddof=1):.1f} [")
+    assert row["HM-IoU"] == "50.0 ± 0.0 [50.0, 50.0]"
 
 
 def test_the_evidence_reads_each_evaluated_pairs_per_case_files_as_one_seed(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ params.yaml.
       stages:                         # per DVC stage, by name: over its kind's resources
         train@acdc-medflowseg: {nodes: 2}
 
-A stage's kind comes from its name (``baseline-train@...`` and ``ablation-train@...`` are ``train`` stages).
+A stage's kind comes from its name (``baseline-train@...``, ``ablation-train@...`` and ``seed-train@...`` are
+``train`` stages).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from benchmark.config import Checked, ConfigError, Rule, build_section, checked, integer, read_params
 
-# The DVC stage groups of dvc.yaml (the name before "@", without a baseline-/ablation- prefix) -> stage kind.
+# The DVC stage groups of dvc.yaml (the name before "@", without a baseline-/ablation-/head-/seed- prefix) -> kind.
 STAGE_KINDS = {"check-data": "data", "fetch": "data", "preprocess": "data", "train": "train", "predict": "predict",
                "nfe-sweep": "predict", "evaluate": "evaluate", "complexity": "evaluate", "tables": "tables"}
 COLLECT = "collect"  # the last job: `segbench cluster collect` (dvc commit of what the others made)
@@ -70,7 +71,9 @@ DEFAULTS = {
 
 def stage_kind(stage: str) -> str:
     """The kind of DVC stage ``stage`` (e.g. ``baseline-train@phantom-lesion-atfm`` -> ``train``)."""
-    group = stage.split("@")[0].removeprefix("baseline-").removeprefix("ablation-").removeprefix("head-")
+    group = stage.split("@")[0]
+    for prefix in ("baseline-", "ablation-", "head-", "seed-"):
+        group = group.removeprefix(prefix)
     if group not in STAGE_KINDS:
         raise ConfigError(f"dvc.yaml: stage {stage}: no stage kind for '{group}' "
                           f"(known: {sorted(STAGE_KINDS)}; benchmark/cluster/resources.py STAGE_KINDS)")

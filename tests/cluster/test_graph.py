@@ -47,6 +47,8 @@ def test_the_job_graph_is_dvcs_graph(tmp_path, profile):
 def test_stage_kinds_and_their_default_resources():
     assert stage_kind("baseline-train@phantom-lesion-atfm") == "train"
     assert stage_kind("ablation-evaluate@phantom-lesion-medflowseg-sa") == "evaluate"
+    assert stage_kind("seed-train@phantom-lesion-unet-1") == "train"
+    assert stage_kind("seed-predict@phantom-lesion-unet-1") == "predict"
     assert stage_kind("nfe-sweep@phantom-fundus") == "predict" and stage_kind("check-data") == "data"
     assert DEFAULTS["data"].gpus == DEFAULTS["evaluate"].gpus == DEFAULTS["tables"].gpus == 0
     assert DEFAULTS["train"].gpus >= 1 and DEFAULTS["predict"].gpus == 1
@@ -100,6 +102,8 @@ def test_a_train_job_with_several_gpus_starts_under_accelerate():
     assert eight.startswith("accelerate launch --multi_gpu --num_processes 8 --num_machines 2 "
                             "--machine_rank $SLURM_NODEID --main_process_ip $(scontrol show hostnames")
     assert eight.endswith("-m benchmark.cli train acdc atfm")
+    seeded = stage_command("seed-train@acdc-unet-1", "segbench train acdc unet --seed 1", "segbench", Resources(gpus=2))
+    assert seeded.endswith("--num_processes 2 --num_machines 1 -m benchmark.cli train acdc unet --seed 1")
     profile_launcher = "accelerate launch --multi_gpu --num_processes 4 -m benchmark.cli"
     assert stage_command("train@acdc-unet", f"{profile_launcher} train acdc unet", profile_launcher,
                          Resources(gpus=2)).endswith("--num_processes 2 --num_machines 1 -m benchmark.cli train acdc unet")
