@@ -177,9 +177,15 @@ def cmd_nfe_sweep(args):
     cfg = _config(args, args.method)
     mcfg = cfg.method_config(args.method, args.dataset)
     out = args.out or paths.results(args.dataset, args.method) / "nfe_sweep"
+
+    def given(option: str):
+        """The command line's value of ``option``, else the profile's ``nfe_sweep.<option>``."""
+        value = getattr(args, option)
+        return getattr(cfg.nfe_sweep, option) if value is None else value
+
     with _one_at_a_time(out, "nfe-sweep"):
         df = nfe_sweep(paths.processed(args.dataset), paths.model(args.dataset, args.method), out,
-                       sweep_settings(args.steps, args.dopri5, args.rtol, args.atol), args.n_samples,
+                       sweep_settings(list(given("steps")), given("dopri5"), given("rtol"), given("atol")), args.n_samples,
                        mcfg.predict.seed, mcfg.predict.batch_size, mcfg.train.threads, cfg.evaluation)
     print(f"nfe-sweep {args.dataset}/{args.method}: {'not run' if df.empty else f'{len(df)} settings'} -> {out}")
     if not df.empty:
@@ -274,11 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="output file (default: results/DATASET/METHOD/complexity.json)")
     s = add("nfe-sweep", cmd_nfe_sweep, "Dice against NFE of a flow-matching method over ODE solver settings "
             "(Euler step counts, dopri5)", method=True)
-    s.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 50], help="Euler step counts")
-    s.add_argument("--dopri5", action=argparse.BooleanOptionalAction, default=True,
-                   help="add one adaptive dopri5 setting (default: on)")
-    s.add_argument("--rtol", type=float, default=1e-3, help="dopri5 relative tolerance")
-    s.add_argument("--atol", type=float, default=1e-3, help="dopri5 absolute tolerance")
+    s.add_argument("--steps", type=int, nargs="+", help="Euler step counts (default: nfe_sweep.steps)")
+    s.add_argument("--dopri5", action=argparse.BooleanOptionalAction,
+                   help="add one adaptive dopri5 setting (default: nfe_sweep.dopri5)")
+    s.add_argument("--rtol", type=float, help="dopri5 relative tolerance (default: nfe_sweep.rtol)")
+    s.add_argument("--atol", type=float, help="dopri5 absolute tolerance (default: nfe_sweep.atol)")
     s.add_argument("--n-samples", type=int, default=1,
                    help="samples per case and setting, fused as the evaluate stage does")
     s.add_argument("--out", type=Path, help="output folder (default: results/DATASET/METHOD/nfe_sweep)")

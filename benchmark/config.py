@@ -233,9 +233,16 @@ class MatrixConfig(Checked):
 
 @dataclass(frozen=True)
 class SweepConfig(Checked):
-    """The Dice-vs-NFE sweep of one flow-matching method (``segbench nfe-sweep``)."""
+    """The Dice-vs-NFE sweep of one flow-matching method (``segbench nfe-sweep``): Euler at each of ``steps``,
+    and dopri5 at ``rtol``/``atol`` where ``dopri5`` (the command line's options override these)."""
     datasets: tuple[str, ...] = checked((), NAMES)
     method: str = checked("medflowseg", NAME)
+    steps: tuple[int, ...] = checked((1, 2, 4, 8, 16, 50), Rule(
+        "a non-empty list of distinct integers >= 1", lambda v: isinstance(v, tuple) and len(v) > 0
+        and all(_int(x) and x >= 1 for x in v) and len(set(v)) == len(v)))
+    dopri5: bool = checked(True, BOOLEAN)
+    rtol: float = checked(1e-3, number(0, low_open=True))
+    atol: float = checked(1e-3, number(0, low_open=True))
 
 
 @dataclass(frozen=True)

@@ -206,15 +206,18 @@ def training_curves_figure(ev: Evidence, out: Path) -> Path:
 
     cfg = ev.cfg
     datasets = list(dict.fromkeys(d for d, _ in cfg.pairs()))
-    methods = list(dict.fromkeys(m for _, m in cfg.pairs()))
-    colours = dict(zip(methods, plt.get_cmap("tab10").colors * 2))
+    # a row scored from another method's training (the condition head) has no curve of its own
+    trained = [(d, m) for d, m in cfg.pairs() if cfg.trained_as(m) == m]
+    methods = list(dict.fromkeys(m for _, m in trained))
+    palette = plt.get_cmap("tab20").colors
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
     ncols = min(4, len(datasets))
     nrows = -(-len(datasets) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 1.0), squeeze=False, sharey=True,
                              layout="constrained")
     handles = {}
     for ax, ds in zip(axes.flat, datasets):
-        drawn = [m for d, m in cfg.pairs() if d == ds]
+        drawn = [m for d, m in trained if d == ds]
         n_lines = 0
         for m in drawn:
             df = ev.losses[(ds, m)]

@@ -16,7 +16,7 @@ from benchmark.data.sources import fetch
 from benchmark.data.store import save_arrays
 from benchmark.evidence import load_evidence
 from benchmark.figures import training_curves_figure, uncertainty_figure
-from tests.conftest import TINY_PARAMS, write_params
+from tests.conftest import ROOT, TINY_PARAMS, write_params
 from tests.evidence_helpers import CATALOGUE, CLAIMS
 
 LESION = "phantom-lesion"  # four raters per case
@@ -90,3 +90,27 @@ def test_uncertainty_figure_of_a_profile_without_table4_methods(tmp_path, monkey
                                    table4={"datasets": [], "methods": []}))
     png = uncertainty_figure(_evidence(cfg), tmp_path / "figs" / "uncertainty.png")
     assert mpimg.imread(png).ndim == 3   # a figure saying there is nothing to show, not a traceback
+
+
+def test_training_curves_of_more_methods_than_colours_and_a_condition_head_row(tmp_path, monkeypatch,
+                                                                               lesion_processed):
+    """The full CPU profile trains 21 methods on the lesions and scores MedFlowSeg's head as a row of its own."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(lesion_processed, paths.processed(LESION))
+    full = load_config(ROOT / "profiles/cpu-full.yaml")
+    baselines = list(full.baselines.methods)
+    cfg = load_config(write_params(
+        tmp_path / "params.yaml", datasets=[LESION], methods=["unet", "flowseg-plain", "medflowseg"],
+        method={**{m: {} for m in baselines + list(full.ablations.methods)}, **TINY_PARAMS["method"]},
+        baselines={"datasets": [LESION], "methods": baselines},
+        ablations={"datasets": [LESION], "methods": list(full.ablations.methods)},
+        condition_head={"datasets": [LESION], "method": "medflowseg"},
+        nfe_sweep={"datasets": [], "method": "medflowseg"}, table4={"datasets": [], "methods": []}))
+    trained = {m for _, m in cfg.pairs() if cfg.trained_as(m) == m}
+    assert len(trained) == 20 and len({m for _, m in cfg.pairs()}) == 21      # the head: a row, not a training
+    steps = np.arange(1, 51)
+    for m in trained:
+        paths.run(LESION, m).mkdir(parents=True)
+        pd.DataFrame({"step": steps, "loss": np.exp(-steps / 20), "lr": 1e-3, "seconds": 0.1}).to_csv(
+            paths.run(LESION, m) / "loss.csv", index=False)
+    _decodes(training_curves_figure(_evidence(cfg), tmp_path / "figs" / "curves.png"))

@@ -19,7 +19,7 @@ from benchmark.methods import build_method
 from benchmark.nfe_sweep import NotSweepableError, _sample_case, nfe_sweep
 from benchmark.training.trainer import train
 from medflowseg.flow import ODESolver
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, write_params
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LOOSE = ODESolver("dopri5", rtol=1e-2, atol=1e-2)
@@ -114,6 +114,18 @@ def test_cli_writes_under_results_and_errors_exit_2(tiny_project, plain_model, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("segbench nfe-sweep: error: runs/phantom-cardiac/unet/model: ")
     assert "does not sample with a medflowseg.flow.ODESolver" in err[0]
+
+
+def test_the_cli_takes_its_settings_from_the_profile_unless_given(tiny_project, plain_model, monkeypatch):
+    monkeypatch.chdir(tiny_project)
+    shutil.copytree(plain_model, tiny_project / "runs/phantom-cardiac/flowseg-plain/model")
+    write_params(tiny_project / "params.yaml", nfe_sweep={"datasets": ["phantom-cardiac"], "method": "flowseg-plain",
+                                                          "steps": [3, 1], "dopri5": False})
+    csv = tiny_project / "results/phantom-cardiac/flowseg-plain/nfe_sweep/nfe_sweep.csv"
+    assert main(["nfe-sweep", "phantom-cardiac", "flowseg-plain"]) == 0
+    assert pd.read_csv(csv)["steps"].tolist() == [3, 1]                  # the profile's, no dopri5
+    assert main(["nfe-sweep", "phantom-cardiac", "flowseg-plain", "--steps", "2"]) == 0
+    assert pd.read_csv(csv)["steps"].tolist() == [2]                     # the command line's
 
 
 def test_sweep_at_the_trained_solver_matches_predict_then_evaluate(tiny_processed, plain_model, tmp_path):
