@@ -198,7 +198,8 @@ SMOOTHING = 10  # steps of the rolling mean drawn for each loss curve
 def training_curves_figure(ev: Evidence, out: Path) -> Path:
     """One panel per dataset (``datasets``, then any other ``ablations.datasets``), a line per method with a
     ``loss.csv`` (``ev.losses``): the training loss divided by its value at step 1 (Dice + CE and velocity losses have
-    different scales), rolling mean over :data:`SMOOTHING` steps, log y axis; ablation variants dashed."""
+    different scales), rolling mean over :data:`SMOOTHING` steps, log y axis; ablation variants dashed. A loss that
+    reaches 0 or below (nnU-Net's CE - soft Dice) is named in the legend's title instead of drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -215,13 +216,16 @@ def training_curves_figure(ev: Evidence, out: Path) -> Path:
     nrows = -(-len(datasets) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 1.0), squeeze=False, sharey=True,
                              layout="constrained")
-    handles = {}
+    handles, unplotted = {}, set()
     for ax, ds in zip(axes.flat, datasets):
         drawn = [m for d, m in trained if d == ds]
         n_lines = 0
         for m in drawn:
             df = ev.losses[(ds, m)]
             if df.empty:
+                continue
+            if (df["loss"] <= 0).any():      # nnU-Net's CE - soft Dice: no place on a log axis of ratios
+                unplotted.add(m)
                 continue
             curve = df["loss"].rolling(SMOOTHING, min_periods=1).mean() / df["loss"].iloc[0]
             handles[m], = ax.plot(df["step"], curve, color=colours[m], lw=1.3 if m in cfg.compared_methods else 1.0,
@@ -242,8 +246,10 @@ def training_curves_figure(ev: Evidence, out: Path) -> Path:
     for ax in axes.flat[len(datasets):]:
         ax.set_visible(False)
     if handles:
+        title = "method (dashed: MedFlowSeg ablation variant)" + (
+            f"; not drawn, a loss that reaches 0 or below: {', '.join(sorted(unplotted))}" if unplotted else "")
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)),
-                   fontsize=8, title="method (dashed: MedFlowSeg ablation variant)", title_fontsize=8)
+                   fontsize=8, title=title, title_fontsize=8)
     fig.suptitle(f"Training loss, profile '{cfg.profile}' (each curve: rolling mean over {SMOOTHING} steps, "
                  "divided by its loss at step 1)", fontsize=9)
     atomic_write(out, lambda t: fig.savefig(t, dpi=110, format="png"))

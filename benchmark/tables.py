@@ -251,7 +251,7 @@ def results_caption(ev: Evidence, layout: TableLayout) -> str:
         regions = "; ".join(f"{n} = {' + '.join(info.class_names[c] for c in cs)}" for n, cs in info.regions.items())
         notes.append(f"{ds}: {kind}, stands for {info.stands_for}" + (f". {info.note}" if info.note else "")
                      + (f" Regions (unions of classes): {regions}." if regions else ""))
-    notes += filter(None, (ev.short_of_plateau(pair) for pair in ok))
+    notes += filter(None, (ev.loss_still_falling(pair) for pair in ok))
     scale = "paper-scale" if cfg.profile == "paper" else "CPU-scale: not comparable with the paper's numbers"
     return (f"Profile `{cfg.profile}` ({scale}). "
             f"Dice and IoU in %, HD95 in mm ({conv.get('hd95_convention', '?')} convention, "

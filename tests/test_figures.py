@@ -114,3 +114,19 @@ def test_training_curves_of_more_methods_than_colours_and_a_condition_head_row(t
         pd.DataFrame({"step": steps, "loss": np.exp(-steps / 20), "lr": 1e-3, "seconds": 0.1}).to_csv(
             paths.run(LESION, m) / "loss.csv", index=False)
     _decodes(training_curves_figure(_evidence(cfg), tmp_path / "figs" / "curves.png"))
+
+
+def test_a_loss_that_goes_below_zero_is_named_not_drawn(project, tmp_path, monkeypatch):
+    import matplotlib.figure
+    steps = np.arange(1, 51)
+    for m, loss in (("unet", np.exp(-steps / 20)), ("medflowseg", 0.3 - steps / 100)):   # the second: nnU-Net-like
+        paths.run(LESION, m).mkdir(parents=True)
+        pd.DataFrame({"step": steps, "loss": loss, "lr": 1e-3, "seconds": 0.1}).to_csv(
+            paths.run(LESION, m) / "loss.csv", index=False)
+    legends = []
+    original = matplotlib.figure.Figure.legend
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend",
+                        lambda self, *a, **k: legends.append((list(a[1]), k["title"])) or original(self, *a, **k))
+    _decodes(training_curves_figure(_evidence(project), tmp_path / "curves.png"))
+    (labels, title), = legends
+    assert labels == ["unet"] and title.endswith("not drawn, a loss that reaches 0 or below: medflowseg")
