@@ -9,16 +9,25 @@ from torch import nn
 from medflowseg.sampling import Samples
 
 
+def official_dice_ce(ce_weight: float, dice_weight: float) -> DiceCELoss:
+    """The loss of TransUNet's and Swin-Unet's official code: ``ce_weight`` x cross-entropy + ``dice_weight`` x a
+    soft Dice per class taken over the whole batch, with squared terms in its denominator, background included,
+    smooth 1e-5, averaged over the classes (TransUNet utils.py:22-45, the same file in Swin-Unet)."""
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, squared_pred=True, batch=True,
+                      smooth_nr=1e-5, smooth_dr=1e-5, lambda_ce=ce_weight, lambda_dice=dice_weight)
+
+
 class SupervisedSegmenter(nn.Module):
-    """``net``: ``(B, C, H, W)`` -> class logits ``(B, K, H, W)``."""
+    """``net``: ``(B, C, H, W)`` -> class logits ``(B, K, H, W)``; ``criterion``: the training loss of logits and
+    ``(B, 1, H, W)`` labels (default: MONAI's Dice + cross-entropy, Dice per image, each weighted 1)."""
 
     default_sampler = None
     """A deterministic network has no step rule."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, criterion: nn.Module | None = None):
         super().__init__()
         self.net = net
-        self.criterion = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.criterion = criterion or DiceCELoss(to_onehot_y=True, softmax=True)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.criterion(self.net(images), labels.unsqueeze(1))
@@ -35,8 +44,8 @@ class FixedSizeSegmenter(SupervisedSegmenter):
     """A supervised network built for one square input side ``img_size`` (its position embeddings or window
     masks are sized by it); any other size is a ``ValueError`` that names the setting."""
 
-    def __init__(self, net: nn.Module, name: str, img_size: int):
-        super().__init__(net)
+    def __init__(self, net: nn.Module, name: str, img_size: int, criterion: nn.Module | None = None):
+        super().__init__(net, criterion)
         self.name, self.img_size = name, img_size
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

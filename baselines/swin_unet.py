@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.official_weights import assign, network_in_channels, read_torch, repeat_grey
-from baselines.supervised import FixedSizeSegmenter
+from baselines.supervised import FixedSizeSegmenter, official_dice_ce
 
 
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -327,13 +327,17 @@ class SwinUnet(FixedSizeSegmenter):
             (2, 2, 2, 2), (3, 6, 12, 24), 7 at 224 px, 4.0); the decoder has the encoder's depths.
         drop_path_rate: stochastic depth at the last encoder block (official 0.2).
         pretrained: null (from scratch) or the path of Microsoft's swin_tiny_patch4_window7_224.pth.
+        official_loss: train with the official loss, 0.4 CE + 0.6 batch-level Dice (trainer.py:66-69;
+            :func:`~baselines.supervised.official_dice_ce`); false: the suite's Dice + CE, each weighted 1 (the
+            CPU profiles' choice).
     """
 
     def __init__(self, in_channels: int, num_classes: int, img_size: int = 256, patch_size: int = 4,
                  embed_dim: int = 96, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), window_size: int = 8,
-                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.2, pretrained: str | None = None):
+                 mlp_ratio: float = 4.0, drop_path_rate: float = 0.2, pretrained: str | None = None,
+                 official_loss: bool = False):
         net = SwinUnetNet(in_channels, num_classes, img_size, patch_size, embed_dim, tuple(depths),
                           tuple(num_heads), window_size, mlp_ratio, drop_path_rate)
         if pretrained is not None:
             net.load_official(pretrained)
-        super().__init__(net, "swin-unet", img_size)
+        super().__init__(net, "swin-unet", img_size, official_dice_ce(0.4, 0.6) if official_loss else None)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.official_weights import assign, network_in_channels, read_npz, repeat_grey
-from baselines.supervised import FixedSizeSegmenter
+from baselines.supervised import FixedSizeSegmenter, official_dice_ce
 
 
 class StdConv2d(nn.Conv2d):
@@ -255,16 +255,19 @@ class TransUNet(FixedSizeSegmenter):
             (official 768, 12, 12, 3072, 0.1, 0.0).
         decoder_channels, head_channels, n_skip: the CUP (official (256, 128, 64, 16), 512, 3).
         pretrained: null (from scratch) or the path of Google's R50+ViT-B_16.npz (ImageNet-21k).
+        official_loss: train with the official loss, 0.5 CE + 0.5 batch-level Dice (trainer.py:56-58;
+            :func:`~baselines.supervised.official_dice_ce`); false: the suite's Dice + CE, each weighted 1 (the
+            CPU profiles' choice, shared with the other supervised baselines).
     """
 
     def __init__(self, in_channels: int, num_classes: int, img_size: int = 256, resnet_width: int = 64,
                  resnet_units=(3, 4, 9), norm_groups: int = 32, hidden_size: int = 768, num_layers: int = 12,
                  num_heads: int = 12, mlp_dim: int = 3072, dropout_rate: float = 0.1,
                  attention_dropout_rate: float = 0.0, decoder_channels=(256, 128, 64, 16), head_channels: int = 512,
-                 n_skip: int = 3, pretrained: str | None = None):
+                 n_skip: int = 3, pretrained: str | None = None, official_loss: bool = False):
         net = TransUNetNet(in_channels, num_classes, img_size, resnet_width, resnet_units, norm_groups, hidden_size,
                            num_layers, num_heads, mlp_dim, dropout_rate, attention_dropout_rate,
                            tuple(decoder_channels), head_channels, n_skip)
         if pretrained is not None:
             net.load_official(pretrained)
-        super().__init__(net, "transunet", img_size)
+        super().__init__(net, "transunet", img_size, official_dice_ce(0.5, 0.5) if official_loss else None)

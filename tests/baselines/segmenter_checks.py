@@ -18,6 +18,11 @@ def section(profile: str, name: str) -> dict:
     return dict(load_config(ROOT / "profiles" / f"{profile}.yaml").method_config(name).model)
 
 
+def data_size(profile: str) -> int:
+    """``data.size`` of ``profiles/PROFILE.yaml``."""
+    return load_config(ROOT / "profiles" / f"{profile}.yaml").data.size
+
+
 def n_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -46,6 +51,6 @@ def check_trains_and_predicts(method, in_channels: int, num_classes: int, size: 
     assert method.default_sampler is None
     with pytest.raises(ValueError, match="deterministic network and takes no sampler"):
         method.sample(images, 1, g, sampler=ODESolver("euler", 2))
-    with pytest.raises(ValueError, match=r"built for 64x64 images .* set method\.[a-z-]+\.model\.img_size to "
-                                         r"data\.size"):
-        method.sample(torch.zeros(1, in_channels, 32, 32), 1, g)
+    with pytest.raises(ValueError, match=rf"built for {size}x{size} images .* set method\.[a-z-]+\.model\.img_size "
+                                         r"to data\.size"):
+        method.sample(torch.zeros(1, in_channels, size // 2, size // 2), 1, g)

@@ -8,7 +8,7 @@ import torch
 
 from baselines.official_weights import CheckpointError
 from baselines.transunet import StdConv2d, TransUNet
-from tests.baselines.segmenter_checks import check_trains_and_predicts, n_parameters, section
+from tests.baselines.segmenter_checks import check_trains_and_predicts, data_size, n_parameters, section
 
 TINY = dict(img_size=64, resnet_width=8, resnet_units=(1, 2, 1), norm_groups=4, hidden_size=16, num_layers=2,
             num_heads=2, mlp_dim=32, decoder_channels=(16, 8, 8, 4), head_channels=16)
@@ -45,8 +45,9 @@ def test_trains_and_predicts_with_every_parameter_reached():
     check_trains_and_predicts(TransUNet(1, 3, **TINY), 1, 3)
 
 
-def test_the_default_profile_section_builds_a_64_px_network():
-    check_trains_and_predicts(TransUNet(1, 4, **section("default", "transunet")), 1, 4)
+@pytest.mark.parametrize("profile", ["default", "cpu-full"])
+def test_the_cpu_profiles_sections_build_a_network_at_their_size(profile):
+    check_trains_and_predicts(TransUNet(1, 4, **section(profile, "transunet")), 1, 4, size=data_size(profile))
 
 
 def official_npz(old_grid: int) -> dict[str, np.ndarray]:
