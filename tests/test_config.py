@@ -31,7 +31,7 @@ def _error(path: Path) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml", "profiles/cpu-64.yaml"])
 def test_the_shipped_profiles_load(profile):
     cfg = load_config(ROOT / profile)
     assert cfg.datasets and cfg.methods and cfg.method_config(cfg.methods[0]).train.steps >= 1
@@ -223,7 +223,7 @@ def test_check_data_stops_on_a_dataset_or_method_no_package_registers(tmp_path, 
 
 
 def test_check_data_passes_the_shipped_profiles_names(tmp_path):
-    for profile in ("params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml"):
+    for profile in ("params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml", "profiles/cpu-64.yaml"):
         load_config(ROOT / profile).check_names()   # every name registered, every model section binds
 
 

@@ -111,7 +111,9 @@ def test_every_registered_method_is_in_a_table_of_the_full_cpu_profile_and_the_d
     assert _shown(default) <= _shown(full)
 
 
-def test_the_full_cpu_profile_runs_all_the_default_does_on_the_earlier_matrix():
+def test_the_full_cpu_profile_runs_all_the_default_does_and_cpu_64_every_method_on_the_earlier_matrix():
     default, full = load_config(ROOT / "profiles/default.yaml"), load_config(ROOT / "profiles/cpu-full.yaml")
-    assert set(default.pairs()) < set(full.pairs())
-    assert full.data.size == 64 and len(full.datasets) == 7      # the matrix the default ran until 2026-11-30
+    earlier = load_config(ROOT / "profiles/cpu-64.yaml")
+    assert set(default.pairs()) < set(full.pairs()) and full.data == default.data
+    assert _shown(full) <= _shown(earlier)
+    assert earlier.data.size == 64 and len(earlier.datasets) == 7      # the matrix the default ran until 2026-11-30

@@ -45,7 +45,7 @@ def test_trains_and_predicts_with_every_parameter_reached():
     check_trains_and_predicts(TransUNet(1, 3, **TINY), 1, 3)
 
 
-@pytest.mark.parametrize("profile", ["default", "cpu-full"])
+@pytest.mark.parametrize("profile", ["default", "cpu-64"])
 def test_the_cpu_profiles_sections_build_a_network_at_their_size(profile):
     check_trains_and_predicts(TransUNet(1, 4, **section(profile, "transunet")), 1, 4, size=data_size(profile))
 

@@ -157,7 +157,7 @@ def test_a_flow_method_refuses_a_sampler_of_another_kind(batch):
         build("flowseg-plain").sample(batch[0], 1, gen(0), DDIMSampler(2))
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml", "profiles/cpu-64.yaml"])
 def test_every_shipped_method_section_names_parameters_the_method_takes(profile):
     """The same parameter has the same name in every method: ``steps`` for the sampler, ``norm_groups``."""
     cfg = load_config(ROOT / profile)
