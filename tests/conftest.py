@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.config import DataConfig
+from benchmark.config import ConfigError, DataConfig, load_config
+from benchmark.errors import SegbenchError
 from benchmark.data.preprocess import preprocess
 from benchmark.data.sources import fetch
 from benchmark.profiles import OPTIONAL, defaults
@@ -88,3 +89,20 @@ def tiny_project(tmp_path, tiny_processed) -> Path:
     dest.parent.mkdir(parents=True)
     shutil.copytree(tiny_processed, dest)
     return tmp_path
+
+
+def raw_params(tmp_path: Path, **sections) -> Path:
+    """A hand-written ``params.yaml`` (nothing filled in): unet on phantom-cardiac, plus ``sections``."""
+    raw = {"profile": "test", "datasets": ["phantom-cardiac"], "methods": ["unet"], "method": {"unet": {}}}
+    raw.update(sections)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def config_error(path: Path) -> str:
+    """The one error loading ``path`` raises: a ConfigError, which is a SegbenchError and a ValueError."""
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert isinstance(err.value, SegbenchError) and isinstance(err.value, ValueError)
+    return str(err.value)

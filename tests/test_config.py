@@ -10,25 +10,12 @@ import yaml
 
 from benchmark.config import (ConfigError, DataConfig, EvalConfig, MethodConfig, TrainConfig, build_section,
                               load_config)
-from benchmark.errors import SegbenchError
-from tests.conftest import MEDFLOWSEG_TINY, TINY_PARAMS
+from tests.conftest import MEDFLOWSEG_TINY, TINY_PARAMS, config_error, raw_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _params(tmp_path: Path, **sections) -> Path:
-    raw = {"profile": "test", "datasets": ["phantom-cardiac"], "methods": ["unet"], "method": {"unet": {}}}
-    raw.update(sections)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def _error(path: Path) -> str:
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    assert isinstance(err.value, SegbenchError) and isinstance(err.value, ValueError)
-    return str(err.value)
+_params, _error = raw_params, config_error
 
 
 @pytest.mark.parametrize("profile", ["params.yaml", "profiles/paper.yaml", "profiles/cpu-full.yaml", "profiles/cpu-64.yaml"])

@@ -14,24 +14,17 @@ import yaml
 
 from benchmark import paths
 from benchmark.cli import main
-from benchmark.config import ConfigError, load_config
-from tests.conftest import TINY_PARAMS, commit_all, copy_project, write_params
+from benchmark.config import load_config
+from tests.conftest import TINY_PARAMS, commit_all, config_error, copy_project, raw_params, write_params
 
 DS = "phantom-cardiac"
 
 
 def _params(tmp_path: Path, seeds: dict, **sections) -> Path:
-    raw = {"profile": "test", "datasets": [DS], "methods": ["unet"], "method": {"unet": {}}, "seeds": seeds}
-    raw.update(sections)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+    return raw_params(tmp_path, seeds=seeds, **sections)
 
 
-def _error(path: Path) -> str:
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    return str(err.value)
+_error = config_error
 
 
 def test_the_seeds_section_defaults_to_no_extra_seed_and_lists_the_trained_pairs(tmp_path):
