@@ -18,7 +18,7 @@ from benchmark import paths
 from benchmark.catalogue import CATALOGUE, Catalogue, load_catalogue
 from benchmark.claims import Claim, load_claims
 from benchmark.config import Config
-from benchmark.convergence import FLAT, fall_over_last_quarter
+from benchmark.convergence import fall_over_last_quarter, still_falling
 from benchmark.data.manifest import MANIFEST, Manifest, file_sha256, load_manifest
 from benchmark.records import ComplexityRecord, EvaluationRecord, RunRecord, read_record
 from benchmark.statistics import CaseValues, Interval, bootstrap_interval
@@ -122,19 +122,17 @@ class Evidence:
                 cv, c.bootstrap_resamples, c.confidence, c.bootstrap_seed)
         return self._intervals[key]
 
-    def loss_fall(self, pair: Pair) -> float | None:
-        """How much the training loss of ``pair`` fell over its last quarter (:mod:`benchmark.convergence`); None
-        without a loss curve or one too short to tell."""
-        loss = self.losses.get(pair)
-        return None if loss is None or "loss" not in loss else fall_over_last_quarter(loss["loss"])
-
     def loss_still_falling(self, pair: Pair) -> str | None:
-        """A caveat where the training loss of ``pair`` was still falling when its training ended, else None. A
-        falling training loss need not mean a rising test Dice (a network fitting its training set further);
-        whether twice the steps change the Dice is ``benchmarks/plateau.py --double``'s check."""
-        fall = self.loss_fall(pair)
-        return (f"{pair[0]}/{pair[1]}: training loss still falling at the end ({100 * fall:.0f}% over the last "
-                f"quarter of its steps), maybe short of its plateau") if fall is not None and fall >= FLAT else None
+        """A caveat where the training loss of ``pair`` was still falling when its training ended
+        (:func:`benchmark.convergence.still_falling`), else None. A falling training loss need not mean a rising
+        test Dice (a network fitting its training set further); whether twice the steps change the Dice is
+        ``benchmarks/plateau.py --double``'s check."""
+        loss = self.losses.get(pair)
+        if loss is None or "loss" not in loss or not still_falling(loss["loss"]):
+            return None
+        return (f"{pair[0]}/{pair[1]}: training loss still falling at the end "
+                f"({100 * fall_over_last_quarter(loss['loss']):.0f}% over the last quarter of its steps), maybe "
+                f"short of its plateau")
 
     def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
         info = self.datasets.get(dataset)
