@@ -94,14 +94,20 @@ class _Loss(torch.nn.Module):
         return self.method.loss(images, labels, torch.Generator(images.device).manual_seed(0))
 
 
+def first_stage_per_epoch(method: torch.nn.Module) -> None:
+    """Count a method's epochs (``CountsInEpochs``: ATFM's prior stage) as one step each, so that the first
+    training steps of a measurement belong to its first stage, on which the FLOPs are counted."""
+    from benchmark.methods.interface import CountsInEpochs
+    if isinstance(method, CountsInEpochs):
+        method.set_epoch_length(lambda epochs: max(1, math.ceil(epochs)))
+
+
 def training_flops_per_image(method: torch.nn.Module, in_channels: int, num_classes: int, size: int) -> float:
     """FLOPs of one training image: 3 x the fvcore forward MACs of ``loss`` on one random image
     ``(1, in_channels, size, size)``, x 2 FLOPs per MAC. The loss is the method's first training step
     (ATFM: its prior's stage)."""
     from benchmark.complexity import count_macs
-    from benchmark.methods.interface import CountsInEpochs
-    if isinstance(method, CountsInEpochs):
-        method.set_epoch_length(lambda epochs: max(1, math.ceil(epochs)))
+    first_stage_per_epoch(method)
     device = next(method.parameters()).device
     g = torch.Generator(device).manual_seed(0)
     images = torch.randn(1, in_channels, size, size, generator=g, device=device)

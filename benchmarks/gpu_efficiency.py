@@ -40,7 +40,7 @@ from benchmark.config import load_config
 from benchmark.methods import build_method
 from benchmark.methods.interface import TrainsItself
 from benchmark.methods.registry import method_class
-from benchmark.plan import training_flops_per_image
+from benchmark.plan import first_stage_per_epoch, training_flops_per_image
 from benchmark.steptable import load_step_table
 from method_step_time import timed   # this folder, on sys.path when the script runs
 
@@ -60,6 +60,7 @@ def build(name: str, args, cfg, checkpointing: bool) -> torch.nn.Module:
         params["checkpointing"] = True
     torch.manual_seed(0)
     method = build_method(name, CHANNELS, CLASSES, params).to(args.device)
+    first_stage_per_epoch(method)     # ATFM: its prior's stage, as the FLOPs count
     return method.to(memory_format=torch.channels_last) if args.channels_last else method
 
 
@@ -176,6 +177,17 @@ def sample_figures(name: str, args, cfg) -> dict:
             "mode": mode}
 
 
+def steps_here(name: str) -> bool:
+    """Whether this script can time ``name``'s training step: not a method that trains itself (nnU-Net), and its
+    module imports here (a GPU machine may lack an optional package such as nnunetv2; the skip is printed)."""
+    try:
+        cls = method_class(name)
+    except ImportError as e:
+        print(f"{name}: skipped: {e}", flush=True)
+        return False
+    return not (isinstance(cls, type) and issubclass(cls, TrainsItself))
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="profiles/paper.yaml")
@@ -203,15 +215,19 @@ def main(argv=None) -> None:
     args.size = 32 if args.smoke else cfg.data.size
     gpu = load_step_table().gpus.get(args.gpu)
     peak = None if args.device != "cuda" or gpu is None else gpu.peak_tflops["bf16" if args.bf16 else "tf32"]
-    names = args.methods or [m for _, m in cfg.pairs()
-                             if not (isinstance(method_class(m), type) and issubclass(method_class(m), TrainsItself))]
+    trained = [m for _, m in cfg.pairs() if cfg.trained_as(m) == m]     # a condition-head row trains nothing
+    names = args.methods or [m for m in dict.fromkeys(trained) if steps_here(m)]
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"device {device}; peak {f'{peak:g} TFLOP/s ({gpu.source})' if peak else 'none (no MFU)'}; "
           f"{args.size} px; {'bf16 autocast' if args.bf16 else 'fp32 (TF32 convolutions)'}")
     rows = []
     for name in dict.fromkeys(names):
         torch.set_num_threads(cfg.method_config(name).train.threads)
-        tr = train_figures(name, args, cfg, peak)
+        try:
+            tr = train_figures(name, args, cfg, peak)
+        except Exception as e:      # one method's failure is reported; the others are still measured
+            print(f"{name}: failed: {type(e).__name__}: {e}", flush=True)
+            continue
         if "error" in tr:
             print(f"{name}: train batch {tr['batch']}: {tr['error']}", flush=True)
             continue
