@@ -147,7 +147,7 @@ class TrainConfig(Checked):
     threads: int = checked(2, integer(1))             # torch intra-op threads per process
     mixed_precision: str = checked("no", one_of("no", "bf16", "fp16"))
     # passed to Accelerate: autocast of the forward passes, fp32 master weights
-    fused_optimizer: bool = checked(False, BOOLEAN)   # the optimizer's fused kernel on CUDA; ignored on CPU, noted
+    fused_optimizer: bool = checked(False, BOOLEAN)   # the optimizer's fused kernel (CUDA and CPU)
     channels_last: bool = checked(False, BOOLEAN)     # model and input images in channels-last memory format
     compile: bool = checked(False, BOOLEAN)           # torch.compile of the loss forward (the trainer's LossForward)
     loader_workers: int = checked(0, integer(0))

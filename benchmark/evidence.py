@@ -134,6 +134,17 @@ class Evidence:
                 f"({100 * fall_over_last_quarter(loss['loss']):.0f}% over the last quarter of its steps), maybe "
                 f"short of its plateau")
 
+    def velocity_loss(self, method: str) -> str:
+        """The velocity loss that trained ``method`` (a condition-head row: its method's): the model's
+        ``velocity_loss`` where it has one, else the papers' ``l1``."""
+        trained = self.cfg.trained_as(method)
+        return self.cfg.method_config(trained).model.get("velocity_loss", "l1") if trained in self.cfg.method else "l1"
+
+    def loss_deviation(self, method: str) -> str | None:
+        """A caveat where ``method`` trained with another velocity loss than its paper's L1, else None."""
+        loss = self.velocity_loss(method)
+        return None if loss == "l1" else f"{method} trained with the {loss.upper()} velocity loss, not the paper's L1"
+
     def data_caveats(self, dataset: str, paper_dataset: str | None) -> tuple[str, ...]:
         info = self.datasets.get(dataset)
         caveats = []

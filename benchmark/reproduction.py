@@ -124,7 +124,7 @@ def measure(claim: Claim, ev: Evidence, method: str | None = None, dataset: str 
     if result is None or not result.ok:
         return Measured(None, dataset, method, missing=f"{dataset}/{method} has no evaluation")
     caveats = list(ev.data_caveats(dataset, claim.dataset if same_data else None))
-    caveats += filter(None, [ev.loss_still_falling((dataset, method))])
+    caveats += filter(None, [ev.loss_deviation(method), ev.loss_still_falling((dataset, method))])
     if not same_data:
         caveats.insert(0, f"measured on {dataset}, the paper on {claim.dataset}")
     paper_nfe = (ev.catalogue.methods[method].nfe or {}).get(claim.paper) if method in ev.catalogue.methods else None

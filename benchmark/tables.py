@@ -30,11 +30,16 @@ CELL_NOTE = ("Each cell: ours [interval] (paper's value, Δ = ours - paper); whe
 Marks = frozenset[tuple[str, str, str]]   # (dataset, column, method) of the Dice cells that get the dagger
 
 
+def _loss_note(method: str, ev: Evidence) -> str | None:
+    """"MSE velocity loss" where ``method`` trained with another velocity loss than the paper's L1, else None."""
+    loss = ev.velocity_loss(method)
+    return None if loss == "l1" else f"{loss.upper()} velocity loss"
+
+
 def _row_label(method: str, ev: Evidence) -> str:
     """The method's display name, plus any velocity loss other than the paper's L1."""
-    label = ev.catalogue.label(method)
-    loss = ev.cfg.method_config(method).model.get("velocity_loss", "l1") if method in ev.cfg.method else "l1"
-    return label if loss == "l1" else f"{label} [{loss.upper()} velocity loss]"
+    label, note = ev.catalogue.label(method), _loss_note(method, ev)
+    return f"{label} [{note}]" if note else label
 
 
 _DECIMALS = {"%": 2, "mm": 2, "x100": 1, "M params": 3, "GFLOPs": 2}
@@ -114,7 +119,7 @@ def claims_table(ev: Evidence, table: str, methods: tuple[str, ...], extra_datas
     for row in _unique(c.row for c in cells):
         method = ev.catalogue.row_method(row)
         live = method in methods
-        ours = ", ".join(filter(None, (method, ev.catalogue.stand_in(method))))
+        ours = ", ".join(filter(None, (method, ev.catalogue.stand_in(method), live and _loss_note(method, ev))))
         index.append(row + (f" [ours: {ours}]" if live else ""))
         row_methods.append(method)
         live_rows.append(live)

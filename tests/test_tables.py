@@ -368,3 +368,25 @@ def test_a_pair_whose_loss_still_falls_is_named_in_the_caption_and_in_its_claims
     claim = next(c for c in ev.claims if c.table == "Table 1" and c.metric == "dice"
                  and ev.catalogue.row_method(c.row) == "medflowseg")
     assert any("maybe short of its plateau" in c for c in measure(claim, ev).caveats)
+
+
+def test_a_velocity_loss_other_than_the_papers_is_named_in_the_rows_and_the_claims(tmp_path):
+    # the CPU profiles may train MedFlowSeg with the MSE velocity loss: its row, its head row and its claims say so
+    mse = {**TINY_PARAMS["method"]["medflowseg"], "model": {**TINY_PARAMS["method"]["medflowseg"]["model"],
+                                                            "velocity_loss": "mse"}}
+    cfg = load_config(write_params(tmp_path / "params.yaml", methods=["unet", "medflowseg"],
+                                   method={**TINY_PARAMS["method"], "medflowseg": mse},
+                                   condition_head={"datasets": ["phantom-cardiac"], "method": "medflowseg"}))
+    ev = _evidence(cfg, {("phantom-cardiac", "unet"): _result(0.8), ("phantom-cardiac", "medflowseg"): _result(0.7),
+                         ("phantom-cardiac", "medflowseg-head"): _result(0.75)})
+    ev.manifests["phantom-cardiac"] = SimpleNamespace(dataset=cardiac.INFO)
+    index = list(_table("Table 1", ev).index)
+    flow = [r for r in index if "medflowseg" in r.lower()]
+    assert flow and all("MSE velocity loss" in r for r in flow), index
+    assert not any("velocity loss" in r for r in index if r not in flow)
+    claim = next(c for c in ev.claims if c.table == "Table 1" and c.metric == "dice"
+                 and ev.catalogue.row_method(c.row) == "medflowseg")
+    assert "medflowseg trained with the MSE velocity loss, not the paper's L1" in measure(claim, ev).caveats
+    unet = next(c for c in ev.claims if c.table == "Table 1" and c.metric == "dice"
+                and ev.catalogue.row_method(c.row) == "unet")
+    assert not any("velocity loss" in c for c in measure(unet, ev).caveats)
