@@ -215,7 +215,11 @@ def test_one_training_step_of_the_default_profile_config():
     model_params = cfg.method_config("medflowseg").model
     torch.manual_seed(0)
     m = build_method("medflowseg", 1, 4, model_params)
-    assert m.config.structural == "dbsa" and m.config.semantic == "fa" and m.config.velocity_loss == "l1"
+    assert m.config.structural == "dbsa" and m.config.semantic == "fa"
+    assert m.config.velocity_loss == "mse"       # the CPU profile's labelled deviation; the paper profile keeps L1
+    paper = load_config(ROOT / "profiles" / "paper.yaml").method_config("medflowseg").model
+    with torch.device("meta"):
+        assert build_method("medflowseg", 1, 4, paper).config.velocity_loss == "l1"
     g = gen(0)
     size = cfg.data.size
     images, labels = torch.randn(2, 1, size, size, generator=g), torch.randint(0, 4, (2, size, size), generator=g)
