@@ -34,11 +34,12 @@ from benchmark.records import EvaluationRecord, read_record
 
 
 def dice_table(results: Path) -> pd.DataFrame:
-    """``(cases, classes)`` per-case Dice of an evaluate stage's ``per_case.csv`` (regions left out), indexed by
-    ``(case_id, subject_id)``."""
-    df = pd.read_csv(results / "per_case.csv")
-    df = df[~df["class"].astype(str).str.startswith("region:")]
-    return df.pivot(index=["case_id", "subject_id"], columns="class", values="dice")
+    """``(cases, subject_id + classes)`` per-case Dice of an evaluate stage's ``per_case.csv``, as the tables read
+    it (:class:`benchmark.evidence.Selection`: every class, regions left out), indexed by case id."""
+    from benchmark.evidence import CaseTables, Selection
+    ids = {"case_id": str, "subject_id": str}
+    run = CaseTables(pd.read_csv(results / "per_case.csv", dtype=ids), sets=pd.DataFrame())
+    return Selection("dice", None, scale=1.0).values(run)
 
 
 def change_interval(before: Path, after: Path, resamples: int = 10_000, seed: int = 0):
@@ -47,9 +48,8 @@ def change_interval(before: Path, after: Path, resamples: int = 10_000, seed: in
     cases (``benchmark.statistics``)."""
     from benchmark.statistics import CaseValues, bootstrap_interval
     a, b = dice_table(before), dice_table(after)
-    diff = (b - a).reindex(a.index)
-    cv = CaseValues(diff.to_numpy()[None], tuple(diff.index.get_level_values(0)),
-                    tuple(diff.index.get_level_values(1)))
+    diff = (b.drop(columns="subject_id") - a.drop(columns="subject_id")).reindex(a.index)
+    cv = CaseValues(diff.to_numpy(dtype=float)[None], tuple(a.index), tuple(a["subject_id"]))
     return bootstrap_interval(cv, resamples, 0.95, seed)
 
 
