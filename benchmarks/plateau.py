@@ -8,7 +8,7 @@
    points, are compared.
 2. ``--double``: the pair trained again with twice its steps (in ``--work``, default a temporary folder; the
    profile's other settings unchanged), scored like the pipeline at ``--points`` checkpoints of that run (the
-   learning curve); prints the change of its mean test Dice against ``results/DATASET/METHOD/evaluation.json``,
+   learning curve; only its end where the rate decays over the run); prints the change of its mean test Dice against ``results/DATASET/METHOD/evaluation.json``,
    and the change on the cases scored in both runs with its 95% paired bootstrap interval over subjects. The
    verdict (the issue's criterion, under 2 points) reads the paired change: with ``both_empty: nan`` a case whose
    reference is empty counts in a run's mean only where that run predicts something there (a Dice of 0), so the
@@ -56,8 +56,9 @@ def change_interval(before: Path, after: Path, resamples: int = 10_000, seed: in
 def doubled_curve(cfg, dataset: str, method: str, work: Path, points: int) -> list[tuple[int, float]]:
     """``(step, mean test Dice)`` of ``method`` on ``dataset`` trained with twice its configured steps, scored at
     ``points`` evenly spaced checkpoints of that one run (its EMA weights, predicted and evaluated like the
-    pipeline). The trainer draws batch ``s`` from the seed and ``s`` alone and the rate is constant after the
-    warm-up, so the checkpoint at step ``n`` is the model an ``n``-step run would end with."""
+    pipeline). The trainer draws batch ``s`` from the seed and ``s`` alone and a constant rate after the warm-up
+    does not depend on the run's length, so the checkpoint at step ``n`` is the model an ``n``-step run would end
+    with. A decaying schedule (``poly``) spans the whole run, so there only the last checkpoint is scored."""
     from safetensors.torch import load_file
     from benchmark.data.manifest import MANIFEST, load_manifest
     from benchmark.evaluation import evaluate
@@ -73,6 +74,8 @@ def doubled_curve(cfg, dataset: str, method: str, work: Path, points: int) -> li
     if steps is None:
         _, cases = load_split(processed, "train")
         steps = epoch_steps(mc.train.epochs, sum(c.image.shape[0] for c in cases), mc.train.batch_size)
+    if mc.train.schedule != "constant":
+        points = 1            # the rate decays over the whole run: only its end is a 2N-step run's model
     every = max(1, 2 * steps // points)
     mc = dataclasses.replace(mc, train=dataclasses.replace(mc.train, steps=every * points, epochs=None,
                                                            checkpoint_every=every, keep_checkpoints=points))

@@ -2,6 +2,7 @@
 doubled run scored along the way."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -44,6 +45,16 @@ def test_the_doubled_runs_checkpoint_at_n_steps_scores_as_an_n_step_run(tiny_pro
                      cfg.evaluation, "unet")
     assert curve[0][1] == pytest.approx(alone.average["dice"], abs=1e-9)
     assert curve[1][1] != pytest.approx(curve[0][1], abs=1e-9)     # the second half trained on
+
+
+def test_with_a_decaying_rate_only_the_doubled_runs_end_is_scored(tiny_project, monkeypatch):
+    monkeypatch.chdir(tiny_project)
+    cfg = load_config("params.yaml")
+    unet = cfg.method_config("unet")
+    poly = dataclasses.replace(unet.train, schedule="poly", poly_power=0.9)
+    cfg = dataclasses.replace(cfg, method={**cfg.method, "unet": dataclasses.replace(unet, train=poly)})
+    curve = plateau.doubled_curve(cfg, "phantom-cardiac", "unet", tiny_project / "work", points=2)
+    assert [s for s, _ in curve] == [60]          # step 30 of a 60-step poly run is no 30-step run's model
 
 
 def _per_case(folder, dice: dict[str, float], classes=("lv", "rv")):
