@@ -190,8 +190,9 @@ def plot_datasets(sweeps: dict[str, pd.DataFrame], method: str, path: Path) -> P
         fixed = df[df["steps"].notna()].sort_values("nfe")
         ax.plot(fixed["nfe"], fixed["dice"], "o-", color=colour, label=f"{name} (Euler)")
         adaptive = df[df["steps"].isna()]
-        ax.plot(adaptive["nfe"], adaptive["dice"], "*", color=colour, markersize=13, linestyle="none",
-                label=f"{name} (dopri5)")
+        if len(adaptive):          # a sweep without dopri5 gets no legend entry for it
+            ax.plot(adaptive["nfe"], adaptive["dice"], "*", color=colour, markersize=13, linestyle="none",
+                    label=f"{name} (dopri5)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("measured NFE per sample (log2 scale)")
     ax.set_ylabel("Dice (mean over classes)")

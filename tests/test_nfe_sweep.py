@@ -146,3 +146,18 @@ def test_a_setting_is_passed_per_call_and_leaves_the_model_as_it_was(plain_model
     samples, nfe = _sample_case(model, ODESolver("midpoint", 3), image, 2, torch.Generator().manual_seed(1), 2, "cpu")
     assert samples.shape == (2, 3, 32, 32) and nfe == [6, 6, 6, 6]   # 2 batches x 2 samples, 2 per midpoint step
     assert model.default_sampler is trained and trained == ODESolver("euler", 2)
+
+
+@pytest.mark.parametrize("with_dopri5", [True, False])
+def test_the_figure_names_dopri5_only_where_it_ran(tmp_path, monkeypatch, with_dopri5):
+    import matplotlib.axes
+    from benchmark.nfe_sweep import plot_datasets
+    labels = []
+    legend = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend",
+                        lambda ax, *a, **k: (labels.extend(ax.get_legend_handles_labels()[1]), legend(ax, *a, **k))[1])
+    rows = [{"steps": s, "nfe": s, "dice": 0.4} for s in (1, 2, 4)]
+    rows += [{"steps": None, "nfe": 14.0, "dice": 0.41}] if with_dopri5 else []
+    plot_datasets({"phantom-lesion": pd.DataFrame(rows)}, "medflowseg", tmp_path / "nfe.png")
+    assert (tmp_path / "nfe.png").is_file()
+    assert labels == ["phantom-lesion (Euler)"] + (["phantom-lesion (dopri5)"] if with_dopri5 else [])
