@@ -37,7 +37,7 @@ def test_the_job_graph_is_dvcs_graph(tmp_path, profile):
     assert {(a, run.stage) for run, after, _ in jobs for a in after} == edges
     order = [run.stage for run, _, _ in jobs]
     assert all(order.index(a) < order.index(run.stage) for run, after, _ in jobs for a in after)
-    assert order[-1] == "tables" and len(nodes) > (60 if "paper" in profile else 40)
+    assert order[-1] == "tables" and len(nodes) > (60 if "paper" in profile else 30)
     train = next((run, res) for run, _, res in jobs if run.stage.startswith("train@"))
     assert train[1] == DEFAULTS["train"] and train[0].command.startswith("segbench train ")
     dataset, method = train[0].command.split()[2:4]
