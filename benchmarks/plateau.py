@@ -8,7 +8,8 @@
    points, are compared.
 2. ``--double``: the pair trained again with twice its steps (in ``--work``, default a temporary folder; the
    profile's other settings unchanged), scored like the pipeline at ``--points`` checkpoints of that run (the
-   learning curve; only its end where the rate decays over the run); prints the change of its mean test Dice against ``results/DATASET/METHOD/evaluation.json``,
+   learning curve; only its end where the rate decays over the run); prints the change of its mean test Dice
+   against ``results/DATASET/METHOD/evaluation.json``,
    and the change on the cases scored in both runs with its 95% paired bootstrap interval over subjects. The
    verdict (the issue's criterion, under 2 points) reads the paired change: with ``both_empty: nan`` a case whose
    reference is empty counts in a run's mean only where that run predicts something there (a Dice of 0), so the

@@ -152,10 +152,13 @@ def test_a_setting_is_passed_per_call_and_leaves_the_model_as_it_was(plain_model
 def test_the_figure_names_dopri5_only_where_it_ran(tmp_path, monkeypatch, with_dopri5):
     import matplotlib.axes
     from benchmark.nfe_sweep import plot_datasets
-    labels = []
-    legend = matplotlib.axes.Axes.legend
-    monkeypatch.setattr(matplotlib.axes.Axes, "legend",
-                        lambda ax, *a, **k: (labels.extend(ax.get_legend_handles_labels()[1]), legend(ax, *a, **k))[1])
+    labels, legend = [], matplotlib.axes.Axes.legend
+
+    def recording_legend(ax, *args, **kwargs):      # the labels the figure's legend is drawn with
+        labels.extend(ax.get_legend_handles_labels()[1])
+        return legend(ax, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", recording_legend)
     rows = [{"steps": s, "nfe": s, "dice": 0.4} for s in (1, 2, 4)]
     rows += [{"steps": None, "nfe": 14.0, "dice": 0.41}] if with_dopri5 else []
     plot_datasets({"phantom-lesion": pd.DataFrame(rows)}, "medflowseg", tmp_path / "nfe.png")
